@@ -1,0 +1,131 @@
+//! `minipay`: the command-line tool. Today: WAL inspection, verification,
+//! repair and benchmarking. The client commands come with the client issue.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use minipay::wal_tools::{self, BenchConfig};
+use wal::SyncPolicy;
+
+#[derive(Parser)]
+#[command(
+    name = "minipay",
+    version,
+    about = "A miniature payment system: banks, a 2PC gateway and clients over one write-ahead log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect, verify, repair or benchmark a write-ahead log.
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// Print every record: LSN, kind, length and decoded payload.
+    Dump {
+        dir: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a log without changing it; exit non-zero on corruption.
+    Verify {
+        dir: PathBuf,
+        /// Truncate at the first bad record, keeping the original bytes in
+        /// `.broken` copies, and report what was dropped.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Durable appends from concurrent writers, compared with the raw disk.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    dir: PathBuf,
+    #[arg(long, default_value_t = 16)]
+    writers: u32,
+    /// Total records, spread over the writers.
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// Payload bytes per record (at least 16).
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Write `<writer> <seq>` here as each append is acknowledged.
+    #[arg(long)]
+    ack_log: Option<PathBuf>,
+    /// Async writers (tasks on a 2-thread tokio runtime) instead of threads.
+    #[arg(long = "async")]
+    use_async: bool,
+    /// Segment file size in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    segment_size: u64,
+    /// Longest a flush is held back for a batch to gather, in microseconds.
+    #[arg(long, default_value_t = wal::Options::default().max_batch_delay.as_micros() as u64)]
+    max_batch_delay_us: u64,
+    /// Skip fsync entirely. NOT DURABLE: only to measure the CPU path.
+    #[arg(long)]
+    no_sync_not_durable: bool,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Wal(WalCommand::Dump { dir, json }) => wal_tools::dump(&dir, json),
+        Command::Wal(WalCommand::Verify { dir, repair }) => {
+            println!("{}", wal_tools::verify(&dir, repair)?);
+            Ok(())
+        }
+        Command::Wal(WalCommand::Bench(args)) => {
+            let config = BenchConfig {
+                dir: args.dir,
+                writers: args.writers,
+                records: args.records,
+                size: args.size,
+                ack_log: args.ack_log,
+                use_async: args.use_async,
+                segment_size: args.segment_size,
+                max_batch_delay: std::time::Duration::from_micros(args.max_batch_delay_us),
+                sync: if args.no_sync_not_durable {
+                    SyncPolicy::NeverNotDurable
+                } else {
+                    SyncPolicy::Always
+                },
+            };
+            let report = wal_tools::bench(&config)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.human());
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! `minipay wal dump | verify | bench`: inspecting, checking, repairing and
+//! measuring a write-ahead log from the command line (like `pg_waldump`).
+//!
+//! This module knows the record kinds of every log owner only to decode
+//! them for display; it never interprets them.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use wal::{Damage, FsStorage, Lsn, Options, RecordKind, RepairOutcome, Storage, SyncPolicy, Wal};
+
+/// Record kind of the self-verifying records `wal bench` writes.
+pub const BENCH_KIND: RecordKind = RecordKind(0x7F);
+/// Bytes of a bench payload before its filler: writer, sequence, checksum.
+pub const BENCH_HEADER_LEN: usize = 16;
+
+/// A bench payload of `size` bytes (at least [`BENCH_HEADER_LEN`]) that
+/// carries its writer and sequence number and a checksum over all of it.
+pub fn encode_bench_payload(writer: u32, seq: u64, size: usize) -> Vec<u8> {
+    assert!(
+        size >= BENCH_HEADER_LEN,
+        "bench records hold at least 16 bytes"
+    );
+    let mut payload = Vec::with_capacity(size);
+    payload.extend_from_slice(&writer.to_le_bytes());
+    payload.extend_from_slice(&seq.to_le_bytes());
+    payload.extend_from_slice(&[0; 4]);
+    payload.extend((0..size - BENCH_HEADER_LEN).map(|index| filler(writer, seq, index)));
+    let checksum = bench_checksum(&payload);
+    payload[12..16].copy_from_slice(&checksum.to_le_bytes());
+    payload
+}
+
+fn filler(writer: u32, seq: u64, index: usize) -> u8 {
+    (u64::from(writer).wrapping_mul(31) ^ seq.wrapping_add(index as u64)) as u8
+}
+
+fn bench_checksum(payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&payload[..12]);
+    hasher.update(&payload[BENCH_HEADER_LEN..]);
+    hasher.finalize()
+}
+
+/// A decoded bench payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchPayload {
+    pub writer: u32,
+    pub seq: u64,
+    /// The payload's own checksum holds.
+    pub valid: bool,
+}
+
+pub fn decode_bench_payload(payload: &[u8]) -> Option<BenchPayload> {
+    if payload.len() < BENCH_HEADER_LEN {
+        return None;
+    }
+    let writer = u32::from_le_bytes(payload[0..4].try_into().ok()?);
+    let seq = u64::from_le_bytes(payload[4..12].try_into().ok()?);
+    let stored = u32::from_le_bytes(payload[12..16].try_into().ok()?);
+    Some(BenchPayload {
+        writer,
+        seq,
+        valid: stored == bench_checksum(payload),
+    })
+}
+
+fn kind_name(kind: RecordKind) -> &'static str {
+    match kind {
+        BENCH_KIND => "bench",
+        _ => "unknown",
+    }
+}
+
+/// `minipay wal dump DIR [--json]`: prints every valid record.
+pub fn dump(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let storage =
+        FsStorage::open_unlocked(dir).with_context(|| format!("open {}", dir.display()))?;
+    let scan = wal::inspect(&storage)?;
+    let firsts: Vec<Lsn> = scan
+        .segments
+        .iter()
+        .map(|segment| segment.first_lsn)
+        .collect();
+    let last = Lsn(scan.next_lsn.0 - 1);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    wal::read_records(
+        &storage,
+        &firsts,
+        scan.first_lsn,
+        last,
+        wal::PAYLOAD_LEN_LIMIT,
+        |record| {
+            let bench = (record.kind == BENCH_KIND)
+                .then(|| decode_bench_payload(record.payload))
+                .flatten();
+            if json {
+                let mut line = serde_json::json!({
+                    "lsn": record.lsn.0,
+                    "kind": kind_name(record.kind),
+                    "kind_code": record.kind.0,
+                    "len": record.payload.len(),
+                });
+                match bench {
+                    Some(bench) => {
+                        line["writer"] = bench.writer.into();
+                        line["seq"] = bench.seq.into();
+                        line["valid"] = bench.valid.into();
+                    }
+                    None => line["payload_hex"] = hex(record.payload, usize::MAX).into(),
+                }
+                writeln!(out, "{line}")
+            } else {
+                let detail = match bench {
+                    Some(bench) => format!(
+                        "writer={} seq={} valid={}",
+                        bench.writer, bench.seq, bench.valid
+                    ),
+                    None => format!("payload={}", hex(record.payload, 64)),
+                };
+                writeln!(
+                    out,
+                    "lsn={} kind={}(0x{:02x}) len={} {detail}",
+                    record.lsn,
+                    kind_name(record.kind),
+                    record.kind.0,
+                    record.payload.len()
+                )
+            }
+        },
+    )
+    .map_err(|error| anyhow::anyhow!("{error}"))?;
+    out.flush()?;
+    drop(out);
+    match &scan.damage {
+        None => Ok(()),
+        Some(Damage::TornTail {
+            segment, offset, ..
+        }) => {
+            eprintln!(
+                "note: torn tail in {segment} at offset {offset} (opening the log zeroes it)"
+            );
+            Ok(())
+        }
+        Some(Damage::Corrupt { .. }) => Err(scan.corruption().expect("corrupt scan").into()),
+    }
+}
+
+fn hex(bytes: &[u8], limit: usize) -> String {
+    let mut text: String = bytes
+        .iter()
+        .take(limit)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    if bytes.len() > limit {
+        text.push('…');
+    }
+    text
+}
+
+/// `minipay wal verify DIR [--repair]`: checks the log, changing nothing
+/// unless asked to repair. Returns the one-line summary.
+pub fn verify(dir: &Path, repair: bool) -> anyhow::Result<String> {
+    let storage = if repair {
+        FsStorage::open_locked(dir)
+    } else {
+        FsStorage::open_unlocked(dir)
+    }
+    .with_context(|| format!("open {}", dir.display()))?;
+    let scan = wal::inspect(&storage)?;
+    if scan.segments.is_empty() && scan.damage.is_none() {
+        bail!("{} holds no WAL segments", dir.display());
+    }
+    let repaired = if repair {
+        Some(wal::repair(&storage)?)
+    } else {
+        None
+    };
+    let range = if scan.next_lsn > scan.first_lsn {
+        format!("lsn {}..={}", scan.first_lsn, scan.next_lsn.0 - 1)
+    } else {
+        "no records".to_owned()
+    };
+    let summary = format!(
+        "{} segments, {} records, {range}",
+        scan.segments.len(),
+        scan.records()
+    );
+    match (&scan.damage, repaired) {
+        (None, _) => Ok(format!("ok: {summary}, no torn tail")),
+        (
+            Some(Damage::TornTail {
+                segment,
+                offset,
+                garbage_end,
+                ..
+            }),
+            None,
+        ) => Ok(format!(
+            "ok: {summary}, torn tail in {segment} at offset {offset} ({} bytes; not truncated yet, opening the log zeroes it)",
+            garbage_end - offset
+        )),
+        (
+            Some(Damage::TornTail { .. }),
+            Some(RepairOutcome::TornTailZeroed {
+                segment,
+                offset,
+                bytes,
+            }),
+        ) => Ok(format!(
+            "ok: {summary}, torn tail in {segment} at offset {offset} truncated ({bytes} bytes zeroed)"
+        )),
+        (
+            Some(Damage::Corrupt {
+                segment,
+                offset,
+                reason,
+                records_after,
+                ..
+            }),
+            None,
+        ) => bail!(
+            "corrupt: segment {} at offset {offset}: {reason} ({records_after} records at or after it); \
+             nothing was changed; `minipay wal verify --repair {}` truncates there and keeps a .broken copy",
+            storage.describe(segment),
+            dir.display()
+        ),
+        (
+            Some(Damage::Corrupt { .. }),
+            Some(RepairOutcome::Truncated {
+                segment,
+                offset,
+                reason,
+                dropped_records,
+                kept,
+            }),
+        ) => Ok(format!(
+            "repaired: {summary} kept; truncated {} at offset {offset} ({reason}); dropped {dropped_records} records; original bytes kept in {}",
+            storage.describe(&segment),
+            kept.join(", ")
+        )),
+        (Some(_), Some(RepairOutcome::Unrepairable { reason })) => bail!("cannot repair: {reason}"),
+        (Some(_), Some(other)) => bail!("repair disagreed with the scan: {other:?}"),
+    }
+}
+
+/// What `wal bench` runs.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub dir: PathBuf,
+    pub writers: u32,
+    pub records: u64,
+    pub size: usize,
+    pub ack_log: Option<PathBuf>,
+    /// Use async appends on a tokio runtime instead of a thread per writer.
+    pub use_async: bool,
+    pub segment_size: u64,
+    pub sync: SyncPolicy,
+    pub max_batch_delay: Duration,
+}
+
+/// What `wal bench` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub writers: u32,
+    pub records: u64,
+    pub size: usize,
+    pub mode: &'static str,
+    pub elapsed_s: f64,
+    pub appends_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub raw_fdatasync_per_sec: f64,
+    pub raw_p50_us: f64,
+    /// Group commit's batching: syncs, and records per sync.
+    pub fsyncs: u64,
+    pub records_per_fsync: f64,
+    /// Mean time of one batch's write + fdatasync.
+    pub batch_io_us: f64,
+    /// Mean time the disk idled between batches.
+    pub batch_idle_us: f64,
+}
+
+impl BenchReport {
+    pub fn human(&self) -> String {
+        format!(
+            "wal bench: {} {} writers, {} durable appends of {} B in {:.2} s\n\
+             \x20 {:.0} appends/s, {:.1} MB/s\n\
+             \x20 append latency p50 {:.0} us, p99 {:.0} us, p999 {:.0} us\n\
+             \x20 {} fsyncs, {:.1} records per fsync, {:.0} us per batch write + fdatasync, {:.0} us idle between batches\n\
+             \x20 raw disk, same filesystem (pwrite 4 KiB + fdatasync, preallocated): {:.0}/s, p50 {:.0} us\n\
+             \x20 appends/s per raw fdatasync/s: {:.1}x; p50 append latency / raw p50: {:.2}x",
+            self.writers,
+            self.mode,
+            self.records,
+            self.size,
+            self.elapsed_s,
+            self.appends_per_sec,
+            self.mb_per_sec,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.fsyncs,
+            self.records_per_fsync,
+            self.batch_io_us,
+            self.batch_idle_us,
+            self.raw_fdatasync_per_sec,
+            self.raw_p50_us,
+            self.appends_per_sec / self.raw_fdatasync_per_sec,
+            self.p50_us / self.raw_p50_us,
+        )
+    }
+}
+
+/// Records writer `writer` of `writers` appends when `total` are spread evenly.
+fn share(total: u64, writers: u32, writer: u32) -> u64 {
+    total / u64::from(writers) + u64::from(u64::from(writer) < total % u64::from(writers))
+}
+
+/// `minipay wal bench`: durable appends from concurrent writers, then the raw
+/// disk's `pwrite + fdatasync` rate on the same filesystem.
+pub fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
+    if config.writers == 0 || config.records == 0 {
+        bail!("--writers and --records must be at least 1");
+    }
+    if config.size < BENCH_HEADER_LEN {
+        bail!("--size must be at least {BENCH_HEADER_LEN} bytes (writer, sequence, checksum)");
+    }
+    let options = Options {
+        segment_size: config.segment_size,
+        max_payload_len: u32::try_from(config.size.max(4096)).context("--size too large")?,
+        sync: config.sync,
+        max_batch_delay: config.max_batch_delay,
+        ..Options::default()
+    };
+    let log = Arc::new(
+        Wal::open(&config.dir, options)
+            .with_context(|| format!("open WAL in {}", config.dir.display()))?
+            .wal,
+    );
+    let ack_log = match &config.ack_log {
+        Some(path) => Some(Arc::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("open ack log {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let started = Instant::now();
+    let mut latencies = if config.use_async {
+        run_async_writers(config, &log, ack_log.as_ref())?
+    } else {
+        run_thread_writers(config, &log, ack_log.as_ref())?
+    };
+    let elapsed = started.elapsed();
+    let stats = log.commit_stats();
+    drop(log);
+    latencies.sort_unstable();
+    let raw = raw_fdatasync(&config.dir)?;
+    let appends_per_sec = config.records as f64 / elapsed.as_secs_f64();
+    Ok(BenchReport {
+        writers: config.writers,
+        records: config.records,
+        size: config.size,
+        mode: if config.use_async { "async" } else { "thread" },
+        elapsed_s: elapsed.as_secs_f64(),
+        appends_per_sec,
+        mb_per_sec: appends_per_sec * config.size as f64 / 1e6,
+        p50_us: percentile_us(&latencies, 50.0),
+        p99_us: percentile_us(&latencies, 99.0),
+        p999_us: percentile_us(&latencies, 99.9),
+        raw_fdatasync_per_sec: raw.per_sec,
+        raw_p50_us: raw.p50_us,
+        fsyncs: stats.flushes,
+        records_per_fsync: stats.records as f64 / stats.flushes.max(1) as f64,
+        batch_io_us: stats.io_micros as f64 / stats.flushes.max(1) as f64,
+        batch_idle_us: stats.idle_micros as f64 / stats.flushes.max(1) as f64,
+    })
+}
+
+fn acknowledge(ack_log: Option<&Arc<File>>, writer: u32, seq: u64) -> std::io::Result<()> {
+    match ack_log {
+        // One write call per line, on an O_APPEND file: lines never interleave
+        // and each is in the kernel the moment the append is acknowledged.
+        Some(file) => (&**file).write_all(format!("{writer} {seq}\n").as_bytes()),
+        None => Ok(()),
+    }
+}
+
+fn run_thread_writers(
+    config: &BenchConfig,
+    log: &Arc<Wal>,
+    ack_log: Option<&Arc<File>>,
+) -> anyhow::Result<Vec<u64>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..config.writers)
+            .map(|writer| {
+                scope.spawn(move || -> anyhow::Result<Vec<u64>> {
+                    let count = share(config.records, config.writers, writer);
+                    let mut latencies = Vec::with_capacity(count as usize);
+                    for seq in 0..count {
+                        let payload = encode_bench_payload(writer, seq, config.size);
+                        let started = Instant::now();
+                        log.append(BENCH_KIND, &payload)?;
+                        latencies.push(started.elapsed().as_nanos() as u64);
+                        acknowledge(ack_log, writer, seq)?;
+                    }
+                    Ok(latencies)
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(config.records as usize);
+        for handle in handles {
+            all.extend(handle.join().expect("bench writer panicked")?);
+        }
+        Ok(all)
+    })
+}
+
+fn run_async_writers(
+    config: &BenchConfig,
+    log: &Arc<Wal>,
+    ack_log: Option<&Arc<File>>,
+) -> anyhow::Result<Vec<u64>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .context("start tokio runtime")?;
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..config.writers)
+            .map(|writer| {
+                let log = Arc::clone(log);
+                let ack_log = ack_log.cloned();
+                let (records, writers, size) = (config.records, config.writers, config.size);
+                tokio::spawn(async move {
+                    let count = share(records, writers, writer);
+                    let mut latencies = Vec::with_capacity(count as usize);
+                    for seq in 0..count {
+                        let payload = encode_bench_payload(writer, seq, size);
+                        let started = Instant::now();
+                        log.append_async(BENCH_KIND, &payload).await?;
+                        latencies.push(started.elapsed().as_nanos() as u64);
+                        acknowledge(ack_log.as_ref(), writer, seq)?;
+                    }
+                    anyhow::Ok(latencies)
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(config.records as usize);
+        for task in tasks {
+            all.extend(task.await.context("bench writer panicked")??);
+        }
+        Ok(all)
+    })
+}
+
+fn percentile_us(sorted_ns: &[u64], percentile: f64) -> f64 {
+    if sorted_ns.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted_ns.len() as f64 * percentile / 100.0) as usize).min(sorted_ns.len() - 1);
+    sorted_ns[index] as f64 / 1000.0
+}
+
+/// The raw disk's durable write rate, as a user would measure it.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct RawDisk {
+    pub per_sec: f64,
+    pub p50_us: f64,
+}
+
+/// Bytes of the preallocated scratch file the raw measurement cycles over.
+const RAW_FILE_LEN: u64 = 4 << 20;
+const RAW_WRITE_LEN: usize = 4096;
+/// The raw measurement stops after this many syncs or this long.
+const RAW_SYNCS_MAX: u32 = 3000;
+const RAW_DURATION_MAX: Duration = Duration::from_secs(2);
+
+/// `pwrite` 4 KiB + `fdatasync` on a preallocated (zero-filled, synced)
+/// scratch file beside `near` (in its parent directory, so on the same
+/// filesystem but outside a log directory), removed afterwards.
+pub fn raw_fdatasync(near: &Path) -> anyhow::Result<RawDisk> {
+    use std::os::unix::fs::FileExt;
+    let parent = near
+        .canonicalize()
+        .ok()
+        .and_then(|path| path.parent().map(Path::to_path_buf))
+        .unwrap_or_else(std::env::temp_dir);
+    let path = parent.join(format!(".minipay-raw-fsync-{}.tmp", std::process::id()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let result = (|| -> anyhow::Result<RawDisk> {
+        file.write_all_at(&vec![0u8; RAW_FILE_LEN as usize], 0)?;
+        file.sync_all()?;
+        let block = vec![0x5Au8; RAW_WRITE_LEN];
+        let slots = RAW_FILE_LEN / RAW_WRITE_LEN as u64;
+        let mut latencies = Vec::with_capacity(RAW_SYNCS_MAX as usize);
+        let started = Instant::now();
+        for index in 0..RAW_SYNCS_MAX {
+            let one = Instant::now();
+            file.write_all_at(&block, (u64::from(index) % slots) * RAW_WRITE_LEN as u64)?;
+            file.sync_data()?;
+            latencies.push(one.elapsed().as_nanos() as u64);
+            if started.elapsed() > RAW_DURATION_MAX {
+                break;
+            }
+        }
+        let elapsed = started.elapsed();
+        latencies.sort_unstable();
+        Ok(RawDisk {
+            per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
+            p50_us: percentile_us(&latencies, 50.0),
+        })
+    })();
+    let _ = std::fs::remove_file(&path);
+    result.with_context(|| format!("raw fdatasync measurement on {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_payloads_verify_themselves_and_detect_damage() {
+        let payload = encode_bench_payload(7, 123_456, 256);
+        assert_eq!(payload.len(), 256);
+        assert_eq!(
+            decode_bench_payload(&payload),
+            Some(BenchPayload {
+                writer: 7,
+                seq: 123_456,
+                valid: true
+            })
+        );
+        for index in 0..payload.len() {
+            let mut damaged = payload.clone();
+            damaged[index] ^= 0x04;
+            let decoded = decode_bench_payload(&damaged).unwrap();
+            assert!(!decoded.valid, "flip at byte {index} went unseen");
+        }
+    }
+
+    #[test]
+    fn writers_share_the_records_exactly() {
+        for (total, writers) in [(10, 3), (1, 4), (100_000, 16), (7, 7)] {
+            let sum: u64 = (0..writers)
+                .map(|writer| share(total, writers, writer))
+                .sum();
+            assert_eq!(sum, total);
+        }
+    }
+}

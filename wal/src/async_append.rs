@@ -1,0 +1,81 @@
+//! The async face of group commit: a future per append, woken by whoever
+//! completes the sync that covers it. No thread per writer, no runtime.
+
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::error::AppendError;
+use crate::group_commit::{EnqueueError, Shared};
+use crate::record::{Lsn, RecordKind};
+
+/// A pending async append; resolves to its LSN once the record is durable.
+#[must_use = "an append is only known durable when its future resolves"]
+pub struct AppendFuture {
+    shared: Arc<Shared>,
+    stage: Stage,
+}
+
+enum Stage {
+    Waiting(Lsn),
+    /// The pending batch was full; the payload waits here for space.
+    Blocked {
+        kind: RecordKind,
+        payload: Vec<u8>,
+    },
+    Failed(AppendError),
+    Done,
+}
+
+impl AppendFuture {
+    pub(crate) fn start(shared: Arc<Shared>, kind: RecordKind, payload: &[u8]) -> AppendFuture {
+        let stage = match shared.check_payload(kind, payload) {
+            Err(error) => Stage::Failed(error),
+            Ok(()) => match shared.enqueue_async(kind, payload, None) {
+                Ok(lsn) => Stage::Waiting(lsn),
+                Err(EnqueueError::Full) => Stage::Blocked {
+                    kind,
+                    payload: payload.to_vec(),
+                },
+                Err(EnqueueError::Refused(error)) => Stage::Failed(error),
+            },
+        };
+        AppendFuture { shared, stage }
+    }
+}
+
+impl Future for AppendFuture {
+    type Output = Result<Lsn, AppendError>;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match mem::replace(&mut this.stage, Stage::Done) {
+                Stage::Done => panic!("AppendFuture polled after completion"),
+                Stage::Failed(error) => return Poll::Ready(Err(error)),
+                Stage::Waiting(lsn) => match this.shared.poll_durable(lsn, context.waker()) {
+                    Some(outcome) => return Poll::Ready(outcome),
+                    None => {
+                        this.stage = Stage::Waiting(lsn);
+                        return Poll::Pending;
+                    }
+                },
+                Stage::Blocked { kind, payload } => {
+                    match this
+                        .shared
+                        .enqueue_async(kind, &payload, Some(context.waker()))
+                    {
+                        Ok(lsn) => this.stage = Stage::Waiting(lsn),
+                        Err(EnqueueError::Full) => {
+                            this.stage = Stage::Blocked { kind, payload };
+                            return Poll::Pending;
+                        }
+                        Err(EnqueueError::Refused(error)) => return Poll::Ready(Err(error)),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! The log as its owners see it: open (with recovery), append, replay,
+//! checkpoint.
+//!
+//! Opening scans every segment ([`crate::recovery`]), refuses corruption,
+//! zeroes a torn tail, removes leftover temp files and then hands the open
+//! segment to group commit. Owners recover their state as "newest snapshot +
+//! replay of the records after it", and bound that work by calling
+//! [`Wal::checkpoint_with_snapshot`] now and then.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::async_append::AppendFuture;
+use crate::error::{
+    AppendError, CheckpointError, IoFailure, OpenError, ReplayError, SnapshotError,
+};
+use crate::group_commit::{CommitStats, Limits, Shared};
+use crate::record::{self, Lsn, RecordKind, RecordRef};
+use crate::recovery::{self, Damage, Scan};
+use crate::segment::{self, SEGMENT_HEADER_LEN};
+use crate::segment_writer::{SegmentWriter, SyncPolicy};
+use crate::snapshot::{self, Snapshot};
+use crate::storage::{FsStorage, Storage};
+
+/// The largest payload any log accepts, whatever its options.
+pub const PAYLOAD_LEN_LIMIT: u32 = 64 << 20;
+
+/// How a log is configured. Every bound is explicit; bad combinations are
+/// rejected by [`Wal::open`], never clamped.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Size of every segment file, preallocated.
+    pub segment_size: u64,
+    /// The largest record payload accepted.
+    pub max_payload_len: u32,
+    pub sync: SyncPolicy,
+    /// Adaptive group commit: the longest a write is held back for the
+    /// writers the previous batch woke to append again. The hold ends as soon
+    /// as they have; a lone writer is never held. It delays acknowledgements,
+    /// it never acknowledges early. Zero writes at once.
+    pub max_batch_delay: Duration,
+    /// A batch this large is synced without waiting out the delay.
+    pub max_batch_bytes: usize,
+    /// Appends wait once this many bytes are pending (backpressure).
+    pub max_pending_bytes: usize,
+    /// Zero-fill the next segment on a background thread.
+    pub prepare_segments_ahead: bool,
+    /// How many `fdatasync` calls may overlap (each covering a later batch).
+    pub max_syncs_in_flight: usize,
+}
+
+/// The most syncs [`Options::max_syncs_in_flight`] may allow.
+pub const SYNCS_IN_FLIGHT_LIMIT: usize = 16;
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            segment_size: 64 << 20,
+            max_payload_len: 1 << 20,
+            sync: SyncPolicy::Always,
+            max_batch_delay: Duration::from_micros(200),
+            max_batch_bytes: 4 << 20,
+            max_pending_bytes: 64 << 20,
+            prepare_segments_ahead: true,
+            max_syncs_in_flight: 2,
+        }
+    }
+}
+
+impl Options {
+    fn validate(&self) -> Result<(), OpenError> {
+        let largest = record::framed_len(self.max_payload_len as usize);
+        if self.max_payload_len == 0 || self.max_payload_len > PAYLOAD_LEN_LIMIT {
+            return Err(OpenError::BadOptions(
+                "max_payload_len must be between 1 byte and 64 MiB",
+            ));
+        }
+        if self.segment_size < (SEGMENT_HEADER_LEN + largest) as u64 {
+            return Err(OpenError::BadOptions(
+                "segment_size must hold a segment header and the largest record",
+            ));
+        }
+        if self.max_pending_bytes < largest {
+            return Err(OpenError::BadOptions(
+                "max_pending_bytes must hold the largest record",
+            ));
+        }
+        if self.max_syncs_in_flight == 0 || self.max_syncs_in_flight > SYNCS_IN_FLIGHT_LIMIT {
+            return Err(OpenError::BadOptions(
+                "max_syncs_in_flight must be between 1 and 16",
+            ));
+        }
+        if self.max_batch_bytes == 0 {
+            return Err(OpenError::BadOptions("max_batch_bytes must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// What recovery did on open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub records: u64,
+    pub first_lsn: Lsn,
+    pub next_lsn: Lsn,
+    /// Set when a torn tail was zeroed: (segment file, offset, bytes zeroed).
+    pub torn_tail: Option<(String, u64, u64)>,
+    /// True when the directory held no log and a new one was created.
+    pub created: bool,
+}
+
+/// An opened log, the newest snapshot beside it, and what recovery did.
+pub struct Recovered {
+    pub wal: Wal,
+    pub snapshot: Option<Snapshot>,
+    pub report: RecoveryReport,
+}
+
+/// A write-ahead log. Share it between threads by reference or `Arc`.
+pub struct Wal {
+    shared: Arc<Shared>,
+    storage: Arc<dyn Storage>,
+    max_payload_len: u32,
+    flushers: Vec<JoinHandle<()>>,
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`, taking its exclusive lock.
+    pub fn open(dir: &Path, options: Options) -> Result<Recovered, OpenError> {
+        let storage = FsStorage::open_locked(dir)
+            .map_err(|source| IoFailure::new("open", dir.display().to_string(), source))?;
+        Wal::open_storage(Arc::new(storage), options)
+    }
+
+    /// Opens (or creates) the log on any storage.
+    pub fn open_storage(
+        storage: Arc<dyn Storage>,
+        options: Options,
+    ) -> Result<Recovered, OpenError> {
+        options.validate()?;
+        let mut scan = recovery::scan(&*storage, options.max_payload_len)?;
+        if let Some(corruption) = scan.corruption() {
+            return Err(corruption);
+        }
+        let created = scan.segments.is_empty();
+        if created {
+            if let Some(found) = scan.foreign_files.first() {
+                return Err(OpenError::NotAWal {
+                    dir: storage.describe(""),
+                    found: found.clone(),
+                });
+            }
+            SegmentWriter::create_first(&*storage, Lsn::FIRST, options.segment_size, options.sync)?;
+            scan = recovery::scan(&*storage, options.max_payload_len)?;
+            assert_eq!(scan.segments.len(), 1, "a new log has one segment");
+        }
+        remove_temp_files(&*storage, &scan)?;
+        let torn_tail = zero_torn_tail(&*storage, &scan)?;
+        let snapshot = snapshot::load_latest_snapshot(&*storage).map_err(|error| match error {
+            SnapshotError::Io(failure) => OpenError::Io(failure),
+            SnapshotError::Corrupt { file, reason } => OpenError::CorruptSnapshot { file, reason },
+        })?;
+        let last = scan.segments.last().expect("a log has a segment");
+        let report = RecoveryReport {
+            segments: scan.segments.len(),
+            records: scan.records(),
+            first_lsn: scan.first_lsn,
+            next_lsn: scan.next_lsn,
+            torn_tail,
+            created,
+        };
+        let writer = SegmentWriter::new(
+            Arc::clone(&storage),
+            options.segment_size,
+            options.sync,
+            scan.segments
+                .iter()
+                .map(|segment| segment.first_lsn)
+                .collect(),
+            options.prepare_segments_ahead,
+        )?;
+        let limits = Limits {
+            max_payload_len: options.max_payload_len,
+            segment_size: options.segment_size,
+            max_batch_delay: options.max_batch_delay,
+            max_batch_bytes: options.max_batch_bytes,
+            max_pending_bytes: options.max_pending_bytes,
+            max_syncs_in_flight: options.max_syncs_in_flight,
+        };
+        let shared = Arc::new(Shared::new(
+            writer,
+            scan.next_lsn,
+            last.first_lsn,
+            last.end_offset,
+            limits,
+        ));
+        let mut flushers = Vec::with_capacity(options.max_syncs_in_flight);
+        for _ in 0..options.max_syncs_in_flight {
+            let flusher_shared = Arc::clone(&shared);
+            let flusher = std::thread::Builder::new()
+                .name("wal-flusher".into())
+                .spawn(move || flusher_shared.run_flusher())
+                .map_err(|source| {
+                    IoFailure::new("spawn flusher for", storage.describe(""), source)
+                })?;
+            flushers.push(flusher);
+        }
+        let wal = Wal {
+            shared,
+            storage,
+            max_payload_len: options.max_payload_len,
+            flushers,
+        };
+        Ok(Recovered {
+            wal,
+            snapshot,
+            report,
+        })
+    }
+
+    /// Appends a record and returns its LSN once it is durable. Blocks the
+    /// calling thread; see [`Wal::append_async`] for async callers.
+    pub fn append(&self, kind: RecordKind, payload: &[u8]) -> Result<Lsn, AppendError> {
+        self.shared.append_blocking(kind, payload)
+    }
+
+    /// Appends a record; the future resolves to its LSN once it is durable.
+    /// The record's place in the log is fixed when this is called, not when
+    /// the future is first polled (unless the pending batch is full).
+    pub fn append_async(&self, kind: RecordKind, payload: &[u8]) -> AppendFuture {
+        AppendFuture::start(Arc::clone(&self.shared), kind, payload)
+    }
+
+    /// Every record up to this LSN is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared.durable_lsn()
+    }
+
+    /// The LSN the next append will get.
+    pub fn next_lsn(&self) -> Lsn {
+        self.shared.next_lsn()
+    }
+
+    /// The oldest LSN still in the log.
+    pub fn first_lsn(&self) -> Lsn {
+        self.shared.writer().first_lsn()
+    }
+
+    /// Counters of group commit's work so far.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.shared.stats()
+    }
+
+    /// Live segment files.
+    pub fn segment_count(&self) -> usize {
+        self.shared.writer().segment_count()
+    }
+
+    /// The error every append gets, if a failed write or sync poisoned the log.
+    pub fn poisoned(&self) -> Option<AppendError> {
+        self.shared.poisoned()
+    }
+
+    /// The storage the log lives on.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// Calls `visit` with every durable record from `from` on, in LSN order.
+    /// Returns the number of records visited.
+    pub fn replay<E>(
+        &self,
+        from: Lsn,
+        visit: impl FnMut(RecordRef<'_>) -> Result<(), E>,
+    ) -> Result<u64, ReplayError<E>> {
+        let segments = {
+            let writer = self.shared.writer();
+            writer.segment_firsts()
+        };
+        read_records(
+            &*self.storage,
+            &segments,
+            from,
+            self.durable_lsn(),
+            self.max_payload_len,
+            visit,
+        )
+    }
+
+    /// Declares that the owner's state up to `covered` is saved elsewhere:
+    /// deletes every segment holding only records up to `covered` (never
+    /// the open one). Returns how many segments were deleted.
+    pub fn checkpoint(&self, covered: Lsn) -> Result<usize, CheckpointError> {
+        let durable = self.durable_lsn();
+        if covered > durable {
+            return Err(CheckpointError::BeyondDurable {
+                requested: covered,
+                durable,
+            });
+        }
+        if let Some(poisoned) = self.poisoned() {
+            return Err(CheckpointError::Poisoned(poisoned));
+        }
+        let removed = self.shared.writer().remove_covered(covered)?;
+        Ok(removed.len())
+    }
+
+    /// Atomically writes a snapshot of the owner's state covering records up
+    /// to `covered`, then deletes the segments it makes unnecessary.
+    pub fn checkpoint_with_snapshot(
+        &self,
+        covered: Lsn,
+        state: &[u8],
+    ) -> Result<usize, CheckpointError> {
+        let durable = self.durable_lsn();
+        if covered > durable {
+            return Err(CheckpointError::BeyondDurable {
+                requested: covered,
+                durable,
+            });
+        }
+        snapshot::write_snapshot(&*self.storage, covered, state).map_err(|error| match error {
+            SnapshotError::Io(failure) => CheckpointError::Io(failure),
+            SnapshotError::Corrupt { .. } => unreachable!("writing never reports corruption"),
+        })?;
+        self.checkpoint(covered)
+    }
+
+    /// Flushes what is pending, stops the background threads and closes.
+    pub fn close(mut self) -> Result<(), AppendError> {
+        self.shutdown();
+        match self.poisoned() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.close();
+        for flusher in self.flushers.drain(..) {
+            let _ = flusher.join();
+        }
+        self.shared.writer().stop_preparer();
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Reads the valid records of a log from `from` up to `until`, for replay and
+/// for inspection tools. `segments` are the first LSNs of its segments.
+pub fn read_records<E>(
+    storage: &dyn Storage,
+    segments: &[Lsn],
+    from: Lsn,
+    until: Lsn,
+    max_payload_len: u32,
+    mut visit: impl FnMut(RecordRef<'_>) -> Result<(), E>,
+) -> Result<u64, ReplayError<E>> {
+    let Some(&first) = segments.first() else {
+        return Ok(0);
+    };
+    if from < first {
+        return Err(ReplayError::Missing {
+            requested: from,
+            first,
+        });
+    }
+    let mut visited = 0;
+    for (index, &segment_first) in segments.iter().enumerate() {
+        if segments.get(index + 1).is_some_and(|next| next.0 <= from.0) {
+            continue;
+        }
+        if segment_first > until {
+            break;
+        }
+        let name = segment::segment_name(segment_first);
+        let bytes = storage
+            .read(&name)
+            .map_err(|source| IoFailure::new("read", storage.describe(&name), source))?;
+        let mut lsn = segment_first;
+        let mut offset = SEGMENT_HEADER_LEN;
+        while lsn <= until {
+            let end_of_segment = segments.get(index + 1).is_some_and(|next| *next == lsn);
+            if end_of_segment {
+                break;
+            }
+            let (record, framed) =
+                record::decode(&bytes[offset..], lsn, max_payload_len).map_err(|invalid| {
+                    ReplayError::Corrupt {
+                        segment: storage.describe(&name),
+                        offset: offset as u64,
+                        invalid,
+                    }
+                })?;
+            if lsn >= from {
+                visit(record).map_err(ReplayError::Visitor)?;
+                visited += 1;
+            }
+            offset += framed;
+            lsn = lsn.next();
+        }
+    }
+    Ok(visited)
+}
+
+/// Scans a log directory without changing it (for `wal verify` and `dump`).
+pub fn inspect(storage: &dyn Storage) -> Result<Scan, IoFailure> {
+    recovery::scan(storage, PAYLOAD_LEN_LIMIT)
+}
+
+fn remove_temp_files(storage: &dyn Storage, scan: &Scan) -> Result<(), IoFailure> {
+    for name in &scan.temp_files {
+        storage
+            .remove(name)
+            .map_err(|source| IoFailure::new("remove", storage.describe(name), source))?;
+    }
+    if !scan.temp_files.is_empty() {
+        storage
+            .sync_dir()
+            .map_err(|source| IoFailure::new("fsync dir", storage.describe(""), source))?;
+    }
+    Ok(())
+}
+
+fn zero_torn_tail(
+    storage: &dyn Storage,
+    scan: &Scan,
+) -> Result<Option<(String, u64, u64)>, IoFailure> {
+    let Some(Damage::TornTail {
+        segment,
+        offset,
+        garbage_end,
+        invalid,
+    }) = &scan.damage
+    else {
+        return Ok(None);
+    };
+    let failed = |op| {
+        let path = storage.describe(segment);
+        move |source| IoFailure::new(op, path, source)
+    };
+    let file = storage.open(segment, false).map_err(failed("open"))?;
+    let zeros = vec![0u8; (garbage_end - offset) as usize];
+    file.write_at(*offset, &zeros)
+        .map_err(failed("zero torn tail of"))?;
+    file.sync_data().map_err(failed("fdatasync"))?;
+    tracing::warn!(
+        segment = %storage.describe(segment),
+        offset,
+        bytes = zeros.len(),
+        reason = %invalid,
+        "wal: torn tail after a crash; zeroed it and continuing after the last valid record"
+    );
+    Ok(Some((segment.clone(), *offset, zeros.len() as u64)))
+}

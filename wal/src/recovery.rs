@@ -1,0 +1,338 @@
+//! Recovery: read every segment, find where the valid log ends, and decide
+//! whether what follows is a torn tail (repairable) or corruption (refuse).
+//!
+//! The decision table (also in `docs/wal-format.md`):
+//!
+//! | first invalid bytes at offset `o` of segment `s`          | verdict                           |
+//! |-----------------------------------------------------------|-----------------------------------|
+//! | zeros to the end of `s`, `s` is the last segment           | clean end of log                  |
+//! | zeros to the end of `s`, next segment starts at next lsn   | clean end of segment              |
+//! | zeros to the end of `s`, next segment starts elsewhere     | corrupt: lsn gap                  |
+//! | non-zero bytes, `s` is not the last segment                | corrupt: damage in sealed segment |
+//! | non-zero bytes, a valid record later in `s`                | corrupt: valid record after damage|
+//! | non-zero bytes, nothing valid after, `s` is the last       | torn tail: zero from `o`, continue|
+//! | bad segment header, or first lsn not the expected one      | corrupt                           |
+//!
+//! Scanning changes nothing; [`crate::Wal::open`] acts on the verdict. This
+//! module reads only; it knows nothing of appending or group commit.
+
+use crate::error::{CorruptReason, IoFailure, OpenError};
+use crate::record::{self, Invalid, Lsn, RECORD_ALIGN};
+use crate::segment::{self, SEGMENT_HEADER_LEN};
+use crate::snapshot;
+use crate::storage::Storage;
+
+/// What a scan found in one segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub name: String,
+    pub first_lsn: Lsn,
+    /// Valid records in the segment.
+    pub records: u64,
+    /// Offset just past the last valid record.
+    pub end_offset: u64,
+    pub file_len: u64,
+}
+
+/// Damage found by a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// The last write before a crash was torn: bytes `offset..garbage_end` of
+    /// the last segment hold a partial record and nothing valid follows.
+    TornTail {
+        segment: String,
+        offset: u64,
+        garbage_end: u64,
+        invalid: Invalid,
+    },
+    /// The log is damaged where truncation would lose acknowledged records.
+    Corrupt {
+        segment_index: usize,
+        segment: String,
+        offset: u64,
+        reason: CorruptReason,
+        /// Valid-looking records at and after the damage, which a repair
+        /// (truncation at `offset`) would drop.
+        records_after: u64,
+    },
+}
+
+/// Everything a scan of a log directory found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scan {
+    pub segments: Vec<SegmentInfo>,
+    /// LSN of the first record the log holds (its first segment's first LSN).
+    pub first_lsn: Lsn,
+    /// LSN the next appended record will get.
+    pub next_lsn: Lsn,
+    pub damage: Option<Damage>,
+    /// Files that are neither segments, snapshots, temp files nor the lock.
+    pub foreign_files: Vec<String>,
+    pub snapshot_files: Vec<String>,
+    pub temp_files: Vec<String>,
+}
+
+impl Scan {
+    /// Valid records in the log.
+    pub fn records(&self) -> u64 {
+        self.segments.iter().map(|segment| segment.records).sum()
+    }
+
+    /// The error `open` reports for this scan's damage, if it is corruption.
+    pub fn corruption(&self) -> Option<OpenError> {
+        match &self.damage {
+            Some(Damage::Corrupt {
+                segment,
+                offset,
+                reason,
+                ..
+            }) => Some(OpenError::Corrupt {
+                segment: segment.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            }),
+            Some(Damage::TornTail { .. }) | None => None,
+        }
+    }
+}
+
+/// Reads every segment in `storage` and classifies the end of the log.
+pub fn scan(storage: &dyn Storage, max_payload_len: u32) -> Result<Scan, IoFailure> {
+    let names = storage
+        .list()
+        .map_err(|source| IoFailure::new("list", storage.describe(""), source))?;
+    let mut segments: Vec<(Lsn, String)> = Vec::new();
+    let mut result = Scan {
+        segments: Vec::new(),
+        first_lsn: Lsn::FIRST,
+        next_lsn: Lsn::FIRST,
+        damage: None,
+        foreign_files: Vec::new(),
+        snapshot_files: Vec::new(),
+        temp_files: Vec::new(),
+    };
+    for name in names {
+        if let Some(first) = segment::parse_segment_name(&name) {
+            segments.push((first, name));
+        } else if snapshot::is_snapshot_name(&name) {
+            result.snapshot_files.push(name);
+        } else if name.ends_with(segment::TEMP_SUFFIX) {
+            result.temp_files.push(name);
+        } else if name != crate::storage::LOCK_FILE {
+            result.foreign_files.push(name);
+        }
+    }
+    segments.sort();
+    if let Some((first, _)) = segments.first() {
+        result.first_lsn = *first;
+        result.next_lsn = *first;
+    } else if !result.snapshot_files.is_empty() {
+        result.damage = Some(Damage::Corrupt {
+            segment_index: 0,
+            segment: storage.describe(&result.snapshot_files[0]),
+            offset: 0,
+            reason: CorruptReason::SnapshotsWithoutSegments,
+            records_after: 0,
+        });
+    }
+    let last_index = segments.len().saturating_sub(1);
+    for (index, (first, name)) in segments.iter().enumerate() {
+        let bytes = storage
+            .read(name)
+            .map_err(|source| IoFailure::new("read", storage.describe(name), source))?;
+        let is_last = index == last_index;
+        let outcome = scan_segment(&bytes, *first, result.next_lsn, is_last, max_payload_len);
+        result.segments.push(SegmentInfo {
+            name: name.clone(),
+            first_lsn: *first,
+            records: outcome.records,
+            end_offset: outcome.end_offset,
+            file_len: bytes.len() as u64,
+        });
+        // A segment refused at its header (bad, or not where the log left
+        // off) contributes nothing to the log.
+        if outcome.end_offset != 0 {
+            result.next_lsn = Lsn(first.0 + outcome.records);
+        }
+        if let Some(found) = outcome.damage {
+            let damage = match found {
+                SegmentDamage::Torn {
+                    offset,
+                    garbage_end,
+                    invalid,
+                } => Damage::TornTail {
+                    segment: name.clone(),
+                    offset,
+                    garbage_end,
+                    invalid,
+                },
+                SegmentDamage::Corrupt {
+                    offset,
+                    reason,
+                    records_after,
+                } => Damage::Corrupt {
+                    segment_index: index,
+                    segment: name.clone(),
+                    offset,
+                    reason,
+                    records_after: records_after
+                        + count_later_records(storage, &segments[index + 1..], max_payload_len),
+                },
+            };
+            result.damage = Some(damage);
+            break;
+        }
+    }
+    Ok(result)
+}
+
+enum SegmentDamage {
+    Torn {
+        offset: u64,
+        garbage_end: u64,
+        invalid: Invalid,
+    },
+    Corrupt {
+        offset: u64,
+        reason: CorruptReason,
+        records_after: u64,
+    },
+}
+
+struct SegmentOutcome {
+    records: u64,
+    end_offset: u64,
+    damage: Option<SegmentDamage>,
+}
+
+fn scan_segment(
+    bytes: &[u8],
+    first: Lsn,
+    expected: Lsn,
+    is_last: bool,
+    max_payload_len: u32,
+) -> SegmentOutcome {
+    let corrupt_at = |offset: u64, reason: CorruptReason, records_after: u64| SegmentOutcome {
+        records: 0,
+        end_offset: 0,
+        damage: Some(SegmentDamage::Corrupt {
+            offset,
+            reason,
+            records_after,
+        }),
+    };
+    if let Err(bad) = segment::check_header(bytes, first) {
+        let after = count_records_in(bytes, first, max_payload_len);
+        return corrupt_at(0, CorruptReason::SegmentHeader(bad), after);
+    }
+    if first != expected {
+        let after = count_records_in(bytes, first, max_payload_len);
+        return corrupt_at(
+            0,
+            CorruptReason::LsnGap {
+                expected,
+                found: first,
+            },
+            after,
+        );
+    }
+    let mut offset = SEGMENT_HEADER_LEN;
+    let mut lsn = first;
+    let invalid = loop {
+        match record::decode(&bytes[offset..], lsn, max_payload_len) {
+            Ok((_, framed)) => {
+                offset += framed;
+                lsn = lsn.next();
+            }
+            Err(invalid) => break invalid,
+        }
+    };
+    let records = lsn.0 - first.0;
+    let end_offset = offset as u64;
+    let rest = &bytes[offset..];
+    let damage = match rest.iter().rposition(|&byte| byte != 0) {
+        None => None,
+        Some(_) if !is_last => {
+            let (records_after, _) = valid_records_after(bytes, offset, lsn, max_payload_len);
+            Some(SegmentDamage::Corrupt {
+                offset: end_offset,
+                reason: CorruptReason::DamageInSealedSegment { invalid },
+                records_after,
+            })
+        }
+        Some(last_non_zero) => match valid_records_after(bytes, offset, lsn, max_payload_len) {
+            (0, _) => Some(SegmentDamage::Torn {
+                offset: end_offset,
+                garbage_end: (offset + last_non_zero + 1) as u64,
+                invalid,
+            }),
+            (records_after, next_valid_offset) => Some(SegmentDamage::Corrupt {
+                offset: end_offset,
+                reason: CorruptReason::ValidRecordAfterDamage {
+                    invalid,
+                    next_valid_offset,
+                },
+                records_after,
+            }),
+        },
+    };
+    SegmentOutcome {
+        records,
+        end_offset,
+        damage,
+    }
+}
+
+/// Counts well-formed records with an LSN of at least `expected` at aligned
+/// offsets after the damage at `damaged`; returns the count and the offset of
+/// the first one.
+fn valid_records_after(
+    bytes: &[u8],
+    damaged: usize,
+    expected: Lsn,
+    max_payload_len: u32,
+) -> (u64, u64) {
+    let mut count = 0;
+    let mut first_offset = 0;
+    let mut offset = damaged + RECORD_ALIGN;
+    while offset + record::RECORD_HEADER_LEN <= bytes.len() {
+        match record::decode_any(&bytes[offset..], max_payload_len) {
+            Ok((found, framed)) if found.lsn >= expected => {
+                if count == 0 {
+                    first_offset = offset as u64;
+                }
+                count += 1;
+                offset += framed;
+            }
+            _ => offset += RECORD_ALIGN,
+        }
+    }
+    (count, first_offset)
+}
+
+fn count_records_in(bytes: &[u8], first: Lsn, max_payload_len: u32) -> u64 {
+    if bytes.len() <= SEGMENT_HEADER_LEN {
+        return 0;
+    }
+    let mut offset = SEGMENT_HEADER_LEN;
+    let mut lsn = first;
+    while let Ok((_, framed)) = record::decode(&bytes[offset..], lsn, max_payload_len) {
+        offset += framed;
+        lsn = lsn.next();
+    }
+    lsn.0 - first.0
+}
+
+fn count_later_records(
+    storage: &dyn Storage,
+    later: &[(Lsn, String)],
+    max_payload_len: u32,
+) -> u64 {
+    later
+        .iter()
+        .filter_map(|(first, name)| {
+            let bytes = storage.read(name).ok()?;
+            Some(count_records_in(&bytes, *first, max_payload_len))
+        })
+        .sum()
+}
