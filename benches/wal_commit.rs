@@ -1,1 +1,247 @@
-fn main() {}
+//! `wal_commit`: durable appends per second through minipay's WAL, against
+//! what a user would pick instead, measured in the same run:
+//!
+//! - the raw disk: `pwrite` 4 KiB + `fdatasync` on a preallocated file;
+//! - okaywal (crates.io), a WAL with group commit, through the same writers.
+//!
+//! One iteration is one round: every writer appends (and waits for) one
+//! record, so throughput is in records. Replay speed (`wal_replay`) is opening
+//! a log and reading every record, in bytes per second.
+//!
+//! Run: `cargo bench --bench wal_commit` (scratch files go under the target
+//! directory, on the same filesystem as the build).
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use wal::{Lsn, Options, RecordKind, SyncPolicy, Wal};
+
+const KIND: RecordKind = RecordKind(0x7F);
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("bench-scratch")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.parent().expect("has a parent")).expect("create scratch dir");
+    dir
+}
+
+fn raw_fdatasync(c: &mut Criterion) {
+    let path = scratch("raw").with_extension("tmp");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("create raw scratch file");
+    file.write_all_at(&vec![0u8; 4 << 20], 0)
+        .expect("preallocate");
+    file.sync_all().expect("sync");
+    let block = vec![0x5Au8; 4096];
+    let mut group = c.benchmark_group("wal_commit");
+    group.throughput(Throughput::Elements(1));
+    let mut slot = 0u64;
+    group.bench_function("raw_pwrite_fdatasync_4KiB", |b| {
+        b.iter(|| {
+            file.write_all_at(&block, (slot % 1024) * 4096)
+                .expect("pwrite");
+            file.sync_data().expect("fdatasync");
+            slot += 1;
+        })
+    });
+    group.finish();
+    let _ = std::fs::remove_file(&path);
+}
+
+fn open_minipay(name: &str) -> Arc<Wal> {
+    let options = Options {
+        max_payload_len: 4096,
+        ..Options::default()
+    };
+    Arc::new(Wal::open(&scratch(name), options).expect("open wal").wal)
+}
+
+/// Every writer thread appends `rounds` records; returns the elapsed time.
+fn thread_rounds(log: &Arc<Wal>, writers: usize, rounds: u64, payload: &[u8]) -> Duration {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..writers {
+            scope.spawn(|| {
+                for _ in 0..rounds {
+                    log.append(KIND, payload).expect("durable append");
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
+/// Every async writer task appends `rounds` records on a 2-thread runtime.
+fn async_rounds(
+    runtime: &tokio::runtime::Runtime,
+    log: &Arc<Wal>,
+    writers: usize,
+    rounds: u64,
+    payload: &[u8],
+) -> Duration {
+    runtime.block_on(async {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..writers)
+            .map(|_| {
+                let log = Arc::clone(log);
+                let payload = payload.to_vec();
+                tokio::spawn(async move {
+                    for _ in 0..rounds {
+                        log.append_async(KIND, &payload)
+                            .await
+                            .expect("durable append");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("writer task");
+        }
+        started.elapsed()
+    })
+}
+
+fn minipay_commit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("tokio runtime");
+    let mut group = c.benchmark_group("wal_commit");
+    for size in [256usize, 4096] {
+        let payload = vec![0xA5u8; size];
+        for (writers, use_async) in [(1usize, false), (16, false), (16, true), (256, true)] {
+            let mode = if use_async { "async" } else { "threads" };
+            let log = open_minipay(&format!("minipay-{writers}-{mode}-{size}"));
+            group.throughput(Throughput::Elements(writers as u64));
+            let id = BenchmarkId::new(format!("minipay/{writers}_{mode}"), format!("{size}B"));
+            group.bench_function(id, |b| {
+                b.iter_custom(|rounds| {
+                    if use_async {
+                        async_rounds(&runtime, &log, writers, rounds, &payload)
+                    } else {
+                        thread_rounds(&log, writers, rounds, &payload)
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+#[derive(Debug)]
+struct NoCheckpoints;
+
+impl okaywal::LogManager for NoCheckpoints {
+    fn recover(&mut self, _entry: &mut okaywal::Entry<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn checkpoint_to(
+        &mut self,
+        _last_checkpointed_id: okaywal::EntryId,
+        _checkpointed_entries: &mut okaywal::SegmentReader,
+        _wal: &okaywal::WriteAheadLog,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn okaywal_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("wal_commit");
+    for size in [256usize, 4096] {
+        let payload = vec![0xA5u8; size];
+        for writers in [1usize, 16] {
+            let log = okaywal::WriteAheadLog::recover(
+                scratch(&format!("okaywal-{writers}-{size}")),
+                NoCheckpoints,
+            )
+            .expect("open okaywal");
+            group.throughput(Throughput::Elements(writers as u64));
+            let id = BenchmarkId::new(format!("okaywal/{writers}_threads"), format!("{size}B"));
+            group.bench_function(id, |b| {
+                b.iter_custom(|rounds| {
+                    let started = Instant::now();
+                    std::thread::scope(|scope| {
+                        for _ in 0..writers {
+                            scope.spawn(|| {
+                                for _ in 0..rounds {
+                                    let mut entry = log.begin_entry().expect("begin entry");
+                                    entry.write_chunk(&payload).expect("write chunk");
+                                    entry.commit().expect("durable commit");
+                                }
+                            });
+                        }
+                    });
+                    started.elapsed()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn replay(c: &mut Criterion) {
+    let dir = scratch("replay");
+    let options = Options {
+        sync: SyncPolicy::NeverNotDurable,
+        max_payload_len: 4096,
+        ..Options::default()
+    };
+    let payload = vec![0x3Cu8; 4000];
+    {
+        let log = Wal::open(&dir, options).expect("open").wal;
+        for _ in 0..64_000 {
+            log.append(KIND, &payload).expect("append");
+        }
+        log.close().expect("close");
+    }
+    let bytes: u64 = std::fs::read_dir(&dir)
+        .expect("scratch dir")
+        .map(|entry| entry.expect("entry"))
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".wal"))
+        .map(|entry| entry.metadata().expect("metadata").len())
+        .sum();
+    let mut group = c.benchmark_group("wal_replay");
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function("open_and_replay_256MiB", |b| {
+        b.iter(|| {
+            let recovered = Wal::open(&dir, options).expect("open");
+            let mut records = 0u64;
+            recovered
+                .wal
+                .replay(Lsn::FIRST, |record| {
+                    records += record.payload.len() as u64 / 4000;
+                    Ok::<_, std::convert::Infallible>(())
+                })
+                .expect("replay");
+            assert_eq!(records, 64_000);
+        })
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = raw_fdatasync, minipay_commit, okaywal_commit, replay
+}
+criterion_main!(benches);

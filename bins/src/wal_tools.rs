@@ -82,6 +82,9 @@ pub fn dump(dir: &Path, json: bool) -> anyhow::Result<()> {
     let storage =
         FsStorage::open_unlocked(dir).with_context(|| format!("open {}", dir.display()))?;
     let scan = wal::inspect(&storage)?;
+    if scan.segments.is_empty() && scan.damage.is_none() {
+        bail!("{} holds no WAL segments", dir.display());
+    }
     let firsts: Vec<Lsn> = scan
         .segments
         .iter()
@@ -241,7 +244,7 @@ pub fn verify(dir: &Path, repair: bool) -> anyhow::Result<String> {
                 kept,
             }),
         ) => Ok(format!(
-            "repaired: {summary} kept; truncated {} at offset {offset} ({reason}); dropped {dropped_records} records; original bytes kept in {}",
+            "repaired: {summary} kept; truncated {} at offset {offset} ({reason}); dropped the damaged record and {dropped_records} valid records after it; original bytes kept in {}",
             storage.describe(&segment),
             kept.join(", ")
         )),

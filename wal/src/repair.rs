@@ -107,7 +107,14 @@ fn cut(
     };
     let mut kept = Vec::new();
     let damaged = &scan.segments[segment_index];
-    let later = &scan.segments[segment_index + 1..];
+    // The scan stops at the damage, so list every segment file there is.
+    let mut all: Vec<(crate::record::Lsn, String)> = storage
+        .list()
+        .map_err(failed("list", ""))?
+        .into_iter()
+        .filter_map(|name| segment::parse_segment_name(&name).map(|first| (first, name)))
+        .collect();
+    all.sort();
     let keep_damaged = offset >= SEGMENT_HEADER_LEN as u64;
     if keep_damaged {
         let copy = format!("{}{BROKEN_SUFFIX}", damaged.name);
@@ -128,19 +135,21 @@ fn cut(
             .map_err(failed("fdatasync", &damaged.name))?;
         kept.push(storage.describe(&copy));
     }
-    let moved_out = if keep_damaged {
-        later
-    } else {
-        &scan.segments[segment_index..]
-    };
-    for info in moved_out {
-        let target = format!("{}{BROKEN_SUFFIX}", info.name);
+    let moved_out: Vec<&String> = all
+        .iter()
+        .filter(|(first, _)| {
+            *first > damaged.first_lsn || (!keep_damaged && *first == damaged.first_lsn)
+        })
+        .map(|(_, name)| name)
+        .collect();
+    for name in &moved_out {
+        let target = format!("{name}{BROKEN_SUFFIX}");
         storage
-            .rename(&info.name, &target)
-            .map_err(failed("rename", &info.name))?;
+            .rename(name, &target)
+            .map_err(failed("rename", name))?;
         kept.push(storage.describe(&target));
     }
-    if scan.segments.len() == moved_out.len() {
+    if all.len() == moved_out.len() {
         // Every segment went: start an empty log where the valid one ended.
         let first = scan.segments[0].first_lsn;
         let name = segment::segment_name(first);

@@ -1,0 +1,197 @@
+//! The `minipay wal` commands through the real binary: dump, verify, repair
+//! and bench, their output and their exit codes on good and bad logs.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn minipay(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_minipay"))
+        .args(args)
+        .arg(dir)
+        .output()
+        .expect("run minipay")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A log of `records` bench records from 3 writers, in a fresh directory.
+fn bench_log(records: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("wal");
+    let output = Command::new(env!("CARGO_BIN_EXE_minipay"))
+        .args(["wal", "bench"])
+        .arg(&dir)
+        .args([
+            "--writers",
+            "3",
+            "--records",
+            &records.to_string(),
+            "--size",
+            "100",
+        ])
+        .args(["--segment-size", "65536", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for field in [
+        "appends_per_sec",
+        "mb_per_sec",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "raw_fdatasync_per_sec",
+    ] {
+        assert!(report[field].as_f64().unwrap() > 0.0, "{field} in {report}");
+    }
+    (scratch, dir)
+}
+
+#[test]
+fn dump_json_shows_every_bench_record_with_writer_seq_and_a_valid_checksum() {
+    let (_scratch, dir) = bench_log(1000);
+    let output = minipay(&["wal", "dump", "--json"], &dir);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let lines: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1000);
+    let mut per_writer = [0u64; 3];
+    for (index, line) in lines.iter().enumerate() {
+        assert_eq!(line["lsn"], index as u64 + 1);
+        assert_eq!(line["kind"], "bench");
+        assert_eq!(line["len"], 100);
+        assert_eq!(line["valid"], true);
+        let writer = line["writer"].as_u64().unwrap() as usize;
+        assert_eq!(
+            line["seq"], per_writer[writer],
+            "each writer's records in order"
+        );
+        per_writer[writer] += 1;
+    }
+    let plain = text(&minipay(&["wal", "dump"], &dir).stdout);
+    assert!(
+        plain.starts_with("lsn=1 kind=bench(0x7f) len=100 writer="),
+        "{plain}"
+    );
+}
+
+#[test]
+fn verify_reports_a_clean_log_and_changes_nothing() {
+    let (_scratch, dir) = bench_log(2000);
+    let before = std::fs::read_dir(&dir).unwrap().count();
+    let output = minipay(&["wal", "verify"], &dir);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary = text(&output.stdout);
+    assert!(summary.starts_with("ok: "), "{summary}");
+    assert!(
+        summary.contains("2000 records, lsn 1..=2000, no torn tail"),
+        "{summary}"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), before);
+}
+
+fn segment_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".wal"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn verify_names_segment_and_offset_of_corruption_and_repair_keeps_a_broken_copy() {
+    let (_scratch, dir) = bench_log(2000);
+    let segments = segment_names(&dir);
+    assert!(segments.len() >= 3, "{segments:?}");
+    // Flip a byte in the second record of the first segment.
+    let first = dir.join(&segments[0]);
+    let mut bytes = std::fs::read(&first).unwrap();
+    let second_record = 32 + wal::framed_len(100);
+    bytes[second_record + 40] ^= 0x01;
+    std::fs::write(&first, &bytes).unwrap();
+
+    let output = minipay(&["wal", "verify"], &dir);
+    assert!(!output.status.success());
+    let error = text(&output.stderr);
+    assert!(error.contains(&segments[0]), "{error}");
+    assert!(
+        error.contains(&format!("offset {second_record}")),
+        "{error}"
+    );
+    assert!(error.contains("nothing was changed"), "{error}");
+    assert_eq!(
+        std::fs::read(&first).unwrap(),
+        bytes,
+        "verify must not modify"
+    );
+    // The gateway/bank would refuse to open it too.
+    assert!(wal::Wal::open(&dir, wal::Options::default()).is_err());
+
+    let output = minipay(&["wal", "verify", "--repair"], &dir);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = text(&output.stdout);
+    assert!(report.starts_with("repaired: "), "{report}");
+    assert!(
+        report.contains("dropped the damaged record and 1998 valid records after it"),
+        "{report}"
+    );
+    assert!(dir.join(format!("{}.broken", segments[0])).exists());
+    assert_eq!(
+        std::fs::read(dir.join(format!("{}.broken", segments[0]))).unwrap(),
+        bytes
+    );
+
+    let output = minipay(&["wal", "verify"], &dir);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("1 records, lsn 1..=1"),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
+#[test]
+fn a_directory_that_is_not_a_wal_gets_a_clear_error() {
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("notes.txt"), "x").unwrap();
+    for command in [&["wal", "verify"][..], &["wal", "dump"][..]] {
+        let output = minipay(command, scratch.path());
+        assert!(!output.status.success());
+        assert!(
+            text(&output.stderr).starts_with("error: "),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+    let missing = scratch.path().join("missing");
+    let output = minipay(&["wal", "verify"], &missing);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("missing"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn bench_rejects_bad_arguments_with_a_message() {
+    let scratch = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_minipay"))
+        .args(["wal", "bench"])
+        .arg(scratch.path().join("wal"))
+        .args(["--size", "8"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("--size must be at least 16"),
+        "{}",
+        text(&output.stderr)
+    );
+}
