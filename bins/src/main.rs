@@ -70,6 +70,13 @@ struct BenchArgs {
     /// Longest a flush is held back for a batch to gather, in microseconds.
     #[arg(long, default_value_t = wal::Options::default().max_batch_delay.as_micros() as u64)]
     max_batch_delay_us: u64,
+    /// How many fdatasync calls may overlap.
+    #[arg(long, default_value_t = wal::Options::default().max_syncs_in_flight)]
+    syncs_in_flight: usize,
+    /// Do not zero-fill the next segment in the background (rotation then
+    /// prepares it on the commit path).
+    #[arg(long)]
+    no_prepare_ahead: bool,
     /// Skip fsync entirely. NOT DURABLE: only to measure the CPU path.
     #[arg(long)]
     no_sync_not_durable: bool,
@@ -113,6 +120,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 use_async: args.use_async,
                 segment_size: args.segment_size,
                 max_batch_delay: std::time::Duration::from_micros(args.max_batch_delay_us),
+                max_syncs_in_flight: args.syncs_in_flight,
+                prepare_segments_ahead: !args.no_prepare_ahead,
                 sync: if args.no_sync_not_durable {
                     SyncPolicy::NeverNotDurable
                 } else {

@@ -266,6 +266,8 @@ pub struct BenchConfig {
     pub segment_size: u64,
     pub sync: SyncPolicy,
     pub max_batch_delay: Duration,
+    pub max_syncs_in_flight: usize,
+    pub prepare_segments_ahead: bool,
 }
 
 /// What `wal bench` measured.
@@ -275,6 +277,8 @@ pub struct BenchReport {
     pub records: u64,
     pub size: usize,
     pub mode: &'static str,
+    /// False when run with fsync off: then nothing measured was durable.
+    pub durable: bool,
     pub elapsed_s: f64,
     pub appends_per_sec: f64,
     pub mb_per_sec: f64,
@@ -295,7 +299,7 @@ pub struct BenchReport {
 impl BenchReport {
     pub fn human(&self) -> String {
         format!(
-            "wal bench: {} {} writers, {} durable appends of {} B in {:.2} s\n\
+            "wal bench: {} {} writers, {} {} appends of {} B in {:.2} s\n\
              \x20 {:.0} appends/s, {:.1} MB/s\n\
              \x20 append latency p50 {:.0} us, p99 {:.0} us, p999 {:.0} us\n\
              \x20 {} fsyncs, {:.1} records per fsync, {:.0} us per batch write + fdatasync, {:.0} us idle between batches\n\
@@ -304,6 +308,11 @@ impl BenchReport {
             self.writers,
             self.mode,
             self.records,
+            if self.durable {
+                "durable"
+            } else {
+                "NOT DURABLE (fsync off)"
+            },
             self.size,
             self.elapsed_s,
             self.appends_per_sec,
@@ -342,6 +351,8 @@ pub fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         max_payload_len: u32::try_from(config.size.max(4096)).context("--size too large")?,
         sync: config.sync,
         max_batch_delay: config.max_batch_delay,
+        max_syncs_in_flight: config.max_syncs_in_flight,
+        prepare_segments_ahead: config.prepare_segments_ahead,
         ..Options::default()
     };
     let log = Arc::new(
@@ -376,6 +387,7 @@ pub fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         records: config.records,
         size: config.size,
         mode: if config.use_async { "async" } else { "thread" },
+        durable: config.sync == SyncPolicy::Always,
         elapsed_s: elapsed.as_secs_f64(),
         appends_per_sec,
         mb_per_sec: appends_per_sec * config.size as f64 / 1e6,
