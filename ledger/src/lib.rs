@@ -1,4 +1,25 @@
 //! A bank's accounts and its two-phase-commit participant state machine,
-//! persisted in a `wal`. Filled in by the bank issue.
+//! persisted in a [`wal::Wal`].
 //!
-//! Architecture invariant: no gRPC, no TLS, no async runtime here.
+//! - [`participant`]: the pure state machine (decide, then apply) and its
+//!   decision table, `docs/bank-participant.md`;
+//! - [`bank`]: the state machine made durable: records go through the WAL,
+//!   answers wait for durability, recovery is snapshot + replay;
+//! - [`record`]: the WAL records; [`money`], [`txn`]: the vocabulary.
+//!
+//! Architecture invariant: no gRPC, no TLS, no async runtime here. Time comes
+//! in as `now_ms`; async methods only await the WAL's own futures.
+
+pub mod bank;
+mod codec;
+pub mod money;
+pub mod participant;
+pub mod record;
+pub mod txn;
+
+pub use bank::{Bank, BankError, BankOpenError, BankOptions, InDoubt, OpenReport, Seed, block_on};
+pub use codec::DecodeError;
+pub use money::{Amount, AmountParseError};
+pub use participant::{Account, Ledger, ParticipantError, Step, TxnState, Vote};
+pub use record::{LedgerRecord, VoidReason};
+pub use txn::{AccountNo, Direction, InvalidRequest, Leg, TxnId};

@@ -79,3 +79,29 @@ impl Future for AppendFuture {
         }
     }
 }
+
+/// Resolves once every record up to an LSN is durable (or the log is
+/// poisoned), for callers that must not answer before an earlier append
+/// that decided their answer is durable.
+#[must_use = "durability is only known when the future resolves"]
+pub struct DurableFuture {
+    shared: Arc<Shared>,
+    lsn: Lsn,
+}
+
+impl DurableFuture {
+    pub(crate) fn new(shared: Arc<Shared>, lsn: Lsn) -> DurableFuture {
+        DurableFuture { shared, lsn }
+    }
+}
+
+impl Future for DurableFuture {
+    type Output = Result<Lsn, AppendError>;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.shared.poll_durable(self.lsn, context.waker()) {
+            Some(outcome) => Poll::Ready(outcome),
+            None => Poll::Pending,
+        }
+    }
+}

@@ -434,6 +434,27 @@ impl Shared {
         }
     }
 
+    /// Places a record in the log (fixing its LSN) without waiting for it to
+    /// be durable; a flusher thread writes it. Waits only for space.
+    pub(crate) fn enqueue_only(
+        &self,
+        kind: RecordKind,
+        payload: &[u8],
+    ) -> Result<Lsn, AppendError> {
+        self.check_payload(kind, payload)?;
+        let mut state = self.lock();
+        loop {
+            match self.enqueue(&mut state, kind, payload, true) {
+                Ok(lsn) => {
+                    self.wake_flusher(&state);
+                    return Ok(lsn);
+                }
+                Err(EnqueueError::Refused(error)) => return Err(error),
+                Err(EnqueueError::Full) => state = self.sleep(state, 0),
+            }
+        }
+    }
+
     fn poll_until_progress(&self, epoch: u64, deadline: Instant) {
         while self.epoch.load(Ordering::Acquire) == epoch && Instant::now() < deadline {
             std::thread::yield_now();

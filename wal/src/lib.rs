@@ -40,7 +40,7 @@ pub mod sim;
 mod snapshot;
 mod storage;
 
-pub use async_append::AppendFuture;
+pub use async_append::{AppendFuture, DurableFuture};
 pub use error::{
     AppendError, CheckpointError, CorruptReason, IoFailure, OpenError, ReplayError, SnapshotError,
 };

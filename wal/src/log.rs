@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::async_append::AppendFuture;
+use crate::async_append::{AppendFuture, DurableFuture};
 use crate::error::{
     AppendError, CheckpointError, IoFailure, OpenError, ReplayError, SnapshotError,
 };
@@ -232,6 +232,20 @@ impl Wal {
     /// the future is first polled (unless the pending batch is full).
     pub fn append_async(&self, kind: RecordKind, payload: &[u8]) -> AppendFuture {
         AppendFuture::start(Arc::clone(&self.shared), kind, payload)
+    }
+
+    /// Places a record in the log and returns its LSN at once, before it is
+    /// durable; pair it with [`Wal::wait_durable`]. For owners that must
+    /// order log records exactly as they change memory (under their own
+    /// lock) and wait for durability outside it. Blocks only while the
+    /// pending batch is full.
+    pub fn enqueue(&self, kind: RecordKind, payload: &[u8]) -> Result<Lsn, AppendError> {
+        self.shared.enqueue_only(kind, payload)
+    }
+
+    /// Resolves once every record up to `lsn` is durable.
+    pub fn wait_durable(&self, lsn: Lsn) -> DurableFuture {
+        DurableFuture::new(Arc::clone(&self.shared), lsn)
     }
 
     /// Every record up to this LSN is durable.

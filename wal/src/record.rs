@@ -25,7 +25,8 @@ pub const RECORD_HEADER_LEN: usize = 24;
 pub const RECORD_ALIGN: usize = 8;
 
 /// Log sequence number: the position of a record in the log, starting at 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// `Lsn(0)` (the default) means "no record".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);
 
 impl Lsn {

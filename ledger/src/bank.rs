@@ -1,0 +1,391 @@
+//! A bank: the participant state machine made durable in a WAL.
+//!
+//! Every request is decided and applied under one lock, and its record is
+//! placed in the log in the same critical section, so the log's order is the
+//! order the state changed in and replay reproduces it exactly. The answer is
+//! sent only after the record that decided it is durable (waited for outside
+//! the lock, so many requests share one fsync). Reads wait for everything
+//! they can see to be durable.
+//!
+//! This module knows nothing of gRPC or of any async runtime: its async
+//! methods only await the log's own futures.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+
+use wal::{AppendError, Lsn, OpenError, Options, RecordKind, ReplayError, Storage, Wal};
+
+use crate::codec::DecodeError;
+use crate::money::Amount;
+use crate::participant::{Account, ApplyError, Ledger, ParticipantError, Step, Vote};
+use crate::record::LedgerRecord;
+use crate::txn::{AccountNo, Leg, TxnId};
+
+/// Milliseconds in the default retention of decided transactions (7 days).
+pub const DECIDED_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
+
+#[derive(Clone, Copy, Debug)]
+pub struct BankOptions {
+    pub wal: Options,
+    /// Take a snapshot (and trim the log) after this many records.
+    pub snapshot_every: u64,
+    /// Decided transactions are forgotten this long after their decision.
+    pub decided_retention_ms: u64,
+}
+
+impl Default for BankOptions {
+    fn default() -> BankOptions {
+        BankOptions {
+            wal: Options::default(),
+            snapshot_every: 100_000,
+            decided_retention_ms: DECIDED_RETENTION_MS_DEFAULT,
+        }
+    }
+}
+
+/// An account to create on a bank's first start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seed {
+    pub account: AccountNo,
+    pub owner: String,
+    pub balance: Amount,
+}
+
+/// Opening a bank's data directory failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BankOpenError {
+    #[error(transparent)]
+    Wal(#[from] OpenError),
+    #[error("ledger snapshot is unreadable: {0}")]
+    Snapshot(DecodeError),
+    #[error("ledger record at lsn {lsn} is unreadable: {source}")]
+    Record { lsn: Lsn, source: DecodeError },
+    #[error("replaying the ledger failed: {0}")]
+    Replay(String),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(
+        "this data directory belongs to bank {found:?} ({found_currency}), not {expected:?} ({expected_currency})"
+    )]
+    WrongBank {
+        found: String,
+        found_currency: String,
+        expected: String,
+        expected_currency: String,
+    },
+    #[error("seeding the new ledger failed: {0}")]
+    Seed(String),
+    #[error("writing the first records failed: {0}")]
+    Append(#[from] AppendError),
+}
+
+/// A request that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BankError {
+    #[error(transparent)]
+    Refused(#[from] ParticipantError),
+    /// The log failed; the bank must stop (its memory may be ahead of disk).
+    #[error("storage failed; the bank must restart: {0}")]
+    Storage(#[from] AppendError),
+}
+
+/// What opening found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenReport {
+    pub created: bool,
+    pub snapshot_lsn: Option<Lsn>,
+    pub replayed: u64,
+    pub accounts: usize,
+    pub in_doubt: usize,
+    pub torn_tail: Option<(String, u64, u64)>,
+}
+
+/// A transaction the bank voted YES on and has no decision for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InDoubt {
+    pub txn: TxnId,
+    pub legs: Vec<Leg>,
+    pub prepared_at_ms: u64,
+}
+
+pub struct Bank {
+    ledger: Mutex<Ledger>,
+    wal: Wal,
+    options: BankOptions,
+    last_snapshot_lsn: AtomicU64,
+}
+
+impl Bank {
+    /// Opens the bank in `storage`: recovers it, or on first start writes
+    /// its genesis record and the seeded accounts.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        bank: &str,
+        currency: &str,
+        seeds: &[Seed],
+        options: BankOptions,
+    ) -> Result<(Bank, OpenReport), BankOpenError> {
+        let recovered = Wal::open_storage(storage, options.wal)?;
+        let wal = recovered.wal;
+        let (mut ledger, snapshot_lsn) = match &recovered.snapshot {
+            Some(snapshot) => (
+                Ledger::decode_snapshot(&snapshot.payload).map_err(BankOpenError::Snapshot)?,
+                Some(snapshot.lsn),
+            ),
+            None => (Ledger::new(), None),
+        };
+        let from = ledger.applied_lsn().next().max(wal.first_lsn());
+        let replayed = replay(&wal, &mut ledger, from)?;
+        let created = ledger.applied_lsn() == Lsn(0);
+        if created {
+            seed(&wal, &mut ledger, bank, currency, seeds)?;
+        } else if ledger.bank() != bank || ledger.currency() != currency {
+            return Err(BankOpenError::WrongBank {
+                found: ledger.bank().to_owned(),
+                found_currency: ledger.currency().to_owned(),
+                expected: bank.to_owned(),
+                expected_currency: currency.to_owned(),
+            });
+        }
+        ledger.check_invariants().map_err(BankOpenError::Replay)?;
+        let report = OpenReport {
+            created,
+            snapshot_lsn,
+            replayed,
+            accounts: ledger.accounts().count(),
+            in_doubt: ledger.pending().len(),
+            torn_tail: recovered.report.torn_tail,
+        };
+        let bank = Bank {
+            ledger: Mutex::new(ledger),
+            wal,
+            options,
+            last_snapshot_lsn: AtomicU64::new(snapshot_lsn.map_or(0, |lsn| lsn.0)),
+        };
+        Ok((bank, report))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().expect("ledger lock poisoned")
+    }
+
+    pub fn name(&self) -> String {
+        self.lock().bank().to_owned()
+    }
+
+    pub fn currency(&self) -> String {
+        self.lock().currency().to_owned()
+    }
+
+    /// Decides under the lock, writes and applies the record if one is
+    /// needed, then waits (outside the lock) until the answer is durable.
+    async fn execute<T>(
+        &self,
+        decide: impl FnOnce(&Ledger) -> Result<Step<T>, ParticipantError>,
+    ) -> Result<T, BankError> {
+        let (answer, durable_after) = {
+            let mut ledger = self.lock();
+            match decide(&ledger)? {
+                Step::Known { answer, after } => (answer, after),
+                Step::Write { record, answer } => {
+                    let lsn = self.wal.enqueue(record.kind(), &record.encode())?;
+                    ledger
+                        .apply(lsn, &record)
+                        .expect("a decided record always applies");
+                    (answer, lsn)
+                }
+            }
+        };
+        self.wal.wait_durable(durable_after).await?;
+        Ok(answer)
+    }
+
+    /// 2PC phase 1. A YES is durable (holds included) before it is returned.
+    pub async fn prepare(&self, txn: TxnId, legs: &[Leg], now_ms: u64) -> Result<Vote, BankError> {
+        self.execute(|ledger| ledger.decide_prepare(txn, legs, now_ms))
+            .await
+    }
+
+    /// 2PC phase 2, commit: posts the pending transfer.
+    pub async fn commit(&self, txn: TxnId, now_ms: u64) -> Result<(), BankError> {
+        self.execute(|ledger| ledger.decide_commit(txn, now_ms))
+            .await
+    }
+
+    /// 2PC phase 2, abort: voids the pending transfer (or remembers the
+    /// abort of an unknown one, so a late prepare votes NO).
+    pub async fn abort(&self, txn: TxnId, now_ms: u64) -> Result<(), BankError> {
+        self.execute(|ledger| ledger.decide_abort(txn, now_ms))
+            .await
+    }
+
+    /// Opens an account, numbering it if `account` is `None`.
+    pub async fn open_account(
+        &self,
+        account: Option<AccountNo>,
+        owner: &str,
+        balance: Amount,
+    ) -> Result<AccountNo, BankError> {
+        self.execute(|ledger| {
+            let number = account.unwrap_or_else(|| ledger.next_account_no());
+            let step = ledger.decide_open_account(number.clone(), owner, balance)?;
+            Ok(match step {
+                Step::Write { record, .. } => Step::Write {
+                    record,
+                    answer: number,
+                },
+                Step::Known { after, .. } => Step::Known {
+                    answer: number,
+                    after,
+                },
+            })
+        })
+        .await
+    }
+
+    /// An account as of everything durable.
+    pub async fn account(&self, number: &AccountNo) -> Result<Account, BankError> {
+        let (account, seen) = {
+            let ledger = self.lock();
+            let account = ledger.account(number).cloned().ok_or_else(|| {
+                ParticipantError::UnknownAccount {
+                    account: number.clone(),
+                }
+            })?;
+            (account, ledger.applied_lsn())
+        };
+        self.wal.wait_durable(seen).await?;
+        Ok(account)
+    }
+
+    /// Every pending transaction, oldest first.
+    pub fn in_doubt(&self) -> Vec<InDoubt> {
+        self.lock()
+            .pending()
+            .into_iter()
+            .map(|(txn, legs, prepared_at_ms)| InDoubt {
+                txn,
+                legs,
+                prepared_at_ms,
+            })
+            .collect()
+    }
+
+    /// The error every request gets once the log failed.
+    pub fn poisoned(&self) -> Option<AppendError> {
+        self.wal.poisoned()
+    }
+
+    /// A copy of the whole state (for tests and audits).
+    pub fn ledger(&self) -> Ledger {
+        self.lock().clone()
+    }
+
+    /// Snapshots the state and trims the log if `snapshot_every` records
+    /// were written since the last snapshot. Blocking; returns whether it ran.
+    pub fn checkpoint_if_due(&self, now_ms: u64) -> Result<bool, wal::CheckpointError> {
+        let applied = self.lock().applied_lsn();
+        if applied.0 < self.last_snapshot_lsn.load(Ordering::Acquire) + self.options.snapshot_every
+        {
+            return Ok(false);
+        }
+        self.checkpoint(now_ms)?;
+        Ok(true)
+    }
+
+    /// Snapshots the state now (forgetting decided transactions older than
+    /// the retention) and trims the log. Blocking.
+    pub fn checkpoint(&self, now_ms: u64) -> Result<(), wal::CheckpointError> {
+        let (lsn, image) = {
+            let mut ledger = self.lock();
+            ledger.forget_decided_before(now_ms.saturating_sub(self.options.decided_retention_ms));
+            (ledger.applied_lsn(), ledger.encode_snapshot())
+        };
+        block_on(self.wal.wait_durable(lsn))?;
+        self.wal.checkpoint_with_snapshot(lsn, &image)?;
+        self.last_snapshot_lsn.store(lsn.0, Ordering::Release);
+        Ok(())
+    }
+
+    /// Flushes and closes the log.
+    pub fn close(self) -> Result<(), AppendError> {
+        self.wal.close()
+    }
+}
+
+fn replay(wal: &Wal, ledger: &mut Ledger, from: Lsn) -> Result<u64, BankOpenError> {
+    let result = wal.replay(from, |record| {
+        let decoded = LedgerRecord::decode(record.kind, record.payload).map_err(|source| {
+            BankOpenError::Record {
+                lsn: record.lsn,
+                source,
+            }
+        })?;
+        ledger.apply(record.lsn, &decoded)?;
+        Ok::<_, BankOpenError>(())
+    });
+    match result {
+        Ok(count) => Ok(count),
+        Err(ReplayError::Visitor(error)) => Err(error),
+        Err(other) => Err(BankOpenError::Replay(other.to_string())),
+    }
+}
+
+fn seed(
+    wal: &Wal,
+    ledger: &mut Ledger,
+    bank: &str,
+    currency: &str,
+    seeds: &[Seed],
+) -> Result<(), BankOpenError> {
+    let mut records = vec![LedgerRecord::Genesis {
+        bank: bank.to_owned(),
+        currency: currency.to_owned(),
+    }];
+    let mut seeded = Ledger::new();
+    seeded.apply(Lsn(1), &records[0])?;
+    for (index, seed) in seeds.iter().enumerate() {
+        match seeded.decide_open_account(seed.account.clone(), &seed.owner, seed.balance) {
+            Ok(Step::Write { record, .. }) => {
+                seeded.apply(Lsn(index as u64 + 2), &record)?;
+                records.push(record);
+            }
+            Ok(Step::Known { .. }) => unreachable!("opening an account always writes"),
+            Err(error) => return Err(BankOpenError::Seed(format!("{}: {error}", seed.account))),
+        }
+    }
+    for record in &records {
+        let lsn = wal.append(record.kind(), &record.encode())?;
+        ledger.apply(lsn, record)?;
+    }
+    Ok(())
+}
+
+/// Whether a WAL record kind is one of the ledger's (for `wal dump`).
+pub fn is_ledger_kind(kind: RecordKind) -> bool {
+    (0x10..=0x14).contains(&kind.0)
+}
+
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Drives a future to completion on the calling thread (for the blocking
+/// checkpoint path; no runtime needed).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
