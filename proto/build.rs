@@ -3,7 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=minipay");
-    let files = ["minipay/v1/bank.proto"];
+    let files = ["minipay/v1/bank.proto", "minipay/v1/decisions.proto"];
     let descriptors = protox::compile(files, ["."])?;
     tonic_prost_build::configure().compile_fds(descriptors)?;
     Ok(())

@@ -1,8 +1,14 @@
-//! The `minipay`, `bank` and `gateway` binaries' shared code: command-line
-//! tools over the core crates. gRPC servers, TLS and configuration land here
-//! with the bank and gateway issues.
+//! The `minipay`, `bank` and `gateway` binaries' shared code: thin adapters
+//! from the core crates to processes, files, TLS and gRPC.
 //!
 //! Architecture invariant: nothing here decides anything about money or
-//! durability; it adapts the core crates to processes, files and the network.
+//! durability; it decodes, calls a core crate, and encodes.
 
+pub mod bank_node;
+pub mod bank_service;
+pub mod certs;
+pub mod process;
+pub mod request_log;
+pub mod setup;
+pub mod tls;
 pub mod wal_tools;

@@ -24,6 +24,15 @@ enum Command {
     /// Inspect, verify, repair or benchmark a write-ahead log.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Generate a development CA and mTLS certificates for every node.
+    Certs {
+        /// Directory to write ca.pem, gateway.pem/.key, <bank>.pem/.key, client.pem/.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Comma-separated bank names, e.g. bank_a,bank_b.
+        #[arg(long, value_delimiter = ',', required = true)]
+        banks: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +114,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Certs { out, banks } => {
+            for file in minipay::certs::generate(&out, &banks)? {
+                println!("{file}");
+            }
+            Ok(())
+        }
         Command::Wal(WalCommand::Dump { dir, json }) => wal_tools::dump(&dir, json),
         Command::Wal(WalCommand::Verify { dir, repair }) => {
             println!("{}", wal_tools::verify(&dir, repair)?);

@@ -73,8 +73,24 @@ pub fn decode_bench_payload(payload: &[u8]) -> Option<BenchPayload> {
 fn kind_name(kind: RecordKind) -> &'static str {
     match kind {
         BENCH_KIND => "bench",
+        ledger::record::GENESIS => "ledger.genesis",
+        ledger::record::ACCOUNT_OPENED => "ledger.account_opened",
+        ledger::record::PENDING => "ledger.pending",
+        ledger::record::POSTED => "ledger.posted",
+        ledger::record::VOIDED => "ledger.voided",
         _ => "unknown",
     }
+}
+
+/// A human-readable decoding of an owner's record, if the kind is known.
+fn decoded(kind: RecordKind, payload: &[u8]) -> Option<String> {
+    if ledger::bank::is_ledger_kind(kind) {
+        return Some(match ledger::LedgerRecord::decode(kind, payload) {
+            Ok(record) => format!("{record:?}"),
+            Err(error) => format!("undecodable: {error}"),
+        });
+    }
+    None
 }
 
 /// `minipay wal dump DIR [--json]`: prints every valid record.
@@ -110,22 +126,24 @@ pub fn dump(dir: &Path, json: bool) -> anyhow::Result<()> {
                     "kind_code": record.kind.0,
                     "len": record.payload.len(),
                 });
-                match bench {
-                    Some(bench) => {
+                match (bench, decoded(record.kind, record.payload)) {
+                    (Some(bench), _) => {
                         line["writer"] = bench.writer.into();
                         line["seq"] = bench.seq.into();
                         line["valid"] = bench.valid.into();
                     }
-                    None => line["payload_hex"] = hex(record.payload, usize::MAX).into(),
+                    (None, Some(text)) => line["decoded"] = text.into(),
+                    (None, None) => line["payload_hex"] = hex(record.payload, usize::MAX).into(),
                 }
                 writeln!(out, "{line}")
             } else {
-                let detail = match bench {
-                    Some(bench) => format!(
+                let detail = match (bench, decoded(record.kind, record.payload)) {
+                    (Some(bench), _) => format!(
                         "writer={} seq={} valid={}",
                         bench.writer, bench.seq, bench.valid
                     ),
-                    None => format!("payload={}", hex(record.payload, 64)),
+                    (None, Some(text)) => text,
+                    (None, None) => format!("payload={}", hex(record.payload, 64)),
                 };
                 writeln!(
                     out,

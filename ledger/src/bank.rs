@@ -119,12 +119,12 @@ pub struct Bank {
 
 impl Bank {
     /// Opens the bank in `storage`: recovers it, or on first start writes
-    /// its genesis record and the seeded accounts.
+    /// its genesis record and the accounts `seeds` returns (called only then).
     pub fn open(
         storage: Arc<dyn Storage>,
         bank: &str,
         currency: &str,
-        seeds: &[Seed],
+        seeds: impl FnOnce() -> Result<Vec<Seed>, String>,
         options: BankOptions,
     ) -> Result<(Bank, OpenReport), BankOpenError> {
         let recovered = Wal::open_storage(storage, options.wal)?;
@@ -140,7 +140,8 @@ impl Bank {
         let replayed = replay(&wal, &mut ledger, from)?;
         let created = ledger.applied_lsn() == Lsn(0);
         if created {
-            seed(&wal, &mut ledger, bank, currency, seeds)?;
+            let seeds = seeds().map_err(BankOpenError::Seed)?;
+            seed(&wal, &mut ledger, bank, currency, &seeds)?;
         } else if ledger.bank() != bank || ledger.currency() != currency {
             return Err(BankOpenError::WrongBank {
                 found: ledger.bank().to_owned(),

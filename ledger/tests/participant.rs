@@ -69,7 +69,7 @@ fn open(storage: &SimStorage) -> Bank {
         Arc::new(storage.clone()),
         "bank_a",
         "INR",
-        &seeds(),
+        || Ok(seeds()),
         options(),
     )
     .unwrap()
@@ -239,9 +239,15 @@ fn malformed_prepares_are_refused_before_anything_is_written() {
 fn a_restart_under_another_bank_name_is_refused() {
     let storage = SimStorage::new();
     drop(open(&storage));
-    let error = Bank::open(Arc::new(storage.crash()), "bank_b", "INR", &[], options())
-        .err()
-        .unwrap();
+    let error = Bank::open(
+        Arc::new(storage.crash()),
+        "bank_b",
+        "INR",
+        || Ok(vec![]),
+        options(),
+    )
+    .err()
+    .unwrap();
     assert!(
         error.to_string().contains("belongs to bank \"bank_a\""),
         "{error}"
@@ -263,7 +269,7 @@ fn seeds_are_used_on_first_start_only() {
         Arc::new(storage.crash()),
         "bank_a",
         "INR",
-        &other_seeds,
+        || Ok(other_seeds),
         options(),
     )
     .unwrap();
@@ -335,7 +341,7 @@ proptest! {
         let mut storage = SimStorage::new();
         let snapshots = BankOptions { snapshot_every: 7, ..options() };
         let open_bank = |storage: &SimStorage| {
-            Bank::open(Arc::new(storage.clone()), "bank_a", "INR", &model_seeds(), snapshots).unwrap().0
+            Bank::open(Arc::new(storage.clone()), "bank_a", "INR", || Ok(model_seeds()), snapshots).unwrap().0
         };
         let mut bank = open_bank(&storage);
         let mut balances = [50_000u64; 3];
@@ -425,7 +431,7 @@ fn a_crash_after_any_record_recovers_exactly_the_acknowledged_state() {
         Arc::new(storage.clone()),
         "bank_a",
         "INR",
-        &model_seeds(),
+        || Ok(model_seeds()),
         snapshots,
     )
     .unwrap()
@@ -450,9 +456,15 @@ fn a_crash_after_any_record_recovers_exactly_the_acknowledged_state() {
         images.push((bank.ledger(), storage.crash()));
     }
     for (index, (expected, image)) in images.into_iter().enumerate() {
-        let recovered = Bank::open(Arc::new(image), "bank_a", "INR", &model_seeds(), snapshots)
-            .unwrap()
-            .0;
+        let recovered = Bank::open(
+            Arc::new(image),
+            "bank_a",
+            "INR",
+            || Ok(model_seeds()),
+            snapshots,
+        )
+        .unwrap()
+        .0;
         let state = recovered.ledger();
         assert_eq!(state.check_invariants(), Ok(()));
         // Snapshots forget nothing here (retention is 7 days): equal in full.

@@ -1,0 +1,397 @@
+//! A bank server process: configuration, recovery, the mTLS gRPC server, and
+//! the background work (resolving in-doubt transactions with the gateway,
+//! checkpoints, stopping on storage failure).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ledger::{Bank, BankOptions, TxnId};
+use minipay_proto::v1 as proto;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Endpoint, Server};
+
+use crate::bank_service::{BankService, now_ms};
+use crate::request_log::RequestLogLayer;
+use crate::tls::{Role, TlsDir, require_role};
+
+/// Largest request a bank decodes; its requests are a few hundred bytes.
+pub const BANK_MESSAGE_LEN_MAX: usize = 64 * 1024;
+/// Backoff bounds when asking the gateway for a decision.
+const DECISION_BACKOFF_MIN: Duration = Duration::from_millis(200);
+const DECISION_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long a stopping bank waits for clients to close their connections
+/// (in-flight calls finish well within it).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How often background work runs.
+const BACKGROUND_TICK: Duration = Duration::from_millis(200);
+
+/// Every setting of a bank; from flags, a TOML file, or both (flags win).
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BankSettings {
+    /// This bank's name, e.g. bank_a.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Address to listen on, e.g. 127.0.0.1:7001 (port 0 picks one).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the ledger's WAL and snapshots.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Cluster setup file (JSON); read on the first start only.
+    #[arg(long)]
+    pub setup: Option<PathBuf>,
+    /// Directory with ca.pem and <name>.pem/.key.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// The gateway's URL, asked for decisions on in-doubt transactions.
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// How long a YES vote waits for a decision before the bank asks.
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub in_doubt_timeout: Option<Duration>,
+    /// Currency of every account (default INR).
+    #[arg(long)]
+    pub currency: Option<String>,
+    /// Snapshot and trim the log after this many records.
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+}
+
+impl BankSettings {
+    /// `self` with unset fields taken from `file`.
+    pub fn or(self, file: BankSettings) -> BankSettings {
+        BankSettings {
+            name: self.name.or(file.name),
+            listen: self.listen.or(file.listen),
+            data_dir: self.data_dir.or(file.data_dir),
+            setup: self.setup.or(file.setup),
+            tls_dir: self.tls_dir.or(file.tls_dir),
+            gateway: self.gateway.or(file.gateway),
+            in_doubt_timeout: self.in_doubt_timeout.or(file.in_doubt_timeout),
+            currency: self.currency.or(file.currency),
+            snapshot_every: self.snapshot_every.or(file.snapshot_every),
+        }
+    }
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct BankConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub setup: Option<PathBuf>,
+    pub tls_dir: PathBuf,
+    pub gateway: Option<String>,
+    pub in_doubt_timeout: Duration,
+    pub currency: String,
+    pub snapshot_every: u64,
+}
+
+impl BankConfig {
+    pub fn from_settings(settings: BankSettings) -> anyhow::Result<BankConfig> {
+        let name = settings.name.context("--name is required")?;
+        crate::setup::check_bank_name(&name)?;
+        let currency = settings.currency.unwrap_or_else(|| "INR".to_owned());
+        if currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_uppercase()) {
+            bail!("--currency must be a three-letter code like INR, not {currency:?}");
+        }
+        let snapshot_every = settings
+            .snapshot_every
+            .unwrap_or(BankOptions::default().snapshot_every);
+        if snapshot_every == 0 {
+            bail!("--snapshot-every must be at least 1");
+        }
+        let in_doubt_timeout = settings.in_doubt_timeout.unwrap_or(Duration::from_secs(10));
+        if in_doubt_timeout.is_zero() {
+            bail!("--in-doubt-timeout must be positive");
+        }
+        Ok(BankConfig {
+            name,
+            listen: settings.listen.context("--listen is required")?,
+            data_dir: settings.data_dir.context("--data-dir is required")?,
+            setup: settings.setup,
+            tls_dir: settings.tls_dir.context("--tls-dir is required")?,
+            gateway: settings.gateway,
+            in_doubt_timeout,
+            currency,
+            snapshot_every,
+        })
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|character: char| !character.is_ascii_digit())
+        .map_or((text, ""), |index| text.split_at(index));
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 250ms, 10s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        _ => Err(format!("{text:?} is not a duration like 250ms, 10s or 2m")),
+    }
+}
+
+fn deserialize_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// Why a bank stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Asked to stop (SIGTERM); in-flight calls finished.
+    Shutdown,
+    /// The log failed; the process must exit non-zero.
+    StorageFailed,
+}
+
+/// Opens the ledger, serves until `shutdown` resolves or storage fails.
+/// `listener`, if given, is used instead of binding `config.listen`.
+pub async fn run(
+    config: BankConfig,
+    listener: Option<TcpListener>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Stopped> {
+    crate::tls::install_crypto_provider();
+    let bank = Arc::new(open_bank(&config)?);
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen on {}", config.listen))?,
+    };
+    let address = listener.local_addr()?;
+    let (stop_sender, mut stop_receiver) = watch::channel(None::<Stopped>);
+    let stop = Arc::new(stop_sender);
+    let storage_failed: Arc<dyn Fn() + Send + Sync> = {
+        let stop = Arc::clone(&stop);
+        Arc::new(move || {
+            let _ = stop.send(Some(Stopped::StorageFailed));
+        })
+    };
+    let service = BankService::new(Arc::clone(&bank), Arc::clone(&storage_failed));
+    let server = proto::bank_server::BankServer::new(service)
+        .max_decoding_message_size(BANK_MESSAGE_LEN_MAX);
+    let tls = TlsDir::new(&config.tls_dir);
+    let router = Server::builder()
+        .tls_config(tls.server(&config.name)?)
+        .context("configure TLS")?
+        .layer(RequestLogLayer)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            server,
+            require_role(Role::Gateway),
+        ));
+    tracing::info!(bank = %config.name, %address, "bank serving (mTLS; only the gateway's certificate is accepted)");
+    // A machine-readable line for scripts and tests that bind port 0.
+    println!("listening {address}");
+    let background = tokio::spawn(background(
+        config.clone(),
+        Arc::clone(&bank),
+        storage_failed,
+    ));
+    {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(Some(Stopped::Shutdown));
+        });
+    }
+    let stopped = async move {
+        let _ = stop_receiver.wait_for(Option::is_some).await;
+    };
+    let mut stopping = stop.subscribe();
+    let serve = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped);
+    tokio::select! {
+        served = serve => served.context("serve")?,
+        _ = async {
+            let _ = stopping.wait_for(Option::is_some).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after the stop; closing them"),
+    }
+    background.abort();
+    // Every acknowledged change is durable already; dropping the last
+    // reference to the ledger flushes nothing new and closes its log.
+    let reason = stop.borrow().unwrap_or(Stopped::Shutdown);
+    tracing::info!(bank = %config.name, ?reason, "bank stopped");
+    Ok(reason)
+}
+
+fn open_bank(config: &BankConfig) -> anyhow::Result<Bank> {
+    let storage = wal::FsStorage::open_locked(&config.data_dir.join("wal"))
+        .with_context(|| format!("open data directory {}", config.data_dir.display()))?;
+    let options = BankOptions {
+        snapshot_every: config.snapshot_every,
+        ..BankOptions::default()
+    };
+    let seeds = || {
+        let path = config
+            .setup
+            .as_ref()
+            .ok_or("a new data directory needs --setup to seed its accounts")?;
+        let users = crate::setup::load(path).map_err(|error| format!("{error:#}"))?;
+        crate::setup::seeds_for(&users, &config.name).map_err(|error| format!("{error:#}"))
+    };
+    let (bank, report) = Bank::open(
+        Arc::new(storage),
+        &config.name,
+        &config.currency,
+        seeds,
+        options,
+    )
+    .with_context(|| format!("open the ledger in {}", config.data_dir.display()))?;
+    if let Some((segment, offset, bytes)) = &report.torn_tail {
+        tracing::warn!(segment, offset, bytes, "recovered from a torn WAL tail");
+    }
+    tracing::info!(
+        bank = %config.name,
+        created = report.created,
+        snapshot_lsn = report.snapshot_lsn.map(|lsn| lsn.0),
+        replayed = report.replayed,
+        accounts = report.accounts,
+        in_doubt = report.in_doubt,
+        "ledger recovered"
+    );
+    Ok(bank)
+}
+
+/// Checkpoints, fail-stop on storage failure, and in-doubt resolution.
+async fn background(
+    config: BankConfig,
+    bank: Arc<Bank>,
+    storage_failed: Arc<dyn Fn() + Send + Sync>,
+) {
+    let mut resolver = InDoubtResolver::new(&config, &bank);
+    let mut tick = tokio::time::interval(BACKGROUND_TICK);
+    loop {
+        tick.tick().await;
+        if bank.poisoned().is_some() {
+            tracing::error!("the ledger's log failed; stopping");
+            storage_failed();
+            return;
+        }
+        let for_checkpoint = Arc::clone(&bank);
+        let checkpoint =
+            tokio::task::spawn_blocking(move || for_checkpoint.checkpoint_if_due(now_ms())).await;
+        if let Ok(Err(error)) = checkpoint {
+            tracing::error!(%error, "checkpoint failed; stopping");
+            storage_failed();
+            return;
+        }
+        resolver.resolve(&bank).await;
+    }
+}
+
+/// Asks the gateway what was decided for transactions this bank voted YES
+/// on and has heard nothing about, with exponential backoff per transaction.
+struct InDoubtResolver {
+    gateway: Option<Channel>,
+    timeout_ms: u64,
+    /// Transactions pending when the bank started are asked about at once.
+    pending_at_start: Vec<TxnId>,
+    retry: HashMap<TxnId, (Instant, Duration)>,
+}
+
+impl InDoubtResolver {
+    fn new(config: &BankConfig, bank: &Bank) -> InDoubtResolver {
+        let gateway = config.gateway.as_ref().and_then(|url| {
+            let tls = TlsDir::new(&config.tls_dir).client(&config.name).ok()?;
+            let endpoint = Endpoint::from_shared(url.clone())
+                .ok()?
+                .tls_config(tls)
+                .ok()?;
+            Some(
+                endpoint
+                    .connect_timeout(Duration::from_secs(2))
+                    .connect_lazy(),
+            )
+        });
+        if gateway.is_none() {
+            tracing::warn!(
+                "no usable --gateway: in-doubt transactions wait for the gateway to resend its decision"
+            );
+        }
+        InDoubtResolver {
+            gateway,
+            timeout_ms: config.in_doubt_timeout.as_millis() as u64,
+            pending_at_start: bank.in_doubt().into_iter().map(|doubt| doubt.txn).collect(),
+            retry: HashMap::new(),
+        }
+    }
+
+    async fn resolve(&mut self, bank: &Bank) {
+        let Some(channel) = self.gateway.clone() else {
+            return;
+        };
+        let now = now_ms();
+        let in_doubt = bank.in_doubt();
+        self.retry
+            .retain(|txn, _| in_doubt.iter().any(|doubt| doubt.txn == *txn));
+        for doubt in in_doubt {
+            let due = self.pending_at_start.contains(&doubt.txn)
+                || now.saturating_sub(doubt.prepared_at_ms) >= self.timeout_ms;
+            let backing_off = self
+                .retry
+                .get(&doubt.txn)
+                .is_some_and(|(next, _)| Instant::now() < *next);
+            if !due || backing_off {
+                continue;
+            }
+            let mut client = proto::decisions_client::DecisionsClient::new(channel.clone());
+            let request = proto::GetDecisionRequest {
+                txn_id: doubt.txn.to_string(),
+            };
+            let answer =
+                tokio::time::timeout(Duration::from_secs(5), client.get_decision(request)).await;
+            let decision = match answer {
+                Ok(Ok(response)) => proto::Decision::try_from(response.into_inner().decision).ok(),
+                Ok(Err(status)) => {
+                    tracing::warn!(txn_id = %doubt.txn, code = crate::request_log::code_name(status.code()), "GetDecision failed");
+                    None
+                }
+                Err(_) => None,
+            };
+            let applied = match decision {
+                Some(proto::Decision::Commit) => Some(bank.commit(doubt.txn, now_ms()).await),
+                Some(proto::Decision::Abort) => Some(bank.abort(doubt.txn, now_ms()).await),
+                Some(proto::Decision::Unspecified) | None => None,
+            };
+            match applied {
+                Some(Ok(())) => {
+                    tracing::info!(txn_id = %doubt.txn, ?decision, "in-doubt transaction resolved by the gateway's decision");
+                    self.retry.remove(&doubt.txn);
+                }
+                Some(Err(error)) => {
+                    tracing::error!(txn_id = %doubt.txn, %error, "applying the gateway's decision failed")
+                }
+                None => {
+                    let backoff = self
+                        .retry
+                        .get(&doubt.txn)
+                        .map_or(DECISION_BACKOFF_MIN, |(_, last)| {
+                            (*last * 2).min(DECISION_BACKOFF_MAX)
+                        });
+                    self.retry
+                        .insert(doubt.txn, (Instant::now() + backoff, backoff));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The cluster setup file shared by banks and the gateway:
+//! `{"users": [{"username": "alice", "password": "pass123", "bank": "bank_a",
+//! "account_no": "123", "balance": 1000}, ...]}` with `balance` in major
+//! units, as a number or a decimal string ("12.50").
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use ledger::{AccountNo, Amount, Seed};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetupFile {
+    users: Vec<SetupUser>,
+}
+
+/// One user of the setup file (the password is only read by the gateway).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupUser {
+    pub username: String,
+    pub password: String,
+    pub bank: String,
+    pub account_no: String,
+    balance: serde_json::Value,
+}
+
+impl std::fmt::Debug for SetupUser {
+    // Passwords never reach a log, even in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetupUser")
+            .field("username", &self.username)
+            .field("bank", &self.bank)
+            .field("account_no", &self.account_no)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SetupUser {
+    /// The opening balance in minor units, parsed exactly.
+    pub fn balance(&self) -> anyhow::Result<Amount> {
+        let text = match &self.balance {
+            serde_json::Value::Number(number) => number.to_string(),
+            serde_json::Value::String(text) => text.clone(),
+            other => bail!(
+                "balance of {} must be a number or a decimal string, not {other}",
+                self.username
+            ),
+        };
+        Amount::parse_major(&text).with_context(|| format!("balance of user {}", self.username))
+    }
+}
+
+/// The longest bank name accepted.
+pub const BANK_NAME_LEN_MAX: usize = 32;
+
+/// Bank names: 1 to 32 lowercase letters, digits, `_` or `-`.
+pub fn check_bank_name(name: &str) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= BANK_NAME_LEN_MAX
+        && name.bytes().all(|byte| {
+            byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_' || byte == b'-'
+        });
+    if !valid {
+        bail!("bank name {name:?} must be 1 to 32 lowercase letters, digits, '_' or '-'");
+    }
+    Ok(())
+}
+
+/// Reads and checks a setup file.
+pub fn load(path: &Path) -> anyhow::Result<Vec<SetupUser>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read setup file {}", path.display()))?;
+    let file: SetupFile = serde_json::from_str(&text)
+        .with_context(|| format!("parse setup file {}", path.display()))?;
+    for user in &file.users {
+        check_bank_name(&user.bank)?;
+        AccountNo::parse(&user.account_no).with_context(|| {
+            format!("account_no {:?} of user {}", user.account_no, user.username)
+        })?;
+        user.balance()?;
+    }
+    Ok(file.users)
+}
+
+/// The accounts a bank seeds on its first start: the users at that bank.
+pub fn seeds_for(users: &[SetupUser], bank: &str) -> anyhow::Result<Vec<Seed>> {
+    users
+        .iter()
+        .filter(|user| user.bank == bank)
+        .map(|user| {
+            Ok(Seed {
+                account: AccountNo::parse(&user.account_no)?,
+                owner: user.username.clone(),
+                balance: user.balance()?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balances_parse_from_numbers_and_decimal_strings_exactly() {
+        let text = r#"{"users": [
+            {"username": "alice", "password": "p", "bank": "bank_a", "account_no": "123", "balance": 1000},
+            {"username": "bob", "password": "p", "bank": "bank_b", "account_no": "456", "balance": "12.50"},
+            {"username": "carol", "password": "p", "bank": "bank_a", "account_no": "789", "balance": 0.1}
+        ]}"#;
+        let file: SetupFile = serde_json::from_str(text).unwrap();
+        let seeds = seeds_for(&file.users, "bank_a").unwrap();
+        assert_eq!(seeds.len(), 2);
+        assert_eq!(seeds[0].balance, Amount(100_000));
+        assert_eq!(seeds[1].balance, Amount(10));
+        assert_eq!(file.users[1].balance().unwrap(), Amount(1250));
+        assert!(!format!("{:?}", file.users[0]).contains("password"));
+    }
+
+    #[test]
+    fn bad_balances_and_names_are_refused() {
+        let user = |balance: serde_json::Value| SetupUser {
+            username: "u".into(),
+            password: "p".into(),
+            bank: "bank_a".into(),
+            account_no: "1".into(),
+            balance,
+        };
+        assert!(user(serde_json::json!(-1)).balance().is_err());
+        assert!(user(serde_json::json!("1.005")).balance().is_err());
+        assert!(user(serde_json::json!(true)).balance().is_err());
+        assert!(check_bank_name("Bank A").is_err());
+        assert!(check_bank_name("bank_a").is_ok());
+    }
+}

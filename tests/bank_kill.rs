@@ -1,0 +1,193 @@
+//! A real `bank` process killed with SIGKILL between its YES vote and the
+//! decision: after a restart the hold is still there, the bank asks the
+//! (here: stand-in) gateway for the decision, and applies it. Also: SIGTERM
+//! stops it cleanly, and its request log carries the fields operators need.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Process, SETUP, Scratch, bank_args, bank_client, leg, txn_id};
+use minipay::tls::{Role, TlsDir, require_role};
+use minipay_proto::v1::{self as proto, Direction};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+/// A stand-in for the gateway's `Decisions` service: answers what the test
+/// says, and counts the questions.
+#[derive(Clone, Default)]
+struct StandInGateway {
+    decision: Arc<Mutex<Option<proto::Decision>>>,
+    asked: Arc<AtomicU32>,
+}
+
+#[tonic::async_trait]
+impl proto::decisions_server::Decisions for StandInGateway {
+    async fn get_decision(
+        &self,
+        _request: tonic::Request<proto::GetDecisionRequest>,
+    ) -> Result<tonic::Response<proto::GetDecisionResponse>, tonic::Status> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        match *self.decision.lock().unwrap() {
+            Some(decision) => Ok(tonic::Response::new(proto::GetDecisionResponse {
+                decision: decision as i32,
+            })),
+            None => Err(tonic::Status::unavailable("not decided yet")),
+        }
+    }
+}
+
+async fn start_stand_in(scratch: &Scratch, gateway: StandInGateway) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = Server::builder()
+        .tls_config(TlsDir::new(&scratch.tls()).server("gateway").unwrap())
+        .unwrap()
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            proto::decisions_server::DecisionsServer::new(gateway),
+            require_role(Role::Bank),
+        ));
+    tokio::spawn(server.serve_with_incoming(TcpIncoming::from(listener)));
+    address
+}
+
+async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !condition().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hold_survives_kill_9_and_resolves_through_get_decision() {
+    let scratch = Scratch::new(&["bank_a"], SETUP);
+    let gateway = StandInGateway::default();
+    let gateway_address = start_stand_in(&scratch, gateway.clone()).await;
+    let bank_binary = env!("CARGO_BIN_EXE_bank");
+    let log = scratch.dir.path().join("bank_a.log");
+    let args = bank_args(&scratch, "bank_a", Some(gateway_address));
+
+    let mut bank = Process::start(bank_binary, &args, &log);
+    let mut client = bank_client(&scratch.tls(), "gateway", bank.address).await;
+    let legs = vec![
+        leg("123", Direction::Debit, 25_000),
+        leg("456", Direction::Credit, 25_000),
+    ];
+    let vote = client
+        .prepare(proto::PrepareRequest {
+            txn_id: txn_id(7),
+            legs,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(vote.vote, proto::Vote::Yes as i32);
+
+    bank.kill_9();
+    let mut bank = Process::start(bank_binary, &args, &log);
+    let mut client = bank_client(&scratch.tls(), "gateway", bank.address).await;
+    let alice = client
+        .get_account(proto::GetAccountRequest {
+            account_no: "123".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (alice.balance, alice.available),
+        (100_000, 75_000),
+        "the hold survived"
+    );
+    let in_doubt = client
+        .list_in_doubt(proto::ListInDoubtRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(in_doubt.txns.len(), 1);
+
+    // The bank keeps asking while the gateway has no answer; it never
+    // decides alone.
+    wait_until("the bank to ask twice", || {
+        let asked = gateway.asked.load(Ordering::SeqCst);
+        async move { asked >= 2 }
+    })
+    .await;
+    assert_eq!(
+        client
+            .list_in_doubt(proto::ListInDoubtRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .txns
+            .len(),
+        1
+    );
+
+    *gateway.decision.lock().unwrap() = Some(proto::Decision::Commit);
+    wait_until("the decision to be applied", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_in_doubt(proto::ListInDoubtRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .txns
+                .is_empty()
+        }
+    })
+    .await;
+    let alice = client
+        .get_account(proto::GetAccountRequest {
+            account_no: "123".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let bob = client
+        .get_account(proto::GetAccountRequest {
+            account_no: "456".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((alice.balance, alice.available), (75_000, 75_000));
+    assert_eq!(bob.balance, 1_250 + 25_000);
+
+    drop(client);
+    let status = bank.terminate();
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    let prepare_line = log_text
+        .lines()
+        .find(|line| line.contains("/minipay.v1.Bank/Prepare") && line.contains("response"))
+        .expect("a response line for Prepare");
+    for field in [
+        "peer=127.0.0.1:",
+        &format!("txn_id={}", txn_id(7)),
+        "amount=250.00 INR",
+        "vote=YES",
+        "code=\"OK\"",
+        "latency_ms=",
+    ] {
+        assert!(
+            prepare_line.contains(field),
+            "{field} missing from: {prepare_line}"
+        );
+    }
+    assert!(
+        !log_text.contains("pass123") && !log_text.contains("PRIVATE KEY"),
+        "no secrets in logs"
+    );
+}

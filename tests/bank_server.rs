@@ -1,0 +1,396 @@
+//! The bank's gRPC service in-process over real mutual TLS on 127.0.0.1:
+//! every RPC, every bad input (each with its precise status, nothing
+//! changed, the server still serving), and who may connect.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{SETUP, Scratch, bank_client, leg, txn_id};
+use minipay::bank_node::{self, BankConfig, Stopped};
+use minipay_proto::v1::{self as proto, Direction};
+use tokio::sync::oneshot;
+use tonic::Code;
+
+struct Running {
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<Stopped>>,
+}
+
+impl Running {
+    async fn stop(mut self) -> Stopped {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.task.await.unwrap().unwrap()
+    }
+}
+
+async fn start(scratch: &Scratch) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let config = BankConfig {
+        name: "bank_a".into(),
+        listen: address,
+        data_dir: scratch.data("bank_a"),
+        setup: Some(scratch.setup()),
+        tls_dir: scratch.tls(),
+        gateway: None,
+        in_doubt_timeout: Duration::from_secs(10),
+        currency: "INR".into(),
+        snapshot_every: 1000,
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(bank_node::run(config, Some(listener), async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        address,
+        stop: Some(stop),
+        task,
+    }
+}
+
+async fn balance(
+    client: &mut proto::bank_client::BankClient<tonic::transport::Channel>,
+    account: &str,
+) -> (u64, u64) {
+    let response = client
+        .get_account(proto::GetAccountRequest {
+            account_no: account.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (response.balance, response.available)
+}
+
+#[tokio::test]
+async fn every_rpc_works_for_the_gateway_over_mtls() {
+    let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
+    let bank = start(&scratch).await;
+    let mut client = bank_client(&scratch.tls(), "gateway", bank.address).await;
+
+    let account = client
+        .get_account(proto::GetAccountRequest {
+            account_no: "123".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            account.owner.as_str(),
+            account.balance,
+            account.currency.as_str()
+        ),
+        ("alice", 100_000, "INR")
+    );
+    assert_eq!(balance(&mut client, "456").await, (1_250, 1_250));
+
+    let opened = client
+        .open_account(proto::OpenAccountRequest {
+            owner: "dave".into(),
+            initial_balance: 700,
+            account_no: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(balance(&mut client, &opened.account_no).await, (700, 700));
+
+    let legs = vec![
+        leg("123", Direction::Debit, 2_500),
+        leg("456", Direction::Credit, 2_500),
+    ];
+    let vote = client
+        .prepare(proto::PrepareRequest {
+            txn_id: txn_id(1),
+            legs: legs.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(vote.vote, proto::Vote::Yes as i32);
+    assert_eq!(balance(&mut client, "123").await, (100_000, 97_500));
+    let in_doubt = client
+        .list_in_doubt(proto::ListInDoubtRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(in_doubt.txns.len(), 1);
+    assert_eq!(in_doubt.txns[0].txn_id, txn_id(1));
+    assert_eq!(in_doubt.txns[0].legs, legs);
+
+    client
+        .commit(proto::CommitRequest { txn_id: txn_id(1) })
+        .await
+        .unwrap();
+    assert_eq!(balance(&mut client, "123").await, (97_500, 97_500));
+    assert_eq!(balance(&mut client, "456").await, (3_750, 3_750));
+
+    let vote = client
+        .prepare(proto::PrepareRequest {
+            txn_id: txn_id(2),
+            legs: vec![leg("456", Direction::Debit, 1_000_000)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(vote.vote, proto::Vote::No as i32);
+    assert_eq!(vote.reason, "insufficient funds in account 456");
+
+    client
+        .prepare(proto::PrepareRequest {
+            txn_id: txn_id(3),
+            legs: vec![leg("123", Direction::Debit, 100)],
+        })
+        .await
+        .unwrap();
+    client
+        .abort(proto::AbortRequest { txn_id: txn_id(3) })
+        .await
+        .unwrap();
+    assert_eq!(balance(&mut client, "123").await, (97_500, 97_500));
+    assert!(
+        client
+            .list_in_doubt(proto::ListInDoubtRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .txns
+            .is_empty()
+    );
+    assert_eq!(bank.stop().await, Stopped::Shutdown);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_precise_status_and_changes_nothing() {
+    let scratch = Scratch::new(&["bank_a"], SETUP);
+    let bank = start(&scratch).await;
+    let mut client = bank_client(&scratch.tls(), "gateway", bank.address).await;
+    let prepare = |txn: String, legs: Vec<proto::Leg>| proto::PrepareRequest { txn_id: txn, legs };
+    client
+        .prepare(prepare(txn_id(1), vec![leg("123", Direction::Debit, 10)]))
+        .await
+        .unwrap();
+    let before = (
+        balance(&mut client, "123").await,
+        balance(&mut client, "456").await,
+    );
+
+    let cases: Vec<(&str, Code, tonic::Status)> = vec![
+        (
+            "unknown account",
+            Code::NotFound,
+            client
+                .get_account(proto::GetAccountRequest {
+                    account_no: "999".into(),
+                })
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "missing account",
+            Code::InvalidArgument,
+            client
+                .get_account(proto::GetAccountRequest {
+                    account_no: String::new(),
+                })
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "zero amount",
+            Code::InvalidArgument,
+            client
+                .prepare(prepare(txn_id(2), vec![leg("123", Direction::Debit, 0)]))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "no legs",
+            Code::InvalidArgument,
+            client
+                .prepare(prepare(txn_id(2), vec![]))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "no direction",
+            Code::InvalidArgument,
+            client
+                .prepare(prepare(
+                    txn_id(2),
+                    vec![leg("123", Direction::Unspecified, 5)],
+                ))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "malformed txn id",
+            Code::InvalidArgument,
+            client
+                .prepare(prepare(
+                    "not-a-uuid".into(),
+                    vec![leg("123", Direction::Debit, 5)],
+                ))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "empty txn id",
+            Code::InvalidArgument,
+            client
+                .commit(proto::CommitRequest {
+                    txn_id: String::new(),
+                })
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "unknown txn commit",
+            Code::FailedPrecondition,
+            client
+                .commit(proto::CommitRequest { txn_id: txn_id(99) })
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "txn id reused with other legs",
+            Code::AlreadyExists,
+            client
+                .prepare(prepare(txn_id(1), vec![leg("123", Direction::Debit, 11)]))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "duplicate account number",
+            Code::AlreadyExists,
+            client
+                .open_account(proto::OpenAccountRequest {
+                    owner: "x".into(),
+                    initial_balance: 1,
+                    account_no: "123".into(),
+                })
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "missing owner",
+            Code::InvalidArgument,
+            client
+                .open_account(proto::OpenAccountRequest {
+                    owner: String::new(),
+                    initial_balance: 1,
+                    account_no: String::new(),
+                })
+                .await
+                .unwrap_err(),
+        ),
+    ];
+    for (what, expected, status) in cases {
+        assert_eq!(status.code(), expected, "{what}: {status:?}");
+    }
+    // An overflowing credit votes NO rather than wrapping.
+    let rich = client
+        .open_account(proto::OpenAccountRequest {
+            owner: "rich".into(),
+            initial_balance: u64::MAX - 5,
+            account_no: "rich".into(),
+        })
+        .await
+        .unwrap();
+    drop(rich);
+    let vote = client
+        .prepare(prepare(txn_id(5), vec![leg("rich", Direction::Credit, 6)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (vote.vote, vote.reason.as_str()),
+        (proto::Vote::No as i32, "credit would overflow account rich")
+    );
+    // A 100 MB message is refused before it is buffered.
+    let huge = client
+        .prepare(prepare(
+            txn_id(6),
+            vec![leg(&"9".repeat(100 << 20), Direction::Debit, 1)],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), Code::OutOfRange, "{huge:?}");
+    // Nothing changed, and the server still serves.
+    let mut client = bank_client(&scratch.tls(), "gateway", bank.address).await;
+    assert_eq!(
+        (
+            balance(&mut client, "123").await,
+            balance(&mut client, "456").await
+        ),
+        before
+    );
+    assert_eq!(bank.stop().await, Stopped::Shutdown);
+}
+
+#[tokio::test]
+async fn only_the_gateway_certificate_may_call_a_bank() {
+    let scratch = Scratch::new(&["bank_a"], SETUP);
+    let bank = start(&scratch).await;
+    for identity in ["client", "bank_a"] {
+        let mut client = bank_client(&scratch.tls(), identity, bank.address).await;
+        let status = client
+            .get_account(proto::GetAccountRequest {
+                account_no: "123".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{identity}: {status:?}"
+        );
+    }
+    // Plaintext: no TLS handshake, no answer.
+    let plaintext = tonic::transport::Endpoint::from_shared(format!("http://{}", bank.address))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await;
+    if let Ok(channel) = plaintext {
+        let mut client = proto::bank_client::BankClient::new(channel);
+        assert!(
+            client
+                .get_account(proto::GetAccountRequest {
+                    account_no: "123".into()
+                })
+                .await
+                .is_err()
+        );
+    }
+    // TLS without a client certificate is rejected at the first call.
+    let ca = tonic::transport::Certificate::from_pem(
+        std::fs::read(scratch.tls().join("ca.pem")).unwrap(),
+    );
+    let anonymous = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(ca)
+        .domain_name("localhost");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", bank.address))
+        .unwrap()
+        .tls_config(anonymous)
+        .unwrap()
+        .connect_lazy();
+    let mut client = proto::bank_client::BankClient::new(channel);
+    assert!(
+        client
+            .get_account(proto::GetAccountRequest {
+                account_no: "123".into()
+            })
+            .await
+            .is_err()
+    );
+    // The gateway still gets through.
+    let mut client = bank_client(&scratch.tls(), "gateway", bank.address).await;
+    assert_eq!(balance(&mut client, "123").await, (100_000, 100_000));
+    assert_eq!(bank.stop().await, Stopped::Shutdown);
+}
