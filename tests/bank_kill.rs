@@ -191,3 +191,50 @@ async fn a_hold_survives_kill_9_and_resolves_through_get_decision() {
         "no secrets in logs"
     );
 }
+
+#[tokio::test]
+async fn a_bank_configured_by_toml_logs_json_and_bad_configuration_is_refused_at_start() {
+    let scratch = Scratch::new(&["bank_b"], SETUP);
+    let config = scratch.dir.path().join("bank.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"bank_b\"\nlisten = \"127.0.0.1:0\"\ndata-dir = \"{}\"\nsetup = \"{}\"\ntls-dir = \"{}\"\nin-doubt-timeout = \"3s\"\n",
+            scratch.data("bank_b").display(),
+            scratch.setup().display(),
+            scratch.tls().display()
+        ),
+    )
+    .unwrap();
+    let log = scratch.dir.path().join("bank_b.log");
+    let args: Vec<String> = vec!["--config".into(), config.display().to_string(), "--log-format".into(), "json".into()];
+    let mut bank = Process::start(env!("CARGO_BIN_EXE_bank"), &args, &log);
+    let mut client = bank_client(&scratch.tls(), "gateway", bank.address).await;
+    let carol = client.get_account(proto::GetAccountRequest { account_no: "789".into() }).await.unwrap().into_inner();
+    assert_eq!(carol.balance, 50_000);
+    drop(client);
+    assert!(bank.terminate().success());
+    let responses: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every log line is JSON"))
+        .filter(|line: &serde_json::Value| line["fields"]["message"] == "response")
+        .collect();
+    let response = responses.first().expect("a response line");
+    assert_eq!(response["fields"]["code"], "OK");
+    assert_eq!(response["span"]["method"], "/minipay.v1.Bank/GetAccount");
+
+    for (bad, message) in [
+        ("in-doubt-timeout = \"0s\"\n", "--in-doubt-timeout must be positive"),
+        ("colour = \"blue\"\n", "unknown field"),
+    ] {
+        std::fs::write(&config, format!("name = \"bank_b\"\nlisten = \"127.0.0.1:0\"\n{bad}")).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bank"))
+            .args(["--config", &config.display().to_string(), "--data-dir", "/nonexistent", "--tls-dir", "/nonexistent"])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{message} not in: {stderr}");
+    }
+}
