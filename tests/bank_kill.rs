@@ -207,10 +207,21 @@ async fn a_bank_configured_by_toml_logs_json_and_bad_configuration_is_refused_at
     )
     .unwrap();
     let log = scratch.dir.path().join("bank_b.log");
-    let args: Vec<String> = vec!["--config".into(), config.display().to_string(), "--log-format".into(), "json".into()];
+    let args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--log-format".into(),
+        "json".into(),
+    ];
     let mut bank = Process::start(env!("CARGO_BIN_EXE_bank"), &args, &log);
     let mut client = bank_client(&scratch.tls(), "gateway", bank.address).await;
-    let carol = client.get_account(proto::GetAccountRequest { account_no: "789".into() }).await.unwrap().into_inner();
+    let carol = client
+        .get_account(proto::GetAccountRequest {
+            account_no: "789".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(carol.balance, 50_000);
     drop(client);
     assert!(bank.terminate().success());
@@ -225,12 +236,26 @@ async fn a_bank_configured_by_toml_logs_json_and_bad_configuration_is_refused_at
     assert_eq!(response["span"]["method"], "/minipay.v1.Bank/GetAccount");
 
     for (bad, message) in [
-        ("in-doubt-timeout = \"0s\"\n", "--in-doubt-timeout must be positive"),
+        (
+            "in-doubt-timeout = \"0s\"\n",
+            "--in-doubt-timeout must be positive",
+        ),
         ("colour = \"blue\"\n", "unknown field"),
     ] {
-        std::fs::write(&config, format!("name = \"bank_b\"\nlisten = \"127.0.0.1:0\"\n{bad}")).unwrap();
+        std::fs::write(
+            &config,
+            format!("name = \"bank_b\"\nlisten = \"127.0.0.1:0\"\n{bad}"),
+        )
+        .unwrap();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_bank"))
-            .args(["--config", &config.display().to_string(), "--data-dir", "/nonexistent", "--tls-dir", "/nonexistent"])
+            .args([
+                "--config",
+                &config.display().to_string(),
+                "--data-dir",
+                "/nonexistent",
+                "--tls-dir",
+                "/nonexistent",
+            ])
             .output()
             .unwrap();
         assert!(!output.status.success());

@@ -195,3 +195,33 @@ fn bench_rejects_bad_arguments_with_a_message() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn disk_measures_the_raw_sync_rate_and_rejects_bad_arguments() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("wal");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_minipay"))
+            .args(["wal", "disk"])
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["--size", "8192", "--threads", "2"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let line = text(&output.stdout);
+    assert!(
+        line.starts_with("raw disk: 2 threads x (pwrite 8192 B + fdatasync): "),
+        "{line}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().collect();
+    assert!(leftovers.is_empty(), "the scratch file is removed");
+    let output = run(&["--threads", "0"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("--threads must be between 1 and 16"),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -54,6 +54,17 @@ enum WalCommand {
     },
     /// Durable appends from concurrent writers, compared with the raw disk.
     Bench(BenchArgs),
+    /// The raw disk alone: pwrite + fdatasync per second on a preallocated
+    /// scratch file next to DIR (what no log can beat).
+    Disk {
+        dir: PathBuf,
+        /// Bytes written before each fdatasync.
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        /// Threads syncing concurrently, each in its own region.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
 }
 
 #[derive(Args)]
@@ -123,6 +134,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wal(WalCommand::Dump { dir, json }) => wal_tools::dump(&dir, json),
         Command::Wal(WalCommand::Verify { dir, repair }) => {
             println!("{}", wal_tools::verify(&dir, repair)?);
+            Ok(())
+        }
+        Command::Wal(WalCommand::Disk { dir, size, threads }) => {
+            let raw = wal_tools::raw_disk(&dir, size, threads)?;
+            println!(
+                "raw disk: {threads} threads x (pwrite {size} B + fdatasync): {:.0} syncs/s, {:.1} MB/s, p50 {:.0} us",
+                raw.per_sec,
+                raw.per_sec * size as f64 / 1e6,
+                raw.p50_us
+            );
             Ok(())
         }
         Command::Wal(WalCommand::Bench(args)) => {

@@ -513,17 +513,32 @@ pub struct RawDisk {
 }
 
 /// Bytes of the preallocated scratch file the raw measurement cycles over.
-const RAW_FILE_LEN: u64 = 4 << 20;
-const RAW_WRITE_LEN: usize = 4096;
+const RAW_FILE_LEN: u64 = 32 << 20;
 /// The raw measurement stops after this many syncs or this long.
 const RAW_SYNCS_MAX: u32 = 3000;
 const RAW_DURATION_MAX: Duration = Duration::from_secs(2);
+/// The most concurrent syncers `minipay wal disk` runs.
+pub const RAW_THREADS_MAX: usize = 16;
 
-/// `pwrite` 4 KiB + `fdatasync` on a preallocated (zero-filled, synced)
-/// scratch file beside `near` (in its parent directory, so on the same
-/// filesystem but outside a log directory), removed afterwards.
+/// `pwrite` 4 KiB + `fdatasync` on a preallocated scratch file beside `near`
+/// (see [`raw_disk`]).
 pub fn raw_fdatasync(near: &Path) -> anyhow::Result<RawDisk> {
+    raw_disk(near, 4096, 1)
+}
+
+/// What the disk does without any log: `threads` threads each `pwrite`
+/// `write_len` bytes and `fdatasync`, over a preallocated (zero-filled,
+/// synced) scratch file in `near`'s parent directory (so on the same
+/// filesystem but outside a log directory), removed afterwards. Each thread
+/// writes its own consecutive region, as a log would.
+pub fn raw_disk(near: &Path, write_len: usize, threads: usize) -> anyhow::Result<RawDisk> {
     use std::os::unix::fs::FileExt;
+    if write_len == 0 || write_len as u64 > RAW_FILE_LEN / 16 {
+        bail!("--size must be between 1 byte and 2 MiB");
+    }
+    if threads == 0 || threads > RAW_THREADS_MAX {
+        bail!("--threads must be between 1 and {RAW_THREADS_MAX}");
+    }
     let parent = near
         .canonicalize()
         .ok()
@@ -540,19 +555,36 @@ pub fn raw_fdatasync(near: &Path) -> anyhow::Result<RawDisk> {
     let result = (|| -> anyhow::Result<RawDisk> {
         file.write_all_at(&vec![0u8; RAW_FILE_LEN as usize], 0)?;
         file.sync_all()?;
-        let block = vec![0x5Au8; RAW_WRITE_LEN];
-        let slots = RAW_FILE_LEN / RAW_WRITE_LEN as u64;
-        let mut latencies = Vec::with_capacity(RAW_SYNCS_MAX as usize);
+        let region = RAW_FILE_LEN / threads as u64;
+        let slots = (region / write_len as u64).max(1);
         let started = Instant::now();
-        for index in 0..RAW_SYNCS_MAX {
-            let one = Instant::now();
-            file.write_all_at(&block, (u64::from(index) % slots) * RAW_WRITE_LEN as u64)?;
-            file.sync_data()?;
-            latencies.push(one.elapsed().as_nanos() as u64);
-            if started.elapsed() > RAW_DURATION_MAX {
-                break;
+        let mut latencies = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads as u64)
+                .map(|thread| {
+                    let file = &file;
+                    scope.spawn(move || -> std::io::Result<Vec<u64>> {
+                        let block = vec![0x5Au8; write_len];
+                        let mut latencies = Vec::new();
+                        for index in 0..u64::from(RAW_SYNCS_MAX) / threads as u64 {
+                            let one = Instant::now();
+                            let offset = thread * region + (index % slots) * write_len as u64;
+                            file.write_all_at(&block, offset)?;
+                            file.sync_data()?;
+                            latencies.push(one.elapsed().as_nanos() as u64);
+                            if started.elapsed() > RAW_DURATION_MAX {
+                                break;
+                            }
+                        }
+                        Ok(latencies)
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for worker in workers {
+                all.extend(worker.join().expect("raw disk worker panicked")?);
             }
-        }
+            Ok::<_, std::io::Error>(all)
+        })?;
         let elapsed = started.elapsed();
         latencies.sort_unstable();
         Ok(RawDisk {
