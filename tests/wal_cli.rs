@@ -210,6 +210,7 @@ fn disk_measures_the_raw_sync_rate_and_rejects_bad_arguments() {
     };
     let output = run(&["--size", "8192", "--threads", "2"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).is_empty());
     let line = text(&output.stdout);
     assert!(
         line.starts_with("raw disk: 2 threads x (pwrite 8192 B + fdatasync): "),

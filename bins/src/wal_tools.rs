@@ -539,11 +539,15 @@ pub fn raw_disk(near: &Path, write_len: usize, threads: usize) -> anyhow::Result
     if threads == 0 || threads > RAW_THREADS_MAX {
         bail!("--threads must be between 1 and {RAW_THREADS_MAX}");
     }
-    let parent = near
-        .canonicalize()
-        .ok()
-        .and_then(|path| path.parent().map(Path::to_path_buf))
-        .unwrap_or_else(std::env::temp_dir);
+    let absolute = near.canonicalize().unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|current| current.join(near))
+            .unwrap_or_else(|_| near.to_path_buf())
+    });
+    let parent = absolute
+        .parent()
+        .filter(|parent| parent.is_dir())
+        .map_or_else(std::env::temp_dir, Path::to_path_buf);
     let path = parent.join(format!(".minipay-raw-fsync-{}.tmp", std::process::id()));
     let file = OpenOptions::new()
         .read(true)
