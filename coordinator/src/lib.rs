@@ -1,5 +1,24 @@
 //! The gateway core: users, sessions, the idempotent payment table and the
-//! two-phase-commit coordinator with its decision log. Filled in by the
-//! gateway issue.
+//! two-phase-commit coordinator with its decision log (`docs/gateway-coordinator.md`).
 //!
-//! Architecture invariant: no gRPC, no TLS, no async runtime here.
+//! - [`gateway`]: `Gateway`, the coordinator made durable;
+//! - [`decision_log`]: its WAL records; [`payment`]: the vocabulary;
+//! - [`users`], [`sessions`]: authentication;
+//! - [`participant`]: the trait a bank is reached through;
+//! - [`environment`]: `Clock` and `Entropy`, injected.
+//!
+//! Architecture invariant: no gRPC, no TLS, no async runtime here, and no
+//! dependency on `ledger`: banks are only ever reached through `Participant`.
+
+pub mod decision_log;
+pub mod environment;
+pub mod gateway;
+pub mod participant;
+pub mod payment;
+pub mod sessions;
+pub mod users;
+
+pub use environment::{Clock, Entropy};
+pub use gateway::{Decision, Gateway, GatewayError, GatewayOpenError, GatewayOptions, SetupUser};
+pub use participant::{CallError, CallFuture, Direction, Leg, Participant, Vote};
+pub use payment::{Amount, Endpoint, Payment, PaymentRequest, Status, TxnId};

@@ -10,18 +10,16 @@
 //! This module knows nothing of gRPC or of any async runtime: its async
 //! methods only await the log's own futures.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Wake, Waker};
 
 use wal::{AppendError, Lsn, OpenError, Options, RecordKind, ReplayError, Storage, Wal};
 
-use crate::codec::DecodeError;
 use crate::money::Amount;
 use crate::participant::{Account, ApplyError, Ledger, ParticipantError, Step, Vote};
 use crate::record::LedgerRecord;
 use crate::txn::{AccountNo, Leg, TxnId};
+use wal::codec::DecodeError;
 
 /// Milliseconds in the default retention of decided transactions (7 days).
 pub const DECIDED_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
@@ -304,7 +302,7 @@ impl Bank {
             ledger.forget_decided_before(now_ms.saturating_sub(self.options.decided_retention_ms));
             (ledger.applied_lsn(), ledger.encode_snapshot())
         };
-        block_on(self.wal.wait_durable(lsn))?;
+        wal::block_on(self.wal.wait_durable(lsn))?;
         self.wal.checkpoint_with_snapshot(lsn, &image)?;
         self.last_snapshot_lsn.store(lsn.0, Ordering::Release);
         Ok(())
@@ -367,26 +365,4 @@ fn seed(
 /// Whether a WAL record kind is one of the ledger's (for `wal dump`).
 pub fn is_ledger_kind(kind: RecordKind) -> bool {
     (0x10..=0x14).contains(&kind.0)
-}
-
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Drives a future to completion on the calling thread (for the blocking
-/// checkpoint path; no runtime needed).
-pub fn block_on<F: Future>(future: F) -> F::Output {
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::park();
-    }
 }

@@ -11,15 +11,15 @@
 //! in as `now_ms`; async methods only await the WAL's own futures.
 
 pub mod bank;
-mod codec;
 pub mod money;
 pub mod participant;
 pub mod record;
 pub mod txn;
 
-pub use bank::{Bank, BankError, BankOpenError, BankOptions, InDoubt, OpenReport, Seed, block_on};
-pub use codec::DecodeError;
+pub use bank::{Bank, BankError, BankOpenError, BankOptions, InDoubt, OpenReport, Seed};
 pub use money::{Amount, AmountParseError};
 pub use participant::{Account, Ledger, ParticipantError, Step, TxnState, Vote};
 pub use record::{LedgerRecord, VoidReason};
 pub use txn::{AccountNo, Direction, InvalidRequest, Leg, TxnId};
+pub use wal::block_on;
+pub use wal::codec::DecodeError;

@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use wal::Lsn;
 
-use crate::codec::{DecodeError, Reader, Writer};
 use crate::money::Amount;
 use crate::record::{self, LedgerRecord, VoidReason};
 use crate::txn::{AccountNo, Direction, InvalidRequest, Leg, TxnId, check_legs};
+use wal::codec::{DecodeError, Reader, Writer};
 
 const SNAPSHOT_VERSION: u8 = 1;
 

@@ -3,9 +3,9 @@
 
 use wal::RecordKind;
 
-use crate::codec::{DecodeError, Reader, Writer};
 use crate::money::Amount;
 use crate::txn::{AccountNo, Direction, Leg, TxnId};
+use wal::codec::{DecodeError, Reader, Writer};
 
 pub const GENESIS: RecordKind = RecordKind(0x10);
 pub const ACCOUNT_OPENED: RecordKind = RecordKind(0x11);

@@ -28,6 +28,7 @@
 //! ```
 
 mod async_append;
+pub mod codec;
 mod error;
 mod group_commit;
 mod log;
@@ -40,7 +41,7 @@ pub mod sim;
 mod snapshot;
 mod storage;
 
-pub use async_append::{AppendFuture, DurableFuture};
+pub use async_append::{AppendFuture, DurableFuture, block_on};
 pub use error::{
     AppendError, CheckpointError, CorruptReason, IoFailure, OpenError, ReplayError, SnapshotError,
 };

@@ -1,10 +1,11 @@
-//! A minimal binary codec for WAL records and snapshots: fixed-width
-//! little-endian integers and length-prefixed strings. Decoding validates
-//! everything it reads and never panics on bad bytes.
+//! A minimal binary codec for owners' record payloads and snapshots:
+//! fixed-width little-endian integers and length-prefixed strings. Decoding
+//! validates everything it reads and never panics on bad bytes. (The log
+//! itself never looks inside payloads.)
 
 /// Why bytes did not decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("malformed ledger record: {0}")]
+#[error("malformed record payload: {0}")]
 pub struct DecodeError(pub &'static str);
 
 #[derive(Default)]

@@ -1,0 +1,763 @@
+//! The gateway core: users, sessions, the idempotent payment table and the
+//! 2PC coordinator, made durable in a WAL (the decision log). The decision
+//! table and the recovery table are in `docs/gateway-coordinator.md`.
+//!
+//! It knows nothing of gRPC or an async runtime: banks are a
+//! [`Participant`], time a [`Clock`], randomness an [`Entropy`]; async
+//! methods only await the participant's and the log's futures.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use wal::{AppendError, Lsn, OpenError, Options, ReplayError, Storage, Wal};
+
+use crate::decision_log::GatewayRecord;
+use crate::environment::{Clock, Entropy};
+use crate::participant::{CallError, Direction, Leg, Participant, Vote};
+use crate::payment::{Payment, PaymentRequest, Status, TxnId};
+use crate::sessions::{SessionError, SessionPolicy, Sessions};
+use crate::users::{self, Lockout, LoginPolicy, User};
+
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    pub wal: Options,
+    pub prepare_timeout: Duration,
+    pub commit_timeout: Duration,
+    pub currency: String,
+    /// Banks the gateway can reach; payments naming others are refused.
+    pub banks: Vec<String>,
+    pub login: LoginPolicy,
+    pub sessions: SessionPolicy,
+}
+
+/// A user to create on the gateway's first start.
+#[derive(Clone)]
+pub struct SetupUser {
+    pub username: String,
+    pub password: String,
+    pub bank: String,
+    pub account: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayOpenError {
+    #[error(transparent)]
+    Wal(#[from] OpenError),
+    #[error("gateway record at lsn {lsn} is unreadable: {detail}")]
+    Record { lsn: Lsn, detail: String },
+    #[error("replaying the decision log failed: {0}")]
+    Replay(String),
+    #[error("seeding users failed: {0}")]
+    Seed(String),
+    #[error(transparent)]
+    Append(#[from] AppendError),
+}
+
+/// Why a request was refused. Each maps to one gRPC status in the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("too many failed logins; try again in {seconds} s")]
+    LockedOut { seconds: u64 },
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("{0}")]
+    NotDecided(String),
+    /// The decision log failed: the gateway must stop (fail-stop).
+    #[error("the gateway's storage failed: {0}")]
+    Storage(#[from] AppendError),
+}
+
+/// The decision for a transaction, as told to a bank.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Commit,
+    Abort,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    /// `None` for an id first heard of in a bank's GetDecision.
+    payment: Option<Payment>,
+    decision: Option<(Decision, String)>,
+    ended: bool,
+}
+
+struct State {
+    users: HashMap<String, User>,
+    lockout: Lockout,
+    sessions: Sessions,
+    payments: HashMap<TxnId, Entry>,
+    waiters: HashMap<TxnId, Vec<Waker>>,
+}
+
+pub struct Gateway<P> {
+    state: Mutex<State>,
+    wal: Wal,
+    participant: P,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    options: GatewayOptions,
+    /// Verified against for unknown usernames, so they cost a hash too.
+    dummy_hash: String,
+}
+
+/// A pre-computed argon2id hash of a random password nobody knows.
+fn dummy_hash(entropy: &dyn Entropy) -> String {
+    let mut bytes = [0u8; 16];
+    entropy.fill(&mut bytes);
+    users::hash_password(
+        &bytes
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>(),
+    )
+}
+
+impl<P: Participant> Gateway<P> {
+    /// Opens the decision log; on first start writes the setup users
+    /// (hashing their passwords once). Transactions found without a decision
+    /// are decided ABORT here (presumed abort); [`Gateway::resume`] then
+    /// finishes their phase 2.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        options: GatewayOptions,
+        participant: P,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        setup_users: impl FnOnce() -> Vec<SetupUser>,
+    ) -> Result<Gateway<P>, GatewayOpenError> {
+        let wal = Wal::open_storage(storage, options.wal)?.wal;
+        let mut state = State {
+            users: HashMap::new(),
+            lockout: Lockout::new(options.login),
+            sessions: Sessions::new(options.sessions),
+            payments: HashMap::new(),
+            waiters: HashMap::new(),
+        };
+        let replayed = wal.replay(wal.first_lsn(), |record| {
+            let decoded = GatewayRecord::decode(record.kind, record.payload).map_err(|error| {
+                GatewayOpenError::Record {
+                    lsn: record.lsn,
+                    detail: error.to_string(),
+                }
+            })?;
+            apply(&mut state, &decoded);
+            Ok::<_, GatewayOpenError>(())
+        });
+        let count = match replayed {
+            Ok(count) => count,
+            Err(ReplayError::Visitor(error)) => return Err(error),
+            Err(other) => return Err(GatewayOpenError::Replay(other.to_string())),
+        };
+        if count == 0 {
+            for user in setup_users() {
+                if !users::valid_username(&user.username)
+                    || state.users.contains_key(&user.username)
+                {
+                    return Err(GatewayOpenError::Seed(format!(
+                        "bad or duplicate username {:?}",
+                        user.username
+                    )));
+                }
+                let record = GatewayRecord::UserRegistered {
+                    username: user.username,
+                    password_hash: users::hash_password(&user.password),
+                    bank: user.bank,
+                    account: user.account,
+                };
+                wal.append(record.kind(), &record.encode())?;
+                apply(&mut state, &record);
+            }
+        }
+        let now = clock.now_ms();
+        let undecided: Vec<TxnId> = state
+            .payments
+            .iter()
+            .filter(|(_, entry)| entry.decision.is_none())
+            .map(|(txn, _)| *txn)
+            .collect();
+        for txn in undecided {
+            let record = GatewayRecord::Decided {
+                txn,
+                commit: false,
+                reason: "gateway restarted before deciding".into(),
+                at_ms: now,
+            };
+            wal.append(record.kind(), &record.encode())?;
+            apply(&mut state, &record);
+        }
+        let dummy_hash = dummy_hash(&*entropy);
+        Ok(Gateway {
+            state: Mutex::new(state),
+            wal,
+            participant,
+            clock,
+            entropy,
+            options,
+            dummy_hash,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("gateway state lock poisoned")
+    }
+
+    pub fn options(&self) -> &GatewayOptions {
+        &self.options
+    }
+
+    /// Writes a record and applies it under the caller's lock; returns the
+    /// LSN to wait on (outside the lock) before answering.
+    fn record(&self, state: &mut State, record: GatewayRecord) -> Result<Lsn, GatewayError> {
+        let lsn = self.wal.enqueue(record.kind(), &record.encode())?;
+        apply(state, &record);
+        Ok(lsn)
+    }
+
+    /// Creates a user (blocking: hashes the password).
+    pub fn register(
+        &self,
+        username: &str,
+        password: &str,
+        bank: &str,
+        account: &str,
+    ) -> Result<(), GatewayError> {
+        if !users::valid_username(username) {
+            return Err(GatewayError::InvalidArgument(
+                "username must be 1 to 64 letters, digits, '.', '_' or '-'".into(),
+            ));
+        }
+        if !users::valid_password(password) {
+            return Err(GatewayError::InvalidArgument(
+                "password must be 6 to 128 bytes".into(),
+            ));
+        }
+        if !self.options.banks.iter().any(|known| known == bank) {
+            return Err(GatewayError::NotFound(format!("unknown bank {bank:?}")));
+        }
+        let password_hash = users::hash_password(password);
+        let lsn = {
+            let mut state = self.lock();
+            if state.users.contains_key(username) {
+                return Err(GatewayError::AlreadyExists(format!(
+                    "username {username:?} is taken"
+                )));
+            }
+            self.record(
+                &mut state,
+                GatewayRecord::UserRegistered {
+                    username: username.to_owned(),
+                    password_hash,
+                    bank: bank.to_owned(),
+                    account: account.to_owned(),
+                },
+            )?
+        };
+        wal::block_on(self.wal.wait_durable(lsn))?;
+        Ok(())
+    }
+
+    /// Checks a password and opens a session (blocking: verifies a hash).
+    /// Unknown users and wrong passwords get the same error after the same
+    /// amount of work.
+    pub fn login(&self, username: &str, password: &str) -> Result<(String, u64), GatewayError> {
+        let now = self.clock.now_ms();
+        let hash = {
+            let state = self.lock();
+            if let Some(until) = state.lockout.locked_until(username, now) {
+                return Err(GatewayError::LockedOut {
+                    seconds: (until - now).div_ceil(1000),
+                });
+            }
+            state
+                .users
+                .get(username)
+                .map(|user| user.password_hash().to_owned())
+        };
+        let matches = users::verify_password(password, hash.as_deref().unwrap_or(&self.dummy_hash));
+        let mut state = self.lock();
+        if !(matches && hash.is_some()) {
+            state.lockout.record_failure(username, now);
+            return Err(GatewayError::BadCredentials);
+        }
+        state.lockout.record_success(username);
+        Ok(state.sessions.create(username, &*self.entropy, now)?)
+    }
+
+    /// The user a session key belongs to.
+    pub fn authenticate(&self, key: &str) -> Result<String, GatewayError> {
+        let now = self.clock.now_ms();
+        Ok(self.lock().sessions.authenticate(key, now)?)
+    }
+
+    pub fn logout(&self, key: &str) -> Result<(), GatewayError> {
+        let now = self.clock.now_ms();
+        Ok(self.lock().sessions.logout(key, now)?)
+    }
+
+    /// The bank and account of a user.
+    pub fn user_account(&self, username: &str) -> Option<(String, String)> {
+        self.lock()
+            .users
+            .get(username)
+            .map(|user| (user.bank.clone(), user.account.clone()))
+    }
+
+    /// A payment, to the user who made it.
+    pub fn payment(&self, user: &str, txn: TxnId) -> Result<Payment, GatewayError> {
+        let state = self.lock();
+        match state
+            .payments
+            .get(&txn)
+            .and_then(|entry| entry.payment.clone())
+        {
+            Some(payment) if payment.user == user => Ok(payment),
+            Some(_) | None => Err(GatewayError::NotFound(format!("no payment {txn} of yours"))),
+        }
+    }
+
+    fn check_request(&self, user: &str, request: &PaymentRequest) -> Result<(), GatewayError> {
+        let invalid = |message: &str| Err(GatewayError::InvalidArgument(message.to_owned()));
+        if request.amount.0 == 0 {
+            return invalid("amount must be positive");
+        }
+        if request.currency != self.options.currency {
+            return invalid(&format!("currency must be {}", self.options.currency));
+        }
+        if request.from == request.to {
+            return invalid("cannot pay yourself: source and destination are the same account");
+        }
+        if !self.options.banks.contains(&request.to.bank) {
+            return Err(GatewayError::NotFound(format!(
+                "unknown bank {:?}",
+                request.to.bank
+            )));
+        }
+        match self.user_account(user) {
+            Some((bank, account))
+                if bank == request.from.bank && account == request.from.account =>
+            {
+                Ok(())
+            }
+            Some(_) => Err(GatewayError::PermissionDenied(
+                "you may pay only from your own account".into(),
+            )),
+            None => Err(GatewayError::PermissionDenied(format!(
+                "unknown user {user:?}"
+            ))),
+        }
+    }
+
+    /// Makes a payment exactly once per txn id (see the idempotency table).
+    pub async fn pay(&self, user: &str, request: PaymentRequest) -> Result<Payment, GatewayError> {
+        self.check_request(user, &request)?;
+        let txn = request.txn;
+        let lsn = {
+            let mut state = self.lock();
+            if let Some(entry) = state.payments.get(&txn) {
+                let stored = replay_of(entry, user, &request)?;
+                if stored.status != Status::Initiated {
+                    return Ok(stored);
+                }
+                None
+            } else {
+                let now = self.clock.now_ms();
+                let record = GatewayRecord::Initiated {
+                    request: request.clone(),
+                    user: user.to_owned(),
+                    at_ms: now,
+                };
+                Some(self.record(&mut state, record)?)
+            }
+        };
+        let Some(lsn) = lsn else {
+            // Same id still in flight: wait for its outcome, never a second 2PC.
+            return Ok(self.outcome(txn).await);
+        };
+        self.wal.wait_durable(lsn).await?;
+        let (decision, reason) = self.phase_one(&request).await;
+        let lsn = {
+            let mut state = self.lock();
+            let now = self.clock.now_ms();
+            let record = GatewayRecord::Decided {
+                txn,
+                commit: decision == Decision::Commit,
+                reason,
+                at_ms: now,
+            };
+            let lsn = self.record(&mut state, record)?;
+            for waker in state.waiters.remove(&txn).unwrap_or_default() {
+                waker.wake();
+            }
+            lsn
+        };
+        self.wal.wait_durable(lsn).await?;
+        self.phase_two(txn).await?;
+        let state = self.lock();
+        let payment = state.payments[&txn]
+            .payment
+            .clone()
+            .expect("a paid txn has its request");
+        Ok(payment)
+    }
+
+    /// Prepares every involved bank in parallel; the decision and its reason.
+    async fn phase_one(&self, request: &PaymentRequest) -> (Decision, String) {
+        let per_bank = legs_per_bank(request);
+        let timeout = self.options.prepare_timeout;
+        let votes = join_all(
+            per_bank
+                .iter()
+                .map(|(bank, legs)| {
+                    self.participant
+                        .prepare(bank, request.txn, legs.clone(), timeout)
+                })
+                .collect(),
+        )
+        .await;
+        for vote in votes {
+            match vote {
+                Ok(Vote::Yes) => {}
+                Ok(Vote::No { reason }) => return (Decision::Abort, reason),
+                Err(error) => return (Decision::Abort, error.to_string()),
+            }
+        }
+        (Decision::Commit, String::new())
+    }
+
+    /// Sends the decision to every bank of `txn` once; writes `Ended` if all
+    /// acknowledged. Returns whether they did.
+    pub async fn phase_two(&self, txn: TxnId) -> Result<bool, GatewayError> {
+        let (decision, banks) = {
+            let state = self.lock();
+            let Some(entry) = state.payments.get(&txn) else {
+                return Ok(true);
+            };
+            let (Some((decision, _)), Some(payment), false) =
+                (&entry.decision, &entry.payment, entry.ended)
+            else {
+                return Ok(true);
+            };
+            (
+                *decision,
+                legs_per_bank(&payment.request)
+                    .into_iter()
+                    .map(|(bank, _)| bank)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let timeout = self.options.commit_timeout;
+        let acks = join_all(
+            banks
+                .iter()
+                .map(|bank| match decision {
+                    Decision::Commit => self.participant.commit(bank, txn, timeout),
+                    Decision::Abort => self.participant.abort(bank, txn, timeout),
+                })
+                .collect(),
+        )
+        .await;
+        let failures: Vec<&CallError> = acks.iter().filter_map(|ack| ack.as_ref().err()).collect();
+        if !failures.is_empty() {
+            tracing::warn!(txn_id = %txn, ?decision, failures = failures.len(), "phase 2 not acknowledged by every bank; will retry");
+            return Ok(false);
+        }
+        let mut state = self.lock();
+        if !state.payments.get(&txn).is_some_and(|entry| entry.ended) {
+            self.record(&mut state, GatewayRecord::Ended { txn })?;
+        }
+        Ok(true)
+    }
+
+    /// Transactions decided but not yet acknowledged by every bank: phase 2
+    /// is retried for each (after a restart, or after a bank was down).
+    pub fn unfinished(&self) -> Vec<TxnId> {
+        let state = self.lock();
+        state
+            .payments
+            .iter()
+            .filter(|(_, entry)| {
+                entry.decision.is_some() && !entry.ended && entry.payment.is_some()
+            })
+            .map(|(txn, _)| *txn)
+            .collect()
+    }
+
+    /// Retries phase 2 once for every unfinished transaction; returns how
+    /// many are still unfinished.
+    pub async fn resume(&self) -> Result<usize, GatewayError> {
+        let mut still = 0;
+        for txn in self.unfinished() {
+            if !self.phase_two(txn).await? {
+                still += 1;
+            }
+        }
+        Ok(still)
+    }
+
+    /// A bank's in-doubt question. Unknown ids are decided ABORT (durably,
+    /// so they stay ABORT).
+    pub async fn decision(&self, txn: TxnId) -> Result<Decision, GatewayError> {
+        let lsn = {
+            let mut state = self.lock();
+            match state.payments.get(&txn) {
+                Some(Entry {
+                    decision: Some((decision, _)),
+                    ..
+                }) => return Ok(*decision),
+                Some(_) => {
+                    return Err(GatewayError::NotDecided(format!(
+                        "transaction {txn} is not decided yet"
+                    )));
+                }
+                None => {
+                    let now = self.clock.now_ms();
+                    let record = GatewayRecord::Decided {
+                        txn,
+                        commit: false,
+                        reason: "unknown to the gateway when a bank asked".into(),
+                        at_ms: now,
+                    };
+                    self.record(&mut state, record)?
+                }
+            }
+        };
+        self.wal.wait_durable(lsn).await?;
+        Ok(Decision::Abort)
+    }
+
+    /// Resolves with the payment once it is decided (the caller bounds the
+    /// wait with its own timeout, then answers INITIATED).
+    pub fn outcome(&self, txn: TxnId) -> OutcomeFuture<'_, P> {
+        OutcomeFuture { gateway: self, txn }
+    }
+
+    /// The current stored payment (for answering after a bounded wait).
+    pub fn current(&self, txn: TxnId) -> Option<Payment> {
+        self.lock()
+            .payments
+            .get(&txn)
+            .and_then(|entry| entry.payment.clone())
+            .map(|mut payment| {
+                payment.replayed = true;
+                payment
+            })
+    }
+
+    /// The error every request gets once the decision log failed.
+    pub fn poisoned(&self) -> Option<AppendError> {
+        self.wal.poisoned()
+    }
+}
+
+/// Resolves once a txn is decided.
+pub struct OutcomeFuture<'a, P> {
+    gateway: &'a Gateway<P>,
+    txn: TxnId,
+}
+
+impl<P: Participant> Future for OutcomeFuture<'_, P> {
+    type Output = Payment;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Payment> {
+        let mut state = self.gateway.lock();
+        let entry = state.payments.get(&self.txn).cloned();
+        match entry {
+            Some(Entry {
+                payment: Some(mut payment),
+                decision: Some(_),
+                ..
+            }) => {
+                payment.replayed = true;
+                Poll::Ready(payment)
+            }
+            _ => {
+                state
+                    .waiters
+                    .entry(self.txn)
+                    .or_default()
+                    .push(context.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The stored answer for a repeated id, or why the repeat is refused.
+fn replay_of(entry: &Entry, user: &str, request: &PaymentRequest) -> Result<Payment, GatewayError> {
+    let txn = request.txn;
+    let Some(payment) = &entry.payment else {
+        return Err(GatewayError::AlreadyExists(format!(
+            "transaction id {txn} was already used and aborted"
+        )));
+    };
+    if payment.user != user {
+        return Err(GatewayError::AlreadyExists(format!(
+            "transaction id {txn} was already used by another user"
+        )));
+    }
+    if !payment.request.same_movement(request) {
+        return Err(GatewayError::InvalidArgument(format!(
+            "transaction id {txn} was already used for a different payment; use a new id"
+        )));
+    }
+    let mut stored = payment.clone();
+    stored.replayed = true;
+    Ok(stored)
+}
+
+/// The legs each bank must prepare: one prepare per bank.
+fn legs_per_bank(request: &PaymentRequest) -> Vec<(String, Vec<Leg>)> {
+    let debit = Leg {
+        account: request.from.account.clone(),
+        direction: Direction::Debit,
+        amount: request.amount,
+    };
+    let credit = Leg {
+        account: request.to.account.clone(),
+        direction: Direction::Credit,
+        amount: request.amount,
+    };
+    if request.from.bank == request.to.bank {
+        vec![(request.from.bank.clone(), vec![debit, credit])]
+    } else {
+        vec![
+            (request.from.bank.clone(), vec![debit]),
+            (request.to.bank.clone(), vec![credit]),
+        ]
+    }
+}
+
+/// Applies a record to the in-memory state (live and on replay alike).
+fn apply(state: &mut State, record: &GatewayRecord) {
+    match record {
+        GatewayRecord::UserRegistered {
+            username,
+            password_hash,
+            bank,
+            account,
+        } => {
+            state.users.insert(
+                username.clone(),
+                User::new(
+                    username.clone(),
+                    password_hash.clone(),
+                    bank.clone(),
+                    account.clone(),
+                ),
+            );
+        }
+        GatewayRecord::Initiated {
+            request,
+            user,
+            at_ms,
+        } => {
+            let payment = Payment {
+                request: request.clone(),
+                user: user.clone(),
+                status: Status::Initiated,
+                reason: String::new(),
+                created_at_ms: *at_ms,
+                ended: false,
+                replayed: false,
+            };
+            state.payments.insert(
+                request.txn,
+                Entry {
+                    payment: Some(payment),
+                    decision: None,
+                    ended: false,
+                },
+            );
+        }
+        GatewayRecord::Decided {
+            txn,
+            commit,
+            reason,
+            ..
+        } => {
+            let entry = state.payments.entry(*txn).or_insert(Entry {
+                payment: None,
+                decision: None,
+                ended: false,
+            });
+            let decision = if *commit {
+                Decision::Commit
+            } else {
+                Decision::Abort
+            };
+            entry.decision = Some((decision, reason.clone()));
+            if let Some(payment) = &mut entry.payment {
+                payment.status = if *commit {
+                    Status::Committed
+                } else {
+                    Status::Aborted
+                };
+                payment.reason = reason.clone();
+            }
+        }
+        GatewayRecord::Ended { txn } => {
+            if let Some(entry) = state.payments.get_mut(txn) {
+                entry.ended = true;
+                if let Some(payment) = &mut entry.payment {
+                    payment.ended = true;
+                }
+            }
+        }
+    }
+}
+
+/// Polls every future to completion, concurrently; results in order.
+fn join_all<'a, T>(futures: Vec<Pin<Box<dyn Future<Output = T> + Send + 'a>>>) -> JoinAll<'a, T> {
+    JoinAll {
+        results: futures.iter().map(|_| None).collect(),
+        futures: futures.into_iter().map(Some).collect(),
+    }
+}
+
+struct JoinAll<'a, T> {
+    futures: Vec<Option<Pin<Box<dyn Future<Output = T> + Send + 'a>>>>,
+    results: Vec<Option<T>>,
+}
+
+impl<T> Future for JoinAll<'_, T> {
+    type Output = Vec<T>;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Vec<T>> {
+        let this = self.get_mut();
+        for (slot, result) in this.futures.iter_mut().zip(this.results.iter_mut()) {
+            if let Some(future) = slot
+                && let Poll::Ready(output) = future.as_mut().poll(context)
+            {
+                *result = Some(output);
+                *slot = None;
+            }
+        }
+        if this.futures.iter().all(Option::is_none) {
+            Poll::Ready(
+                this.results
+                    .iter_mut()
+                    .map(|result| result.take().expect("every future finished"))
+                    .collect(),
+            )
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl<T> Unpin for JoinAll<'_, T> {}

@@ -1,0 +1,79 @@
+//! The vocabulary of a payment at the gateway: ids, money, where it goes,
+//! its state, and the fingerprint that pins a txn id to one request.
+
+use std::fmt;
+
+/// A client-chosen transaction id (a UUID's 16 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TxnId(pub [u8; 16]);
+
+impl fmt::Display for TxnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, byte) in self.0.iter().enumerate() {
+            if matches!(index, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TxnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TxnId({self})")
+    }
+}
+
+/// Money in minor units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Amount(pub u64);
+
+/// An account at a bank.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub bank: String,
+    pub account: String,
+}
+
+/// What a client asks: move `amount` from `from` to `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PaymentRequest {
+    pub txn: TxnId,
+    pub from: Endpoint,
+    pub to: Endpoint,
+    pub amount: Amount,
+    pub currency: String,
+}
+
+impl PaymentRequest {
+    /// Whether `other` asks for exactly the same movement of money.
+    pub fn same_movement(&self, other: &PaymentRequest) -> bool {
+        self.from == other.from
+            && self.to == other.to
+            && self.amount == other.amount
+            && self.currency == other.currency
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Initiated,
+    Committed,
+    Aborted,
+}
+
+/// A payment as the gateway knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    pub request: PaymentRequest,
+    pub user: String,
+    pub status: Status,
+    /// Why it aborted (empty otherwise).
+    pub reason: String,
+    pub created_at_ms: u64,
+    /// Phase 2 acknowledged by every bank.
+    pub ended: bool,
+    /// This answer is a stored outcome for a repeated txn id.
+    pub replayed: bool,
+}

@@ -1,0 +1,512 @@
+//! The gateway core with in-memory banks: 2PC outcomes (all YES, a NO, a
+//! timeout, a bank down), idempotency by txn id, phase-2 retry, login and
+//! sessions, and a crash after each decision-log record followed by recovery,
+//! checking every payment ends all-or-nothing at both banks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coordinator::{
+    Amount, CallError, CallFuture, Clock, Decision, Direction, Endpoint, Entropy, Gateway,
+    GatewayError, GatewayOptions, Leg, Participant, PaymentRequest, SetupUser, Status, TxnId, Vote,
+};
+use wal::block_on;
+use wal::sim::SimStorage;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BankTxn {
+    Prepared,
+    Committed,
+    Aborted,
+}
+
+/// What a bank is told to do with calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Behaviour {
+    Normal,
+    VoteNo,
+    Timeout,
+    Down,
+}
+
+/// Each bank's transactions: state and legs.
+type BankTxns = HashMap<(String, TxnId), (BankTxn, Vec<Leg>)>;
+/// Runs at the start of every bank call.
+type CallHook = Box<dyn Fn(&Banks) + Send>;
+
+/// In-memory banks: a 2PC participant's bookkeeping, with failure injection
+/// and a hook that runs at the start of every call (to take crash images).
+#[derive(Clone, Default)]
+struct Banks {
+    txns: Arc<Mutex<BankTxns>>,
+    behaviour: Arc<Mutex<HashMap<String, Behaviour>>>,
+    calls: Arc<AtomicU64>,
+    on_call: Arc<Mutex<Option<CallHook>>>,
+}
+
+impl Banks {
+    fn behaviour(&self, bank: &str) -> Behaviour {
+        *self
+            .behaviour
+            .lock()
+            .unwrap()
+            .get(bank)
+            .unwrap_or(&Behaviour::Normal)
+    }
+
+    fn set(&self, bank: &str, behaviour: Behaviour) {
+        self.behaviour
+            .lock()
+            .unwrap()
+            .insert(bank.to_owned(), behaviour);
+    }
+
+    fn state(&self, bank: &str, txn: TxnId) -> Option<BankTxn> {
+        self.txns
+            .lock()
+            .unwrap()
+            .get(&(bank.to_owned(), txn))
+            .map(|(state, _)| *state)
+    }
+
+    fn snapshot(&self) -> Banks {
+        Banks {
+            txns: Arc::new(Mutex::new(self.txns.lock().unwrap().clone())),
+            behaviour: Arc::new(Mutex::new(HashMap::new())),
+            calls: Arc::new(AtomicU64::new(0)),
+            on_call: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn enter(&self, bank: &str, timeout: Duration) -> Result<(), CallError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(hook) = &*self.on_call.lock().unwrap() {
+            hook(self);
+        }
+        match self.behaviour(bank) {
+            Behaviour::Down => Err(CallError::Unreachable {
+                bank: bank.into(),
+                detail: "connection refused".into(),
+            }),
+            Behaviour::Timeout => Err(CallError::Timeout {
+                bank: bank.into(),
+                timeout,
+            }),
+            Behaviour::Normal | Behaviour::VoteNo => Ok(()),
+        }
+    }
+}
+
+impl Participant for Banks {
+    fn prepare<'a>(
+        &'a self,
+        bank: &'a str,
+        txn: TxnId,
+        legs: Vec<Leg>,
+        timeout: Duration,
+    ) -> CallFuture<'a, Vote> {
+        Box::pin(async move {
+            self.enter(bank, timeout)?;
+            let mut txns = self.txns.lock().unwrap();
+            let key = (bank.to_owned(), txn);
+            match txns.get(&key) {
+                Some((BankTxn::Aborted, _)) => {
+                    return Ok(Vote::No {
+                        reason: "aborted".into(),
+                    });
+                }
+                Some(_) => return Ok(Vote::Yes),
+                None => {}
+            }
+            if self.behaviour(bank) == Behaviour::VoteNo {
+                txns.insert(key, (BankTxn::Aborted, legs));
+                return Ok(Vote::No {
+                    reason: "insufficient funds".into(),
+                });
+            }
+            txns.insert(key, (BankTxn::Prepared, legs));
+            Ok(Vote::Yes)
+        })
+    }
+
+    fn commit<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()> {
+        Box::pin(async move {
+            self.enter(bank, timeout)?;
+            let mut txns = self.txns.lock().unwrap();
+            match txns.get_mut(&(bank.to_owned(), txn)) {
+                Some((state @ (BankTxn::Prepared | BankTxn::Committed), _)) => {
+                    *state = BankTxn::Committed;
+                    Ok(())
+                }
+                other => panic!("protocol violation: commit of {txn} at {bank} in state {other:?}"),
+            }
+        })
+    }
+
+    fn abort<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()> {
+        Box::pin(async move {
+            self.enter(bank, timeout)?;
+            let mut txns = self.txns.lock().unwrap();
+            match txns.get_mut(&(bank.to_owned(), txn)) {
+                Some((BankTxn::Committed, _)) => {
+                    panic!("protocol violation: abort of committed {txn} at {bank}")
+                }
+                Some((state, _)) => *state = BankTxn::Aborted,
+                None => {
+                    txns.insert((bank.to_owned(), txn), (BankTxn::Aborted, Vec::new()));
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+struct TestClock(AtomicU64);
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct TestEntropy(AtomicU64);
+
+impl Entropy for TestEntropy {
+    fn fill(&self, bytes: &mut [u8]) {
+        let mut state = self.0.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::SeqCst);
+        for byte in bytes {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+    }
+}
+
+fn options() -> GatewayOptions {
+    GatewayOptions {
+        wal: wal::Options {
+            segment_size: 64 * 1024,
+            max_payload_len: 4096,
+            prepare_segments_ahead: false,
+            ..wal::Options::default()
+        },
+        prepare_timeout: Duration::from_secs(10),
+        commit_timeout: Duration::from_secs(10),
+        currency: "INR".into(),
+        banks: vec!["bank_a".into(), "bank_b".into()],
+        login: Default::default(),
+        sessions: Default::default(),
+    }
+}
+
+fn setup_users() -> Vec<SetupUser> {
+    vec![
+        SetupUser {
+            username: "alice".into(),
+            password: "pass123".into(),
+            bank: "bank_a".into(),
+            account: "123".into(),
+        },
+        SetupUser {
+            username: "bob".into(),
+            password: "hunter22".into(),
+            bank: "bank_b".into(),
+            account: "456".into(),
+        },
+        SetupUser {
+            username: "dave".into(),
+            password: "dave1234".into(),
+            bank: "bank_a".into(),
+            account: "321".into(),
+        },
+    ]
+}
+
+fn open(storage: &SimStorage, banks: Banks) -> Gateway<Banks> {
+    Gateway::open(
+        Arc::new(storage.clone()),
+        options(),
+        banks,
+        Arc::new(TestClock(AtomicU64::new(1_000))),
+        Arc::new(TestEntropy(AtomicU64::new(7))),
+        setup_users,
+    )
+    .unwrap()
+}
+
+fn txn(n: u8) -> TxnId {
+    TxnId([n; 16])
+}
+
+fn payment(n: u8, to_bank: &str, to_account: &str, amount: u64) -> PaymentRequest {
+    PaymentRequest {
+        txn: txn(n),
+        from: Endpoint {
+            bank: "bank_a".into(),
+            account: "123".into(),
+        },
+        to: Endpoint {
+            bank: to_bank.into(),
+            account: to_account.into(),
+        },
+        amount: Amount(amount),
+        currency: "INR".into(),
+    }
+}
+
+#[test]
+fn a_cross_bank_payment_commits_at_both_banks_when_both_vote_yes() {
+    let banks = Banks::default();
+    let gateway = open(&SimStorage::new(), banks.clone());
+    let paid = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+    assert_eq!(
+        (paid.status, paid.replayed, paid.ended),
+        (Status::Committed, false, true)
+    );
+    assert_eq!(banks.state("bank_a", txn(1)), Some(BankTxn::Committed));
+    assert_eq!(banks.state("bank_b", txn(1)), Some(BankTxn::Committed));
+    assert!(gateway.unfinished().is_empty());
+}
+
+#[test]
+fn a_same_bank_payment_is_one_prepare_with_two_legs() {
+    let banks = Banks::default();
+    let gateway = open(&SimStorage::new(), banks.clone());
+    let paid = block_on(gateway.pay("alice", payment(1, "bank_a", "321", 100))).unwrap();
+    assert_eq!(paid.status, Status::Committed);
+    let txns = banks.txns.lock().unwrap();
+    let (_, legs) = &txns[&("bank_a".to_owned(), txn(1))];
+    assert_eq!(
+        legs.iter().map(|leg| leg.direction).collect::<Vec<_>>(),
+        vec![Direction::Debit, Direction::Credit]
+    );
+    assert_eq!(
+        banks.calls.load(Ordering::SeqCst),
+        2,
+        "one prepare, one commit"
+    );
+}
+
+#[test]
+fn a_no_vote_a_timeout_and_a_bank_down_each_abort_everywhere_with_the_reason() {
+    for (behaviour, reason) in [
+        (Behaviour::VoteNo, "insufficient funds"),
+        (Behaviour::Timeout, "bank bank_b did not answer within 10s"),
+        (
+            Behaviour::Down,
+            "bank bank_b is unreachable: connection refused",
+        ),
+    ] {
+        let banks = Banks::default();
+        banks.set("bank_b", behaviour);
+        let gateway = open(&SimStorage::new(), banks.clone());
+        let paid = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+        assert_eq!(
+            (paid.status, paid.reason.as_str()),
+            (Status::Aborted, reason),
+            "{behaviour:?}"
+        );
+        assert_eq!(
+            banks.state("bank_a", txn(1)),
+            Some(BankTxn::Aborted),
+            "{behaviour:?}"
+        );
+        assert_ne!(banks.state("bank_b", txn(1)), Some(BankTxn::Committed));
+    }
+}
+
+#[test]
+fn a_txn_id_pays_once_and_cannot_be_reused_for_anything_else() {
+    let banks = Banks::default();
+    let gateway = open(&SimStorage::new(), banks.clone());
+    let first = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+    let calls = banks.calls.load(Ordering::SeqCst);
+    let again = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+    assert_eq!((again.status, again.replayed), (first.status, true));
+    assert_eq!(banks.calls.load(Ordering::SeqCst), calls, "no second 2PC");
+    let other_amount =
+        block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_600))).unwrap_err();
+    assert!(
+        matches!(other_amount, GatewayError::InvalidArgument(_)),
+        "{other_amount}"
+    );
+    let mut from_dave = payment(1, "bank_b", "456", 2_500);
+    from_dave.from.account = "321".into();
+    let other_user = block_on(gateway.pay("dave", from_dave)).unwrap_err();
+    assert!(
+        matches!(other_user, GatewayError::AlreadyExists(_)),
+        "{other_user}"
+    );
+    // An abort is pinned to its id too.
+    banks.set("bank_b", Behaviour::VoteNo);
+    let aborted = block_on(gateway.pay("alice", payment(2, "bank_b", "456", 1))).unwrap();
+    banks.set("bank_b", Behaviour::Normal);
+    let repeat = block_on(gateway.pay("alice", payment(2, "bank_b", "456", 1))).unwrap();
+    assert_eq!(
+        (aborted.status, repeat.status, repeat.replayed),
+        (Status::Aborted, Status::Aborted, true)
+    );
+}
+
+#[test]
+fn bad_payments_are_refused_before_anything_is_written() {
+    let banks = Banks::default();
+    let gateway = open(&SimStorage::new(), banks.clone());
+    let mut wrong_currency = payment(1, "bank_b", "456", 5);
+    wrong_currency.currency = "USD".into();
+    let mut not_mine = payment(2, "bank_b", "456", 5);
+    not_mine.from.account = "321".into();
+    let cases = [
+        payment(3, "bank_b", "456", 0),
+        wrong_currency,
+        payment(4, "bank_z", "456", 5),
+        payment(5, "bank_a", "123", 5),
+        not_mine,
+    ];
+    for request in cases {
+        assert!(
+            block_on(gateway.pay("alice", request.clone())).is_err(),
+            "{request:?}"
+        );
+        assert!(gateway.payment("alice", request.txn).is_err());
+    }
+    assert_eq!(banks.calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn phase_two_is_retried_until_every_bank_acknowledges_and_a_commit_never_becomes_an_abort() {
+    let banks = Banks::default();
+    let gateway = open(&SimStorage::new(), banks.clone());
+    // bank_b votes YES, then goes down before the commit.
+    *banks.on_call.lock().unwrap() = Some(Box::new(|banks: &Banks| {
+        if banks.state("bank_b", TxnId([1; 16])) == Some(BankTxn::Prepared) {
+            banks.set("bank_b", Behaviour::Down);
+        }
+    }));
+    let paid = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+    assert_eq!((paid.status, paid.ended), (Status::Committed, false));
+    assert_eq!(gateway.unfinished(), vec![txn(1)]);
+    assert_eq!(block_on(gateway.resume()).unwrap(), 1, "still down");
+    *banks.on_call.lock().unwrap() = None;
+    banks.set("bank_b", Behaviour::Normal);
+    assert_eq!(block_on(gateway.resume()).unwrap(), 0);
+    assert_eq!(banks.state("bank_b", txn(1)), Some(BankTxn::Committed));
+    assert!(gateway.payment("alice", txn(1)).unwrap().ended);
+}
+
+#[test]
+fn get_decision_answers_the_decision_and_unknown_ids_stay_aborted() {
+    let storage = SimStorage::new();
+    let gateway = open(&storage, Banks::default());
+    block_on(gateway.pay("alice", payment(1, "bank_b", "456", 5))).unwrap();
+    assert_eq!(
+        block_on(gateway.decision(txn(1))).unwrap(),
+        Decision::Commit
+    );
+    assert_eq!(block_on(gateway.decision(txn(9))).unwrap(), Decision::Abort);
+    drop(gateway);
+    let gateway = open(&storage.crash(), Banks::default());
+    assert_eq!(block_on(gateway.decision(txn(9))).unwrap(), Decision::Abort);
+    let late = block_on(gateway.pay("alice", payment(9, "bank_b", "456", 5)));
+    assert!(
+        matches!(late, Err(GatewayError::AlreadyExists(_))),
+        "{late:?}"
+    );
+}
+
+#[test]
+fn login_sessions_and_lockout() {
+    let gateway = open(&SimStorage::new(), Banks::default());
+    let (key, _) = gateway.login("alice", "pass123").unwrap();
+    assert_eq!(gateway.authenticate(&key).unwrap(), "alice");
+    assert!(matches!(
+        gateway.login("alice", "wrong-password"),
+        Err(GatewayError::BadCredentials)
+    ));
+    assert!(matches!(
+        gateway.login("nobody", "pass123"),
+        Err(GatewayError::BadCredentials)
+    ));
+    gateway.logout(&key).unwrap();
+    assert!(gateway.authenticate(&key).is_err());
+    for _ in 0..5 {
+        let _ = gateway.login("bob", "guess-guess");
+    }
+    assert!(matches!(
+        gateway.login("bob", "hunter22"),
+        Err(GatewayError::LockedOut { .. })
+    ));
+    gateway
+        .register("erin", "erin-secret", "bank_b", "999")
+        .unwrap();
+    assert!(matches!(
+        gateway.register("erin", "another1", "bank_b", "998"),
+        Err(GatewayError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        gateway.register("frank", "frank-pw", "bank_z", "1"),
+        Err(GatewayError::NotFound(_))
+    ));
+    assert!(matches!(
+        gateway.register("frank", "short", "bank_a", "1"),
+        Err(GatewayError::InvalidArgument(_))
+    ));
+    let (key, _) = gateway.login("erin", "erin-secret").unwrap();
+    assert_eq!(gateway.authenticate(&key).unwrap(), "erin");
+}
+
+#[test]
+fn a_crash_after_each_decision_log_record_recovers_to_all_or_nothing_at_both_banks() {
+    for outcome in [Behaviour::Normal, Behaviour::VoteNo] {
+        let storage = SimStorage::new();
+        let banks = Banks::default();
+        banks.set("bank_b", outcome);
+        let gateway = open(&storage, banks.clone());
+        // At the start of every bank call (so after Initiated, and after
+        // Decided), and at the end, take the gateway's crash image together
+        // with the banks' state at that moment.
+        let images: Arc<Mutex<Vec<(SimStorage, Banks)>>> = Arc::default();
+        {
+            let images = Arc::clone(&images);
+            let storage = storage.clone();
+            *banks.on_call.lock().unwrap() = Some(Box::new(move |banks: &Banks| {
+                images
+                    .lock()
+                    .unwrap()
+                    .push((storage.crash(), banks.snapshot()));
+            }));
+        }
+        block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+        *banks.on_call.lock().unwrap() = None;
+        images
+            .lock()
+            .unwrap()
+            .push((storage.crash(), banks.snapshot()));
+        let images = std::mem::take(&mut *images.lock().unwrap());
+        assert!(images.len() >= 4, "{outcome:?}: images after each record");
+        for (index, (image, bank_state)) in images.into_iter().enumerate() {
+            let recovered = open(&image, bank_state.clone());
+            block_on(recovered.resume()).unwrap();
+            let a = bank_state.state("bank_a", txn(1));
+            let b = bank_state.state("bank_b", txn(1));
+            let committed = [a, b]
+                .iter()
+                .filter(|state| **state == Some(BankTxn::Committed))
+                .count();
+            assert!(
+                committed == 0 || committed == 2,
+                "{outcome:?} image {index}: {a:?} / {b:?}"
+            );
+            assert!(
+                a != Some(BankTxn::Prepared) && b != Some(BankTxn::Prepared),
+                "{outcome:?} image {index}: left in doubt"
+            );
+            if outcome == Behaviour::VoteNo {
+                assert_eq!(committed, 0);
+            }
+        }
+    }
+}
