@@ -13,11 +13,12 @@ use ledger::{Bank, BankOptions, TxnId};
 use minipay_proto::v1 as proto;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 
 use crate::bank_service::{BankService, now_ms};
+pub use crate::process::Stopped;
+use crate::process::{StopSwitch, serve_until_stopped};
 use crate::request_log::RequestLogLayer;
 use crate::tls::{Role, TlsDir, require_role};
 
@@ -26,9 +27,6 @@ pub const BANK_MESSAGE_LEN_MAX: usize = 64 * 1024;
 /// Backoff bounds when asking the gateway for a decision.
 const DECISION_BACKOFF_MIN: Duration = Duration::from_millis(200);
 const DECISION_BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// How long a stopping bank waits for clients to close their connections
-/// (in-flight calls finish well within it).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How often background work runs.
 const BACKGROUND_TICK: Duration = Duration::from_millis(200);
 
@@ -145,22 +143,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn deserialize_duration<'de, D: serde::Deserializer<'de>>(
+pub fn deserialize_duration<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse_duration(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
-}
-
-/// Why a bank stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stopped {
-    /// Asked to stop (SIGTERM); in-flight calls finished.
-    Shutdown,
-    /// The log failed; the process must exit non-zero.
-    StorageFailed,
 }
 
 /// Opens the ledger, serves until `shutdown` resolves or storage fails.
@@ -179,15 +168,8 @@ pub async fn run(
             .with_context(|| format!("listen on {}", config.listen))?,
     };
     let address = listener.local_addr()?;
-    let (stop_sender, mut stop_receiver) = watch::channel(None::<Stopped>);
-    let stop = Arc::new(stop_sender);
-    let storage_failed: Arc<dyn Fn() + Send + Sync> = {
-        let stop = Arc::clone(&stop);
-        Arc::new(move || {
-            let _ = stop.send(Some(Stopped::StorageFailed));
-        })
-    };
-    let service = BankService::new(Arc::clone(&bank), Arc::clone(&storage_failed));
+    let stop = StopSwitch::default();
+    let service = BankService::new(Arc::clone(&bank), stop.on_storage_failure());
     let server = proto::bank_server::BankServer::new(service)
         .max_decoding_message_size(BANK_MESSAGE_LEN_MAX);
     let tls = TlsDir::new(&config.tls_dir);
@@ -205,31 +187,18 @@ pub async fn run(
     let background = tokio::spawn(background(
         config.clone(),
         Arc::clone(&bank),
-        storage_failed,
+        stop.on_storage_failure(),
     ));
-    {
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop.send(Some(Stopped::Shutdown));
-        });
-    }
-    let stopped = async move {
-        let _ = stop_receiver.wait_for(Option::is_some).await;
-    };
-    let mut stopping = stop.subscribe();
-    let serve = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped);
-    tokio::select! {
-        served = serve => served.context("serve")?,
-        _ = async {
-            let _ = stopping.wait_for(Option::is_some).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after the stop; closing them"),
-    }
+    let incoming = TcpIncoming::from(listener);
+    let reason = serve_until_stopped(
+        |ending| router.serve_with_incoming_shutdown(incoming, ending),
+        &stop,
+        shutdown,
+    )
+    .await?;
     background.abort();
     // Every acknowledged change is durable already; dropping the last
     // reference to the ledger flushes nothing new and closes its log.
-    let reason = stop.borrow().unwrap_or(Stopped::Shutdown);
     tracing::info!(bank = %config.name, ?reason, "bank stopped");
     Ok(reason)
 }

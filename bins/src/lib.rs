@@ -4,9 +4,12 @@
 //! Architecture invariant: nothing here decides anything about money or
 //! durability; it decodes, calls a core crate, and encodes.
 
+pub mod bank_clients;
 pub mod bank_node;
 pub mod bank_service;
 pub mod certs;
+pub mod gateway_node;
+pub mod gateway_service;
 pub mod process;
 pub mod request_log;
 pub mod setup;

@@ -32,3 +32,86 @@ pub async fn terminated() {
         _ = interrupt.recv() => tracing::info!("SIGINT: finishing in-flight calls"),
     }
 }
+
+/// Why a server process stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Asked to stop (SIGTERM); in-flight calls finished.
+    Shutdown,
+    /// Its log failed; the process must exit non-zero.
+    StorageFailed,
+}
+
+/// How long a stopping server waits for clients to close their connections
+/// (in-flight calls finish well within it).
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The stop switch of a server process: the first reason pulled wins.
+#[derive(Clone)]
+pub struct StopSwitch(std::sync::Arc<tokio::sync::watch::Sender<Option<Stopped>>>);
+
+impl Default for StopSwitch {
+    fn default() -> StopSwitch {
+        StopSwitch(std::sync::Arc::new(tokio::sync::watch::channel(None).0))
+    }
+}
+
+impl StopSwitch {
+    pub fn pull(&self, reason: Stopped) {
+        self.0.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(reason);
+            }
+            first
+        });
+    }
+
+    /// A callback for services: the log failed, stop now.
+    pub fn on_storage_failure(&self) -> std::sync::Arc<dyn Fn() + Send + Sync> {
+        let switch = self.clone();
+        std::sync::Arc::new(move || switch.pull(Stopped::StorageFailed))
+    }
+
+    /// Resolves once pulled.
+    pub async fn pulled(&self) {
+        let _ = self.0.subscribe().wait_for(Option::is_some).await;
+    }
+
+    pub fn reason(&self) -> Stopped {
+        (*self.0.borrow()).unwrap_or(Stopped::Shutdown)
+    }
+}
+
+/// Runs a server until `shutdown` resolves or the switch is pulled, then
+/// lets in-flight calls finish (at most [`SHUTDOWN_GRACE`] for idle
+/// connections to close). `serve` receives the future that ends serving.
+pub async fn serve_until_stopped<F, E>(
+    serve: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+    stop: &StopSwitch,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Stopped>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.pull(Stopped::Shutdown);
+        });
+    }
+    let ending = {
+        let stop = stop.clone();
+        Box::pin(async move { stop.pulled().await })
+    };
+    tokio::select! {
+        served = serve(ending) => served?,
+        _ = async {
+            stop.pulled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after the stop; closing them"),
+    }
+    Ok(stop.reason())
+}

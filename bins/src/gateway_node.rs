@@ -1,0 +1,266 @@
+//! A gateway process: configuration, recovery of the decision log, the mTLS
+//! gRPC server (`Gateway` for clients, `Decisions` for banks), and phase-2
+//! retries in the background.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use coordinator::{Clock, Entropy, Gateway, GatewayOptions, SetupUser};
+use minipay_proto::v1 as proto;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::bank_clients::BankClients;
+use crate::bank_node::parse_duration;
+use crate::gateway_service::{DecisionService, GatewayService, SessionAuth};
+use crate::process::{StopSwitch, Stopped, serve_until_stopped};
+use crate::request_log::RequestLogLayer;
+use crate::tls::{Role, TlsDir, require_role};
+
+/// Largest request the gateway decodes.
+pub const GATEWAY_MESSAGE_LEN_MAX: usize = 64 * 1024;
+/// How often unfinished phase 2s are retried.
+const RESUME_EVERY: Duration = Duration::from_millis(500);
+
+/// Every setting of the gateway; from flags, a TOML file, or both (flags win).
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GatewaySettings {
+    /// Address to listen on, e.g. 127.0.0.1:7000 (port 0 picks one).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the decision log.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Cluster setup file (JSON); its users are created on the first start.
+    #[arg(long)]
+    pub setup: Option<PathBuf>,
+    /// Directory with ca.pem and gateway.pem/.key.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// A bank, as NAME=URL (repeat for each bank).
+    #[arg(long = "bank")]
+    #[serde(default)]
+    pub banks: Vec<String>,
+    /// Deadline of each Prepare.
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    pub prepare_timeout: Option<Duration>,
+    /// Deadline of each Commit/Abort round (retried until acknowledged).
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    pub commit_timeout: Option<Duration>,
+    /// Currency of every payment (default INR).
+    #[arg(long)]
+    pub currency: Option<String>,
+}
+
+impl GatewaySettings {
+    pub fn or(self, file: GatewaySettings) -> GatewaySettings {
+        GatewaySettings {
+            listen: self.listen.or(file.listen),
+            data_dir: self.data_dir.or(file.data_dir),
+            setup: self.setup.or(file.setup),
+            tls_dir: self.tls_dir.or(file.tls_dir),
+            banks: if self.banks.is_empty() {
+                file.banks
+            } else {
+                self.banks
+            },
+            prepare_timeout: self.prepare_timeout.or(file.prepare_timeout),
+            commit_timeout: self.commit_timeout.or(file.commit_timeout),
+            currency: self.currency.or(file.currency),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub setup: Option<PathBuf>,
+    pub tls_dir: PathBuf,
+    pub banks: Vec<(String, String)>,
+    pub prepare_timeout: Duration,
+    pub commit_timeout: Duration,
+    pub currency: String,
+}
+
+impl GatewayConfig {
+    pub fn from_settings(settings: GatewaySettings) -> anyhow::Result<GatewayConfig> {
+        let mut banks = Vec::new();
+        for bank in &settings.banks {
+            let (name, url) = bank
+                .split_once('=')
+                .with_context(|| format!("--bank {bank:?} must be NAME=URL"))?;
+            crate::setup::check_bank_name(name)?;
+            if !url.starts_with("https://") {
+                bail!("--bank {name}: the URL must be https:// (mTLS only), not {url:?}");
+            }
+            if banks.iter().any(|(known, _)| known == name) {
+                bail!("--bank {name} given twice");
+            }
+            banks.push((name.to_owned(), url.to_owned()));
+        }
+        if banks.is_empty() {
+            bail!("at least one --bank NAME=URL is required");
+        }
+        let timeout = |value: Option<Duration>, flag: &str| -> anyhow::Result<Duration> {
+            let value = value.unwrap_or(Duration::from_secs(10));
+            if value.is_zero() {
+                bail!("{flag} must be positive");
+            }
+            Ok(value)
+        };
+        let currency = settings.currency.unwrap_or_else(|| "INR".to_owned());
+        if currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_uppercase()) {
+            bail!("--currency must be a three-letter code like INR, not {currency:?}");
+        }
+        Ok(GatewayConfig {
+            listen: settings.listen.context("--listen is required")?,
+            data_dir: settings.data_dir.context("--data-dir is required")?,
+            setup: settings.setup,
+            tls_dir: settings.tls_dir.context("--tls-dir is required")?,
+            banks,
+            prepare_timeout: timeout(settings.prepare_timeout, "--prepare-timeout")?,
+            commit_timeout: timeout(settings.commit_timeout, "--commit-timeout")?,
+            currency,
+        })
+    }
+}
+
+struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        crate::bank_service::now_ms()
+    }
+}
+
+/// The operating system's CSPRNG.
+struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&self, bytes: &mut [u8]) {
+        use rand::TryRngCore;
+        rand::rngs::OsRng
+            .try_fill_bytes(bytes)
+            .expect("the operating system's random source works");
+    }
+}
+
+fn open_gateway(
+    config: &GatewayConfig,
+    banks: BankClients,
+) -> anyhow::Result<Gateway<BankClients>> {
+    let storage = wal::FsStorage::open_locked(&config.data_dir.join("wal"))
+        .with_context(|| format!("open data directory {}", config.data_dir.display()))?;
+    let options = GatewayOptions {
+        wal: wal::Options::default(),
+        prepare_timeout: config.prepare_timeout,
+        commit_timeout: config.commit_timeout,
+        currency: config.currency.clone(),
+        banks: config.banks.iter().map(|(name, _)| name.clone()).collect(),
+        login: Default::default(),
+        sessions: Default::default(),
+    };
+    let setup = config.setup.clone();
+    let mut setup_error = None;
+    let users = || match setup.as_ref().map(|path| crate::setup::load(path)) {
+        None => Vec::new(),
+        Some(Ok(users)) => users
+            .into_iter()
+            .map(|user| SetupUser {
+                username: user.username,
+                password: user.password,
+                bank: user.bank,
+                account: user.account_no,
+            })
+            .collect(),
+        Some(Err(error)) => {
+            setup_error = Some(error);
+            Vec::new()
+        }
+    };
+    let gateway = Gateway::open(
+        Arc::new(storage),
+        options,
+        banks,
+        Arc::new(SystemClock),
+        Arc::new(OsEntropy),
+        users,
+    )
+    .with_context(|| format!("open the decision log in {}", config.data_dir.display()))?;
+    if let Some(error) = setup_error {
+        return Err(error.context("read the setup file"));
+    }
+    Ok(gateway)
+}
+
+/// Opens the decision log, serves until `shutdown` resolves or storage fails.
+pub async fn run(
+    config: GatewayConfig,
+    listener: Option<TcpListener>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Stopped> {
+    crate::tls::install_crypto_provider();
+    let tls = TlsDir::new(&config.tls_dir);
+    let banks = BankClients::new(&config.banks, &tls)?;
+    let gateway = Arc::new(open_gateway(&config, banks.clone())?);
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen on {}", config.listen))?,
+    };
+    let address = listener.local_addr()?;
+    let stop = StopSwitch::default();
+    let clients = GatewayService::new(Arc::clone(&gateway), banks, stop.on_storage_failure());
+    let clients = proto::gateway_server::GatewayServer::new(clients)
+        .max_decoding_message_size(GATEWAY_MESSAGE_LEN_MAX);
+    let decisions =
+        proto::decisions_server::DecisionsServer::new(DecisionService::new(Arc::clone(&gateway)))
+            .max_decoding_message_size(GATEWAY_MESSAGE_LEN_MAX);
+    let router = Server::builder()
+        .tls_config(tls.server("gateway")?)
+        .context("configure TLS")?
+        .layer(RequestLogLayer)
+        .add_service(SessionAuth::new(clients, Arc::clone(&gateway)))
+        .add_service(InterceptedService::new(decisions, require_role(Role::Bank)));
+    tracing::info!(%address, banks = ?config.banks, "gateway serving (mTLS)");
+    println!("listening {address}");
+    let background = tokio::spawn(resume_loop(Arc::clone(&gateway), stop.clone()));
+    let incoming = TcpIncoming::from(listener);
+    let reason = serve_until_stopped(
+        |ending| router.serve_with_incoming_shutdown(incoming, ending),
+        &stop,
+        shutdown,
+    )
+    .await?;
+    background.abort();
+    tracing::info!(?reason, "gateway stopped");
+    Ok(reason)
+}
+
+/// Retries phase 2 of decided transactions until every bank acknowledged,
+/// and stops the gateway if its log failed.
+async fn resume_loop(gateway: Arc<Gateway<BankClients>>, stop: StopSwitch) {
+    let mut tick = tokio::time::interval(RESUME_EVERY);
+    loop {
+        tick.tick().await;
+        if gateway.poisoned().is_some() {
+            tracing::error!("the decision log failed; stopping");
+            stop.pull(Stopped::StorageFailed);
+            return;
+        }
+        if let Err(error) = gateway.resume().await {
+            tracing::error!(%error, "phase 2 retry failed");
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The gateway's gRPC services: `Gateway` for clients (behind the session
+//! layer) and `Decisions` for banks. Thin: decode, call the coordinator,
+//! encode; errors map to status codes in one exhaustive function.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use coordinator::{
+    Amount, Endpoint, Gateway, GatewayError, Payment, PaymentRequest, Status as PaymentStatus,
+    TxnId,
+};
+use minipay_proto::v1 as proto;
+use tonic::server::NamedService;
+use tonic::{Request, Response, Status};
+use tower::Service;
+
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use crate::bank_clients::BankClients;
+use crate::request_log::note;
+use crate::tls::Role;
+
+/// The authenticated user, put in a request's extensions by [`SessionAuth`].
+#[derive(Clone, Debug)]
+pub struct SessionUser(pub String);
+
+/// Admits only client certificates, and checks `authorization: Bearer
+/// <session key>` on every call but Register and Login; the user goes into
+/// the request's extensions and the log line.
+#[derive(Clone)]
+pub struct SessionAuth<S> {
+    inner: S,
+    gateway: Arc<Gateway<BankClients>>,
+}
+
+impl<S> SessionAuth<S> {
+    pub fn new(inner: S, gateway: Arc<Gateway<BankClients>>) -> SessionAuth<S> {
+        SessionAuth { inner, gateway }
+    }
+}
+
+impl<S: NamedService> NamedService for SessionAuth<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+impl<S, B> Service<http::Request<B>> for SessionAuth<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let role = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs)
+            .and_then(|certs| crate::tls::peer_role(&certs));
+        if role != Some(Role::Client) {
+            let refused = Status::permission_denied(format!(
+                "the Gateway service accepts only client certificates; the peer presented {role:?}"
+            ));
+            return Box::pin(std::future::ready(Ok(refused.into_http())));
+        }
+        let path = request.uri().path();
+        let open = path.ends_with("/Register") || path.ends_with("/Login");
+        if !open {
+            let user = match bearer(request.headers()) {
+                None => Err(Status::unauthenticated(
+                    "missing `authorization: Bearer <session key>` metadata",
+                )),
+                Some(key) => self.gateway.authenticate(key).map_err(status),
+            };
+            match user {
+                Ok(user) => {
+                    note("user", &user);
+                    request.extensions_mut().insert(SessionUser(user));
+                }
+                Err(refused) => return Box::pin(std::future::ready(Ok(refused.into_http()))),
+            }
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+/// The one mapping from coordinator errors to gRPC status codes.
+pub fn status(error: GatewayError) -> Status {
+    let message = error.to_string();
+    match error {
+        GatewayError::InvalidArgument(_) => Status::invalid_argument(message),
+        GatewayError::AlreadyExists(_) => Status::already_exists(message),
+        GatewayError::PermissionDenied(_) => Status::permission_denied(message),
+        GatewayError::NotFound(_) => Status::not_found(message),
+        GatewayError::BadCredentials => Status::unauthenticated(message),
+        GatewayError::LockedOut { .. } => Status::resource_exhausted(message),
+        GatewayError::Session(coordinator::sessions::SessionError::Full) => {
+            Status::resource_exhausted(message)
+        }
+        GatewayError::Session(
+            coordinator::sessions::SessionError::Malformed
+            | coordinator::sessions::SessionError::Unknown
+            | coordinator::sessions::SessionError::Expired,
+        ) => Status::unauthenticated(message),
+        GatewayError::NotDecided(_) => Status::unavailable(message),
+        GatewayError::Storage(_) => {
+            Status::unavailable("the gateway's storage failed; it is restarting")
+        }
+    }
+}
+
+pub struct GatewayService {
+    gateway: Arc<Gateway<BankClients>>,
+    banks: BankClients,
+    currency: String,
+    /// How long a repeated in-flight txn id waits for its outcome.
+    outcome_wait: Duration,
+    on_storage_failure: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl GatewayService {
+    pub fn new(
+        gateway: Arc<Gateway<BankClients>>,
+        banks: BankClients,
+        on_storage_failure: Arc<dyn Fn() + Send + Sync>,
+    ) -> GatewayService {
+        let options = gateway.options();
+        let currency = options.currency.clone();
+        let outcome_wait = options.prepare_timeout + options.commit_timeout;
+        GatewayService {
+            gateway,
+            banks,
+            currency,
+            outcome_wait,
+            on_storage_failure,
+        }
+    }
+
+    fn fail(&self, error: GatewayError) -> Status {
+        if let GatewayError::Storage(_) = &error {
+            tracing::error!(%error, "decision log failed; stopping the gateway");
+            (self.on_storage_failure)();
+        }
+        status(error)
+    }
+
+    fn money(&self, amount: u64) -> String {
+        format!("{} {}", ledger::Amount(amount), self.currency)
+    }
+}
+
+fn user_of<T>(request: &Request<T>) -> Result<String, Status> {
+    request
+        .extensions()
+        .get::<SessionUser>()
+        .map(|user| user.0.clone())
+        .ok_or_else(|| Status::unauthenticated("no session"))
+}
+
+fn parse_txn(text: &str) -> Result<TxnId, Status> {
+    ledger::TxnId::parse(text)
+        .map(|txn| TxnId(txn.0))
+        .map_err(|error| Status::invalid_argument(error.to_string()))
+}
+
+fn payment_to_proto(payment: &Payment) -> proto::Payment {
+    let request = &payment.request;
+    proto::Payment {
+        txn_id: ledger::TxnId(request.txn.0).to_string(),
+        status: match payment.status {
+            PaymentStatus::Initiated => proto::PaymentStatus::Initiated,
+            PaymentStatus::Committed => proto::PaymentStatus::Committed,
+            PaymentStatus::Aborted => proto::PaymentStatus::Aborted,
+        } as i32,
+        reason: payment.reason.clone(),
+        from_bank: request.from.bank.clone(),
+        from_account: request.from.account.clone(),
+        to_bank: request.to.bank.clone(),
+        to_account: request.to.account.clone(),
+        amount: request.amount.0,
+        currency: request.currency.clone(),
+        replayed: payment.replayed,
+    }
+}
+
+/// Runs blocking coordinator work (password hashing) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| Status::internal("worker failed"))
+}
+
+#[tonic::async_trait]
+impl proto::gateway_server::Gateway for GatewayService {
+    async fn register(
+        &self,
+        request: Request<proto::RegisterRequest>,
+    ) -> Result<Response<proto::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        note("user", &request.username);
+        note("amount", self.money(request.initial_balance));
+        if !coordinator::users::valid_username(&request.username) {
+            return Err(Status::invalid_argument(
+                "username must be 1 to 64 letters, digits, '.', '_' or '-'",
+            ));
+        }
+        if !coordinator::users::valid_password(&request.password) {
+            return Err(Status::invalid_argument("password must be 6 to 128 bytes"));
+        }
+        if self.gateway.user_account(&request.username).is_some() {
+            return Err(Status::already_exists(format!(
+                "username {:?} is taken",
+                request.username
+            )));
+        }
+        let mut bank = self
+            .banks
+            .client(&request.bank)
+            .ok_or_else(|| Status::not_found(format!("unknown bank {:?}", request.bank)))?;
+        let opened = bank
+            .open_account(proto::OpenAccountRequest {
+                owner: request.username.clone(),
+                initial_balance: request.initial_balance,
+                account_no: String::new(),
+            })
+            .await
+            .map_err(|bank_status| {
+                Status::unavailable(format!(
+                    "bank {} could not open the account: {}",
+                    request.bank,
+                    bank_status.message()
+                ))
+            })?
+            .into_inner();
+        let gateway = Arc::clone(&self.gateway);
+        let (username, password, bank_name, account) = (
+            request.username,
+            request.password,
+            request.bank.clone(),
+            opened.account_no.clone(),
+        );
+        blocking(move || gateway.register(&username, &password, &bank_name, &account))
+            .await?
+            .map_err(|error| self.fail(error))?;
+        Ok(Response::new(proto::RegisterResponse {
+            bank: request.bank,
+            account_no: opened.account_no,
+        }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<proto::LoginRequest>,
+    ) -> Result<Response<proto::LoginResponse>, Status> {
+        let request = request.into_inner();
+        note("user", &request.username);
+        let gateway = Arc::clone(&self.gateway);
+        let (key, expires_at_ms) =
+            blocking(move || gateway.login(&request.username, &request.password))
+                .await?
+                .map_err(|error| self.fail(error))?;
+        Ok(Response::new(proto::LoginResponse {
+            session_key: key,
+            expires_at_ms,
+        }))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<proto::LogoutRequest>,
+    ) -> Result<Response<proto::LogoutResponse>, Status> {
+        let key = bearer(request.metadata().as_ref())
+            .unwrap_or_default()
+            .to_owned();
+        self.gateway
+            .logout(&key)
+            .map_err(|error| self.fail(error))?;
+        Ok(Response::new(proto::LogoutResponse {}))
+    }
+
+    async fn get_balance(
+        &self,
+        request: Request<proto::GetBalanceRequest>,
+    ) -> Result<Response<proto::GetBalanceResponse>, Status> {
+        let user = user_of(&request)?;
+        let (bank, account) = self
+            .gateway
+            .user_account(&user)
+            .ok_or_else(|| Status::permission_denied("unknown user"))?;
+        let mut client = self
+            .banks
+            .client(&bank)
+            .ok_or_else(|| Status::unavailable(format!("bank {bank} is not configured")))?;
+        let found = client
+            .get_account(proto::GetAccountRequest {
+                account_no: account.clone(),
+            })
+            .await
+            .map_err(|bank_status| {
+                Status::unavailable(format!("bank {bank}: {}", bank_status.message()))
+            })?
+            .into_inner();
+        Ok(Response::new(proto::GetBalanceResponse {
+            bank,
+            account_no: account,
+            balance: found.balance,
+            available: found.available,
+            currency: found.currency,
+        }))
+    }
+
+    async fn pay(
+        &self,
+        request: Request<proto::PayRequest>,
+    ) -> Result<Response<proto::Payment>, Status> {
+        let user = user_of(&request)?;
+        let request = request.into_inner();
+        note("txn_id", &request.txn_id);
+        note("amount", self.money(request.amount));
+        let txn = parse_txn(&request.txn_id)?;
+        if request.to_bank.is_empty() || request.to_bank.len() > crate::setup::BANK_NAME_LEN_MAX {
+            return Err(Status::invalid_argument(
+                "to_bank must be 1 to 32 characters",
+            ));
+        }
+        ledger::AccountNo::parse(&request.to_account)
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let (from_bank, from_account) = self
+            .gateway
+            .user_account(&user)
+            .ok_or_else(|| Status::permission_denied("unknown user"))?;
+        let payment = PaymentRequest {
+            txn,
+            from: Endpoint {
+                bank: from_bank,
+                account: from_account,
+            },
+            to: Endpoint {
+                bank: request.to_bank,
+                account: request.to_account,
+            },
+            amount: Amount(request.amount),
+            currency: request.currency,
+        };
+        // The 2PC runs in its own task: a client hanging up must never leave
+        // a payment half-coordinated.
+        let gateway = Arc::clone(&self.gateway);
+        let task = tokio::spawn(async move { gateway.pay(&user, payment).await });
+        let outcome = match tokio::time::timeout(self.outcome_wait, task).await {
+            Ok(joined) => joined
+                .map_err(|_| Status::internal("payment task failed"))?
+                .map_err(|error| self.fail(error))?,
+            Err(_) => self
+                .gateway
+                .current(txn)
+                .ok_or_else(|| Status::internal("payment vanished"))?,
+        };
+        if outcome.replayed {
+            note("retry", true);
+        }
+        if !outcome.reason.is_empty() {
+            note("reason", &outcome.reason);
+        }
+        Ok(Response::new(payment_to_proto(&outcome)))
+    }
+
+    async fn get_payment(
+        &self,
+        request: Request<proto::GetPaymentRequest>,
+    ) -> Result<Response<proto::Payment>, Status> {
+        let user = user_of(&request)?;
+        note("txn_id", &request.get_ref().txn_id);
+        let txn = parse_txn(&request.get_ref().txn_id)?;
+        let payment = self
+            .gateway
+            .payment(&user, txn)
+            .map_err(|error| self.fail(error))?;
+        Ok(Response::new(payment_to_proto(&payment)))
+    }
+}
+
+/// `Decisions`: banks' in-doubt questions.
+pub struct DecisionService {
+    gateway: Arc<Gateway<BankClients>>,
+}
+
+impl DecisionService {
+    pub fn new(gateway: Arc<Gateway<BankClients>>) -> DecisionService {
+        DecisionService { gateway }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::decisions_server::Decisions for DecisionService {
+    async fn get_decision(
+        &self,
+        request: Request<proto::GetDecisionRequest>,
+    ) -> Result<Response<proto::GetDecisionResponse>, Status> {
+        note("txn_id", &request.get_ref().txn_id);
+        let txn = parse_txn(&request.get_ref().txn_id)?;
+        let decision = self.gateway.decision(txn).await.map_err(status)?;
+        let decision = match decision {
+            coordinator::Decision::Commit => proto::Decision::Commit,
+            coordinator::Decision::Abort => proto::Decision::Abort,
+        };
+        note("vote", format!("{decision:?}"));
+        Ok(Response::new(proto::GetDecisionResponse {
+            decision: decision as i32,
+        }))
+    }
+}

@@ -1,0 +1,459 @@
+//! End to end over real processes and real mTLS: two `bank` processes and a
+//! `gateway` process on 127.0.0.1. Cross-bank and same-bank payments,
+//! insufficient funds, a retried txn id that pays once, sessions and
+//! authorization, and the gateway's refusals.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use common::{Process, SETUP, Scratch, bank_args, channel, txn_id};
+use minipay_proto::v1::{self as proto, PaymentStatus};
+use tonic::Code;
+use tonic::transport::Channel;
+
+type Client = proto::gateway_client::GatewayClient<Channel>;
+
+fn authorized<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+async fn login(client: &mut Client, username: &str, password: &str) -> String {
+    client
+        .login(proto::LoginRequest {
+            username: username.into(),
+            password: password.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session_key
+}
+
+async fn balance(client: &mut Client, key: &str) -> (u64, u64) {
+    let response = client
+        .get_balance(authorized(proto::GetBalanceRequest {}, key))
+        .await
+        .unwrap()
+        .into_inner();
+    (response.balance, response.available)
+}
+
+fn pay(txn: u32, to_bank: &str, to_account: &str, amount: u64) -> proto::PayRequest {
+    proto::PayRequest {
+        txn_id: txn_id(txn),
+        to_bank: to_bank.into(),
+        to_account: to_account.into(),
+        amount,
+        currency: "INR".into(),
+    }
+}
+
+struct Cluster {
+    _banks: Vec<Process>,
+    gateway: Process,
+}
+
+fn start_cluster(scratch: &Scratch) -> Cluster {
+    let bank_binary = env!("CARGO_BIN_EXE_bank");
+    // Banks first (their gateway address is only for in-doubt questions and
+    // is not needed here), then the gateway pointing at them.
+    let bank_a = Process::start(
+        bank_binary,
+        &bank_args(scratch, "bank_a", None),
+        &scratch.dir.path().join("bank_a.log"),
+    );
+    let bank_b = Process::start(
+        bank_binary,
+        &bank_args(scratch, "bank_b", None),
+        &scratch.dir.path().join("bank_b.log"),
+    );
+    let gateway = Process::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &gateway_args(
+            scratch,
+            &[("bank_a", bank_a.address), ("bank_b", bank_b.address)],
+        ),
+        &scratch.dir.path().join("gateway.log"),
+    );
+    Cluster {
+        _banks: vec![bank_a, bank_b],
+        gateway,
+    }
+}
+
+fn gateway_args(scratch: &Scratch, banks: &[(&str, SocketAddr)]) -> Vec<String> {
+    let mut args = vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        scratch.data("gateway").display().to_string(),
+        "--setup".into(),
+        scratch.setup().display().to_string(),
+        "--tls-dir".into(),
+        scratch.tls().display().to_string(),
+        "--prepare-timeout".into(),
+        "2s".into(),
+        "--commit-timeout".into(),
+        "2s".into(),
+    ];
+    for (name, address) in banks {
+        args.extend(["--bank".into(), format!("{name}=https://{address}")]);
+    }
+    args
+}
+
+async fn client(tls: &Path, address: SocketAddr) -> Client {
+    proto::gateway_client::GatewayClient::new(channel(tls, "client", address).await)
+}
+
+#[tokio::test]
+async fn payments_across_and_within_banks_are_exactly_once_and_refusals_are_precise() {
+    let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
+    let cluster = start_cluster(&scratch);
+    let mut client = client(&scratch.tls(), cluster.gateway.address).await;
+    let alice = login(&mut client, "alice", "pass123").await;
+    let carol = login(&mut client, "carol", "secret77").await;
+    let bob = login(&mut client, "bob", "hunter22").await;
+    assert_eq!(balance(&mut client, &alice).await, (100_000, 100_000));
+
+    // Cross-bank: alice@bank_a -> carol@bank_b.
+    let paid = client
+        .pay(authorized(pay(1, "bank_b", "789", 2_500), &alice))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (paid.status, paid.replayed),
+        (PaymentStatus::Committed as i32, false)
+    );
+    assert_eq!(balance(&mut client, &alice).await, (97_500, 97_500));
+    assert_eq!(balance(&mut client, &carol).await, (52_500, 52_500));
+    // The same txn id again: the stored outcome, paid once.
+    let again = client
+        .pay(authorized(pay(1, "bank_b", "789", 2_500), &alice))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (again.status, again.replayed),
+        (PaymentStatus::Committed as i32, true)
+    );
+    assert_eq!(balance(&mut client, &alice).await, (97_500, 97_500));
+    // Same bank: alice -> bob, both at bank_a.
+    let paid = client
+        .pay(authorized(pay(2, "bank_a", "456", 1_000), &alice))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paid.status, PaymentStatus::Committed as i32);
+    assert_eq!(balance(&mut client, &bob).await, (2_250, 2_250));
+    // Insufficient funds: bob has 22.50.
+    let refused = client
+        .pay(authorized(pay(3, "bank_b", "789", 5_000), &bob))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (refused.status, refused.reason.as_str()),
+        (
+            PaymentStatus::Aborted as i32,
+            "insufficient funds in account 456"
+        )
+    );
+    assert_eq!(balance(&mut client, &bob).await, (2_250, 2_250));
+    // An unknown destination account: the bank votes NO.
+    let unknown = client
+        .pay(authorized(pay(4, "bank_b", "000", 100), &alice))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (unknown.status, unknown.reason.as_str()),
+        (PaymentStatus::Aborted as i32, "unknown account 000")
+    );
+    // GetPayment: own payments only.
+    let fetched = client
+        .get_payment(authorized(
+            proto::GetPaymentRequest { txn_id: txn_id(1) },
+            &alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (fetched.status, fetched.amount),
+        (PaymentStatus::Committed as i32, 2_500)
+    );
+    let foreign = client
+        .get_payment(authorized(
+            proto::GetPaymentRequest { txn_id: txn_id(1) },
+            &carol,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound);
+
+    let before = balance(&mut client, &alice).await;
+    let refusals: Vec<(&str, Code, tonic::Status)> = vec![
+        (
+            "zero amount",
+            Code::InvalidArgument,
+            client
+                .pay(authorized(pay(10, "bank_b", "789", 0), &alice))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "wrong currency",
+            Code::InvalidArgument,
+            client
+                .pay(authorized(
+                    proto::PayRequest {
+                        currency: "USD".into(),
+                        ..pay(11, "bank_b", "789", 5)
+                    },
+                    &alice,
+                ))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "unknown bank",
+            Code::NotFound,
+            client
+                .pay(authorized(pay(12, "bank_z", "789", 5), &alice))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "paying yourself",
+            Code::InvalidArgument,
+            client
+                .pay(authorized(pay(13, "bank_a", "123", 5), &alice))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "malformed txn id",
+            Code::InvalidArgument,
+            client
+                .pay(authorized(
+                    proto::PayRequest {
+                        txn_id: "123".into(),
+                        ..pay(14, "bank_b", "789", 5)
+                    },
+                    &alice,
+                ))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "empty txn id",
+            Code::InvalidArgument,
+            client
+                .pay(authorized(
+                    proto::PayRequest {
+                        txn_id: String::new(),
+                        ..pay(14, "bank_b", "789", 5)
+                    },
+                    &alice,
+                ))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "over-long account",
+            Code::InvalidArgument,
+            client
+                .pay(authorized(pay(15, "bank_b", &"7".repeat(200), 5), &alice))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "txn id reused with other parameters",
+            Code::InvalidArgument,
+            client
+                .pay(authorized(pay(1, "bank_b", "789", 9_999), &alice))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "txn id reused by another user",
+            Code::AlreadyExists,
+            client
+                .pay(authorized(pay(1, "bank_b", "789", 2_500), &bob))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "no session",
+            Code::Unauthenticated,
+            client
+                .get_balance(proto::GetBalanceRequest {})
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "forged session",
+            Code::Unauthenticated,
+            client
+                .get_balance(authorized(proto::GetBalanceRequest {}, &"ab".repeat(32)))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "wrong password",
+            Code::Unauthenticated,
+            client
+                .login(proto::LoginRequest {
+                    username: "alice".into(),
+                    password: "nope-nope".into(),
+                })
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "unknown user",
+            Code::Unauthenticated,
+            client
+                .login(proto::LoginRequest {
+                    username: "mallory".into(),
+                    password: "nope-nope".into(),
+                })
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "duplicate username",
+            Code::AlreadyExists,
+            client
+                .register(proto::RegisterRequest {
+                    username: "alice".into(),
+                    password: "another-1".into(),
+                    bank: "bank_a".into(),
+                    initial_balance: 1,
+                })
+                .await
+                .unwrap_err(),
+        ),
+    ];
+    for (what, expected, status) in refusals {
+        assert_eq!(status.code(), expected, "{what}: {status:?}");
+    }
+    assert_eq!(balance(&mut client, &alice).await, before, "nothing moved");
+    assert_eq!(
+        status_of_wrong_password_message(&mut client).await,
+        status_of_unknown_user_message(&mut client).await
+    );
+
+    // Register, log in, pay; log out ends the session.
+    let registered = client
+        .register(proto::RegisterRequest {
+            username: "erin".into(),
+            password: "erin-secret".into(),
+            bank: "bank_b".into(),
+            initial_balance: 3_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(registered.bank, "bank_b");
+    let erin = login(&mut client, "erin", "erin-secret").await;
+    assert_eq!(balance(&mut client, &erin).await, (3_000, 3_000));
+    client
+        .logout(authorized(proto::LogoutRequest {}, &erin))
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .get_balance(authorized(proto::GetBalanceRequest {}, &erin))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+
+    // A bank certificate may not use the client service; a client may not ask for decisions.
+    let mut as_bank = proto::gateway_client::GatewayClient::new(
+        channel(&scratch.tls(), "bank_a", cluster.gateway.address).await,
+    );
+    assert_eq!(
+        as_bank
+            .login(proto::LoginRequest {
+                username: "alice".into(),
+                password: "pass123".into()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let mut decisions = proto::decisions_client::DecisionsClient::new(
+        channel(&scratch.tls(), "client", cluster.gateway.address).await,
+    );
+    assert_eq!(
+        decisions
+            .get_decision(proto::GetDecisionRequest { txn_id: txn_id(1) })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let mut decisions = proto::decisions_client::DecisionsClient::new(
+        channel(&scratch.tls(), "bank_a", cluster.gateway.address).await,
+    );
+    let decided = decisions
+        .get_decision(proto::GetDecisionRequest { txn_id: txn_id(1) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(decided.decision, proto::Decision::Commit as i32);
+
+    let log = std::fs::read_to_string(scratch.dir.path().join("gateway.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("/minipay.v1.Gateway/Pay")
+                && line.contains("retry=true")
+                && line.contains("user=alice"))
+    );
+    for secret in [
+        "pass123",
+        "hunter22",
+        "secret77",
+        "erin-secret",
+        &alice,
+        &carol,
+    ] {
+        assert!(!log.contains(secret), "a secret reached the gateway log");
+    }
+}
+
+async fn status_of_wrong_password_message(client: &mut Client) -> String {
+    client
+        .login(proto::LoginRequest {
+            username: "carol".into(),
+            password: "wrong-1".into(),
+        })
+        .await
+        .unwrap_err()
+        .message()
+        .to_owned()
+}
+
+async fn status_of_unknown_user_message(client: &mut Client) -> String {
+    client
+        .login(proto::LoginRequest {
+            username: "nobody".into(),
+            password: "wrong-1".into(),
+        })
+        .await
+        .unwrap_err()
+        .message()
+        .to_owned()
+}
