@@ -116,6 +116,15 @@ impl Process {
         self.child.wait().unwrap();
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, …).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    }
+
     /// SIGTERM, then the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
