@@ -415,6 +415,47 @@ async fn payments_across_and_within_banks_are_exactly_once_and_refusals_are_prec
         .into_inner();
     assert_eq!(decided.decision, proto::Decision::Commit as i32);
 
+    // No client certificate: refused at the first call. Plaintext: no answer.
+    let ca = tonic::transport::Certificate::from_pem(
+        std::fs::read(scratch.tls().join("ca.pem")).unwrap(),
+    );
+    let anonymous = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(ca)
+        .domain_name("localhost");
+    let channel_without_cert =
+        tonic::transport::Endpoint::from_shared(format!("https://{}", cluster.gateway.address))
+            .unwrap()
+            .tls_config(anonymous)
+            .unwrap()
+            .connect_lazy();
+    let mut anonymous = proto::gateway_client::GatewayClient::new(channel_without_cert);
+    assert!(
+        anonymous
+            .login(proto::LoginRequest {
+                username: "alice".into(),
+                password: "pass123".into()
+            })
+            .await
+            .is_err()
+    );
+    let plaintext =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.gateway.address))
+            .unwrap()
+            .timeout(std::time::Duration::from_secs(2))
+            .connect_lazy();
+    let mut plaintext = proto::gateway_client::GatewayClient::new(plaintext);
+    assert!(
+        plaintext
+            .login(proto::LoginRequest {
+                username: "alice".into(),
+                password: "pass123".into()
+            })
+            .await
+            .is_err()
+    );
+    // The gateway still serves.
+    assert_eq!(balance(&mut client, &alice).await, before);
+
     let log = std::fs::read_to_string(scratch.dir.path().join("gateway.log")).unwrap();
     assert!(
         log.lines()

@@ -18,18 +18,30 @@ type Client = proto::gateway_client::GatewayClient<Channel>;
 
 fn authorized<T>(message: T, key: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
     request
 }
 
-fn gateway_args(scratch: &Scratch, banks: &[(&str, SocketAddr)], prepare_timeout: &str) -> Vec<String> {
+fn gateway_args(
+    scratch: &Scratch,
+    banks: &[(&str, SocketAddr)],
+    prepare_timeout: &str,
+) -> Vec<String> {
     let mut args: Vec<String> = vec![
-        "--listen".into(), "127.0.0.1:0".into(),
-        "--data-dir".into(), scratch.data("gateway").display().to_string(),
-        "--setup".into(), scratch.setup().display().to_string(),
-        "--tls-dir".into(), scratch.tls().display().to_string(),
-        "--prepare-timeout".into(), prepare_timeout.into(),
-        "--commit-timeout".into(), "1s".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        scratch.data("gateway").display().to_string(),
+        "--setup".into(),
+        scratch.setup().display().to_string(),
+        "--tls-dir".into(),
+        scratch.tls().display().to_string(),
+        "--prepare-timeout".into(),
+        prepare_timeout.into(),
+        "--commit-timeout".into(),
+        "1s".into(),
     ];
     for (name, address) in banks {
         args.extend(["--bank".into(), format!("{name}=https://{address}")]);
@@ -42,7 +54,11 @@ fn restart_bank(scratch: &Scratch, name: &str, address: SocketAddr) -> Process {
     let mut args = bank_args(scratch, name, None);
     let listen = args.iter().position(|arg| arg == "--listen").unwrap() + 1;
     args[listen] = address.to_string();
-    Process::start(env!("CARGO_BIN_EXE_bank"), &args, &scratch.dir.path().join(format!("{name}.log")))
+    Process::start(
+        env!("CARGO_BIN_EXE_bank"),
+        &args,
+        &scratch.dir.path().join(format!("{name}.log")),
+    )
 }
 
 async fn wait_until<F, Fut>(what: &str, mut condition: F)
@@ -52,14 +68,23 @@ where
 {
     let started = Instant::now();
     while !condition().await {
-        assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn account(scratch: &Scratch, bank: SocketAddr, number: &str) -> (u64, u64) {
     let mut client = bank_client(&scratch.tls(), "gateway", bank).await;
-    let found = client.get_account(proto::GetAccountRequest { account_no: number.into() }).await.unwrap().into_inner();
+    let found = client
+        .get_account(proto::GetAccountRequest {
+            account_no: number.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     (found.balance, found.available)
 }
 
@@ -68,7 +93,11 @@ async fn in_doubt(scratch: &Scratch, bank: SocketAddr) -> usize {
         Duration::from_millis(500),
         tonic::transport::Endpoint::from_shared(format!("https://{bank}"))
             .unwrap()
-            .tls_config(minipay::tls::TlsDir::new(&scratch.tls()).client("gateway").unwrap())
+            .tls_config(
+                minipay::tls::TlsDir::new(&scratch.tls())
+                    .client("gateway")
+                    .unwrap(),
+            )
             .unwrap()
             .connect(),
     )
@@ -77,7 +106,12 @@ async fn in_doubt(scratch: &Scratch, bank: SocketAddr) -> usize {
         return usize::MAX;
     };
     let mut client = proto::bank_client::BankClient::new(channel);
-    match tokio::time::timeout(Duration::from_millis(500), client.list_in_doubt(proto::ListInDoubtRequest {})).await {
+    match tokio::time::timeout(
+        Duration::from_millis(500),
+        client.list_in_doubt(proto::ListInDoubtRequest {}),
+    )
+    .await
+    {
         Ok(Ok(response)) => response.into_inner().txns.len(),
         _ => usize::MAX,
     }
@@ -93,22 +127,55 @@ struct Cluster {
 
 async fn start(scratch: &Scratch, prepare_timeout: &str) -> Cluster {
     let bank = env!("CARGO_BIN_EXE_bank");
-    let bank_a = Process::start(bank, &bank_args(scratch, "bank_a", None), &scratch.dir.path().join("bank_a.log"));
-    let bank_b = Process::start(bank, &bank_args(scratch, "bank_b", None), &scratch.dir.path().join("bank_b.log"));
-    let args = gateway_args(scratch, &[("bank_a", bank_a.address), ("bank_b", bank_b.address)], prepare_timeout);
-    let gateway = Process::start(env!("CARGO_BIN_EXE_gateway"), &args, &scratch.dir.path().join("gateway.log"));
-    let mut client = proto::gateway_client::GatewayClient::new(channel(&scratch.tls(), "client", gateway.address).await);
+    let bank_a = Process::start(
+        bank,
+        &bank_args(scratch, "bank_a", None),
+        &scratch.dir.path().join("bank_a.log"),
+    );
+    let bank_b = Process::start(
+        bank,
+        &bank_args(scratch, "bank_b", None),
+        &scratch.dir.path().join("bank_b.log"),
+    );
+    let args = gateway_args(
+        scratch,
+        &[("bank_a", bank_a.address), ("bank_b", bank_b.address)],
+        prepare_timeout,
+    );
+    let gateway = Process::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &args,
+        &scratch.dir.path().join("gateway.log"),
+    );
+    let mut client = proto::gateway_client::GatewayClient::new(
+        channel(&scratch.tls(), "client", gateway.address).await,
+    );
     let alice = client
-        .login(proto::LoginRequest { username: "alice".into(), password: "pass123".into() })
+        .login(proto::LoginRequest {
+            username: "alice".into(),
+            password: "pass123".into(),
+        })
         .await
         .unwrap()
         .into_inner()
         .session_key;
-    Cluster { bank_a, bank_b, gateway, client, alice }
+    Cluster {
+        bank_a,
+        bank_b,
+        gateway,
+        client,
+        alice,
+    }
 }
 
 fn pay_to_carol(txn: u32, amount: u64) -> proto::PayRequest {
-    proto::PayRequest { txn_id: txn_id(txn), to_bank: "bank_b".into(), to_account: "789".into(), amount, currency: "INR".into() }
+    proto::PayRequest {
+        txn_id: txn_id(txn),
+        to_bank: "bank_b".into(),
+        to_account: "789".into(),
+        amount,
+        currency: "INR".into(),
+    }
 }
 
 #[tokio::test]
@@ -116,14 +183,28 @@ async fn a_bank_that_stops_answering_during_prepare_aborts_the_payment_after_the
     let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
     let mut cluster = start(&scratch, "1s").await;
     cluster.bank_b.signal("STOP");
-    let paid = cluster.client.pay(authorized(pay_to_carol(1, 2_500), &cluster.alice)).await.unwrap().into_inner();
+    let paid = cluster
+        .client
+        .pay(authorized(pay_to_carol(1, 2_500), &cluster.alice))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(paid.status, PaymentStatus::Aborted as i32);
     assert_eq!(paid.reason, "bank bank_b did not answer within 1s");
     // bank_a's hold is released; bank_b, once back, ends with nothing in doubt.
-    assert_eq!(account(&scratch, cluster.bank_a.address, "123").await, (100_000, 100_000));
+    assert_eq!(
+        account(&scratch, cluster.bank_a.address, "123").await,
+        (100_000, 100_000)
+    );
     cluster.bank_b.signal("CONT");
-    wait_until("bank_b to settle with nothing in doubt", || in_doubt_is(&scratch, cluster.bank_b.address, 0)).await;
-    assert_eq!(account(&scratch, cluster.bank_b.address, "789").await, (50_000, 50_000));
+    wait_until("bank_b to settle with nothing in doubt", || {
+        in_doubt_is(&scratch, cluster.bank_b.address, 0)
+    })
+    .await;
+    assert_eq!(
+        account(&scratch, cluster.bank_b.address, "789").await,
+        (50_000, 50_000)
+    );
 }
 
 async fn in_doubt_is(scratch: &Scratch, bank: SocketAddr, expected: usize) -> bool {
@@ -139,15 +220,26 @@ async fn a_bank_killed_after_voting_yes_commits_the_payment_once_it_is_back() {
     cluster.bank_a.signal("STOP");
     let mut client = cluster.client.clone();
     let alice = cluster.alice.clone();
-    let payment = tokio::spawn(async move { client.pay(authorized(pay_to_carol(2, 2_500), &alice)).await });
+    let payment =
+        tokio::spawn(async move { client.pay(authorized(pay_to_carol(2, 2_500), &alice)).await });
     wait_until("bank_b to vote YES", || in_doubt_is(&scratch, b_address, 1)).await;
     cluster.bank_b.kill_9();
     cluster.bank_a.signal("CONT");
     let paid = payment.await.unwrap().unwrap().into_inner();
-    assert_eq!(paid.status, PaymentStatus::Committed as i32, "all voted YES: the decision is COMMIT");
+    assert_eq!(
+        paid.status,
+        PaymentStatus::Committed as i32,
+        "all voted YES: the decision is COMMIT"
+    );
     let _bank_b = restart_bank(&scratch, "bank_b", b_address);
-    wait_until("bank_b to apply the commit", || async { account(&scratch, b_address, "789").await == (52_500, 52_500) }).await;
-    assert_eq!(account(&scratch, cluster.bank_a.address, "123").await, (97_500, 97_500));
+    wait_until("bank_b to apply the commit", || async {
+        account(&scratch, b_address, "789").await == (52_500, 52_500)
+    })
+    .await;
+    assert_eq!(
+        account(&scratch, cluster.bank_a.address, "123").await,
+        (97_500, 97_500)
+    );
     assert_eq!(in_doubt(&scratch, b_address).await, 0);
 }
 
@@ -160,21 +252,57 @@ async fn the_gateway_killed_after_its_decision_completes_phase_2_after_restart()
     cluster.bank_a.signal("STOP");
     let mut client = cluster.client.clone();
     let alice = cluster.alice.clone();
-    let payment = tokio::spawn(async move { client.pay(authorized(pay_to_carol(3, 2_500), &alice)).await });
+    let payment =
+        tokio::spawn(async move { client.pay(authorized(pay_to_carol(3, 2_500), &alice)).await });
     wait_until("bank_b to vote YES", || in_doubt_is(&scratch, b_address, 1)).await;
     cluster.bank_b.signal("STOP");
     cluster.bank_a.signal("CONT");
     // bank_a committing proves the decision is durable at the gateway.
-    wait_until("bank_a to commit", || async { account(&scratch, a_address, "123").await == (97_500, 97_500) }).await;
+    wait_until("bank_a to commit", || async {
+        account(&scratch, a_address, "123").await == (97_500, 97_500)
+    })
+    .await;
     cluster.gateway.kill_9();
     let _ = payment.await;
     cluster.bank_b.signal("CONT");
-    assert_eq!(in_doubt(&scratch, b_address).await, 1, "bank_b still holds the YES");
-    let args = gateway_args(&scratch, &[("bank_a", a_address), ("bank_b", b_address)], "10s");
-    let gateway = Process::start(env!("CARGO_BIN_EXE_gateway"), &args, &scratch.dir.path().join("gateway.log"));
-    wait_until("phase 2 to reach bank_b", || async { account(&scratch, b_address, "789").await == (52_500, 52_500) }).await;
-    let mut client = proto::gateway_client::GatewayClient::new(channel(&scratch.tls(), "client", gateway.address).await);
-    let alice = client.login(proto::LoginRequest { username: "alice".into(), password: "pass123".into() }).await.unwrap().into_inner().session_key;
-    let stored = client.get_payment(authorized(proto::GetPaymentRequest { txn_id: txn_id(3) }, &alice)).await.unwrap().into_inner();
+    assert_eq!(
+        in_doubt(&scratch, b_address).await,
+        1,
+        "bank_b still holds the YES"
+    );
+    let args = gateway_args(
+        &scratch,
+        &[("bank_a", a_address), ("bank_b", b_address)],
+        "10s",
+    );
+    let gateway = Process::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &args,
+        &scratch.dir.path().join("gateway.log"),
+    );
+    wait_until("phase 2 to reach bank_b", || async {
+        account(&scratch, b_address, "789").await == (52_500, 52_500)
+    })
+    .await;
+    let mut client = proto::gateway_client::GatewayClient::new(
+        channel(&scratch.tls(), "client", gateway.address).await,
+    );
+    let alice = client
+        .login(proto::LoginRequest {
+            username: "alice".into(),
+            password: "pass123".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session_key;
+    let stored = client
+        .get_payment(authorized(
+            proto::GetPaymentRequest { txn_id: txn_id(3) },
+            &alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(stored.status, PaymentStatus::Committed as i32);
 }

@@ -189,7 +189,8 @@ pub async fn run(
         Arc::clone(&bank),
         stop.on_storage_failure(),
     ));
-    let incoming = TcpIncoming::from(listener);
+    // Without TCP_NODELAY small gRPC frames wait on delayed ACKs (40 ms stalls).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let reason = serve_until_stopped(
         |ending| router.serve_with_incoming_shutdown(incoming, ending),
         &stop,

@@ -236,7 +236,8 @@ pub async fn run(
     tracing::info!(%address, banks = ?config.banks, "gateway serving (mTLS)");
     println!("listening {address}");
     let background = tokio::spawn(resume_loop(Arc::clone(&gateway), stop.clone()));
-    let incoming = TcpIncoming::from(listener);
+    // Without TCP_NODELAY small gRPC frames wait on delayed ACKs (40 ms stalls).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let reason = serve_until_stopped(
         |ending| router.serve_with_incoming_shutdown(incoming, ending),
         &stop,

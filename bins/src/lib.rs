@@ -8,6 +8,7 @@ pub mod bank_clients;
 pub mod bank_node;
 pub mod bank_service;
 pub mod certs;
+pub mod cluster;
 pub mod gateway_node;
 pub mod gateway_service;
 pub mod process;

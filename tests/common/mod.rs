@@ -3,10 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use minipay_proto::v1 as proto;
@@ -67,79 +65,33 @@ pub async fn bank_client(
     proto::bank_client::BankClient::new(channel(tls, identity, address).await)
 }
 
-/// A child process killed (SIGKILL) when dropped, so no test leaves one behind.
-pub struct Process {
-    pub child: Child,
-    pub address: SocketAddr,
+/// A real server process, killed when dropped (see `minipay::cluster`).
+pub struct Process(minipay::cluster::ServerProcess);
+
+impl std::ops::Deref for Process {
+    type Target = minipay::cluster::ServerProcess;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Process {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Process {
-    /// Starts `program` with `args`, stderr appended to `log`, and waits for
-    /// its `listening ADDRESS` line on stdout.
     pub fn start(program: &str, args: &[String], log: &Path) -> Process {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let mut child = Command::new(program)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(address) = line.strip_prefix("listening ") {
-                        break address.parse().unwrap();
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    panic!(
-                        "{program} exited before listening; log:\n{}",
-                        std::fs::read_to_string(log).unwrap_or_default()
-                    );
-                }
-            }
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Process { child, address }
+        Process(minipay::cluster::ServerProcess::start(Path::new(program), args, log).unwrap())
     }
 
-    pub fn kill_9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Sends a signal by name (`STOP`, `CONT`, …).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name}");
+        self.0.signal(name).unwrap();
     }
 
-    /// SIGTERM, then the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.terminate().unwrap()
     }
 }
 
