@@ -498,3 +498,66 @@ async fn status_of_unknown_user_message(client: &mut Client) -> String {
         .message()
         .to_owned()
 }
+
+#[test]
+fn the_gateway_reads_a_toml_config_and_refuses_bad_configuration_at_start() {
+    let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
+    let config = scratch.dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata-dir = \"{}\"\nsetup = \"{}\"\ntls-dir = \"{}\"\nbanks = [\"bank_a=https://127.0.0.1:1\", \"bank_b=https://127.0.0.1:2\"]\nprepare-timeout = \"3s\"\nsession-idle = \"10m\"\n",
+            scratch.data("gateway").display(),
+            scratch.setup().display(),
+            scratch.tls().display()
+        ),
+    )
+    .unwrap();
+    // Both banks are down: the gateway still starts and serves.
+    let log = scratch.dir.path().join("gateway.log");
+    let mut gateway = Process::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &["--config".into(), config.display().to_string()],
+        &log,
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = client(&scratch.tls(), gateway.address).await;
+        let key = login(&mut client, "alice", "pass123").await;
+        let status = client
+            .get_balance(authorized(proto::GetBalanceRequest {}, &key))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    });
+    assert!(gateway.terminate().success());
+
+    for (flags, message) in [
+        (vec!["--retention", "1h"], "--retention must be at least 1d"),
+        (
+            vec!["--bank", "bank_a=http://127.0.0.1:1"],
+            "the URL must be https://",
+        ),
+        (vec!["--bank", "bank_a"], "must be NAME=URL"),
+        (
+            vec!["--login-failures-max", "0"],
+            "--login-failures-max must be at least 1",
+        ),
+        (vec!["--prepare-timeout", "soon"], "is not a duration"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["--config", &config.display().to_string()])
+            .args(&flags)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(message),
+            "{flags:?}: {message} not in {stderr}"
+        );
+    }
+}

@@ -127,19 +127,23 @@ impl BankConfig {
     }
 }
 
-/// Parses `250ms`, `10s`, `2m`.
+/// Parses `250ms`, `10s`, `2m`, `1h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text
         .find(|character: char| !character.is_ascii_digit())
         .map_or((text, ""), |index| text.split_at(index));
     let value: u64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 250ms, 10s or 2m"))?;
+        .map_err(|_| format!("{text:?} is not a duration like 250ms, 10s, 2m, 1h or 7d"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(value)),
         "s" => Ok(Duration::from_secs(value)),
         "m" => Ok(Duration::from_secs(value * 60)),
-        _ => Err(format!("{text:?} is not a duration like 250ms, 10s or 2m")),
+        "h" => Ok(Duration::from_secs(value * 3_600)),
+        "d" => Ok(Duration::from_secs(value * 86_400)),
+        _ => Err(format!(
+            "{text:?} is not a duration like 250ms, 10s, 2m, 1h or 7d"
+        )),
     }
 }
 

@@ -59,6 +59,28 @@ pub struct GatewaySettings {
     /// Currency of every payment (default INR).
     #[arg(long)]
     pub currency: Option<String>,
+    /// Finished payments (and their ids) are kept at least this long (default 7d).
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    pub retention: Option<Duration>,
+    /// Snapshot and trim the decision log after this many records (default 100000).
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// A session unused this long expires (default 30m).
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    pub session_idle: Option<Duration>,
+    /// A session expires this long after login, used or not (default 12h).
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    pub session_max_age: Option<Duration>,
+    /// Failed logins within a minute that lock a username (default 5).
+    #[arg(long)]
+    pub login_failures_max: Option<u32>,
+    /// How long a locked username stays locked (default 5m).
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    pub login_lockout: Option<Duration>,
 }
 
 impl GatewaySettings {
@@ -76,6 +98,12 @@ impl GatewaySettings {
             prepare_timeout: self.prepare_timeout.or(file.prepare_timeout),
             commit_timeout: self.commit_timeout.or(file.commit_timeout),
             currency: self.currency.or(file.currency),
+            retention: self.retention.or(file.retention),
+            snapshot_every: self.snapshot_every.or(file.snapshot_every),
+            session_idle: self.session_idle.or(file.session_idle),
+            session_max_age: self.session_max_age.or(file.session_max_age),
+            login_failures_max: self.login_failures_max.or(file.login_failures_max),
+            login_lockout: self.login_lockout.or(file.login_lockout),
         }
     }
 }
@@ -90,6 +118,10 @@ pub struct GatewayConfig {
     pub prepare_timeout: Duration,
     pub commit_timeout: Duration,
     pub currency: String,
+    pub retention: Duration,
+    pub snapshot_every: u64,
+    pub sessions: coordinator::sessions::SessionPolicy,
+    pub login: coordinator::users::LoginPolicy,
 }
 
 impl GatewayConfig {
@@ -122,7 +154,56 @@ impl GatewayConfig {
         if currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_uppercase()) {
             bail!("--currency must be a three-letter code like INR, not {currency:?}");
         }
+        let positive =
+            |value: Option<Duration>, default: Duration, flag: &str| -> anyhow::Result<u64> {
+                let value = value.unwrap_or(default);
+                if value.is_zero() {
+                    bail!("{flag} must be positive");
+                }
+                Ok(value.as_millis() as u64)
+            };
+        let sessions = coordinator::sessions::SessionPolicy {
+            idle_ms: positive(
+                settings.session_idle,
+                Duration::from_secs(30 * 60),
+                "--session-idle",
+            )?,
+            absolute_ms: positive(
+                settings.session_max_age,
+                Duration::from_secs(12 * 3600),
+                "--session-max-age",
+            )?,
+            ..Default::default()
+        };
+        let login = coordinator::users::LoginPolicy {
+            failures_max: settings.login_failures_max.unwrap_or(5),
+            lockout_ms: positive(
+                settings.login_lockout,
+                Duration::from_secs(300),
+                "--login-lockout",
+            )?,
+            ..Default::default()
+        };
+        if login.failures_max == 0 {
+            bail!("--login-failures-max must be at least 1");
+        }
+        let snapshot_every = settings.snapshot_every.unwrap_or(100_000);
+        if snapshot_every == 0 {
+            bail!("--snapshot-every must be at least 1");
+        }
+        let retention = settings.retention.unwrap_or(Duration::from_millis(
+            coordinator::gateway::RETENTION_MS_DEFAULT,
+        ));
+        if retention < Duration::from_secs(86_400) {
+            bail!(
+                "--retention must be at least 1d: clients retry with the same txn id for that long"
+            );
+        }
         Ok(GatewayConfig {
+            retention,
+            snapshot_every,
+            sessions,
+            login,
             listen: settings.listen.context("--listen is required")?,
             data_dir: settings.data_dir.context("--data-dir is required")?,
             setup: settings.setup,
@@ -167,8 +248,10 @@ fn open_gateway(
         commit_timeout: config.commit_timeout,
         currency: config.currency.clone(),
         banks: config.banks.iter().map(|(name, _)| name.clone()).collect(),
-        login: Default::default(),
-        sessions: Default::default(),
+        login: config.login,
+        sessions: config.sessions,
+        snapshot_every: config.snapshot_every,
+        retention_ms: config.retention.as_millis() as u64,
     };
     let setup = config.setup.clone();
     let mut setup_error = None;
@@ -250,7 +333,7 @@ pub async fn run(
 }
 
 /// Retries phase 2 of decided transactions until every bank acknowledged,
-/// and stops the gateway if its log failed.
+/// takes checkpoints, and stops the gateway if its log failed.
 async fn resume_loop(gateway: Arc<Gateway<BankClients>>, stop: StopSwitch) {
     let mut tick = tokio::time::interval(RESUME_EVERY);
     loop {
@@ -262,6 +345,14 @@ async fn resume_loop(gateway: Arc<Gateway<BankClients>>, stop: StopSwitch) {
         }
         if let Err(error) = gateway.resume().await {
             tracing::error!(%error, "phase 2 retry failed");
+        }
+        let for_checkpoint = Arc::clone(&gateway);
+        if let Ok(Err(error)) =
+            tokio::task::spawn_blocking(move || for_checkpoint.checkpoint_if_due()).await
+        {
+            tracing::error!(%error, "checkpoint failed; stopping");
+            stop.pull(Stopped::StorageFailed);
+            return;
         }
     }
 }

@@ -32,7 +32,15 @@ pub struct GatewayOptions {
     pub banks: Vec<String>,
     pub login: LoginPolicy,
     pub sessions: SessionPolicy,
+    /// Snapshot the state and trim the decision log after this many records.
+    pub snapshot_every: u64,
+    /// Finished payments are kept (and their ids answer repeats) at least
+    /// this long; older ones are forgotten at the next snapshot.
+    pub retention_ms: u64,
 }
+
+/// Seven days, the default retention of finished payments.
+pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3_600_000;
 
 /// A user to create on the gateway's first start.
 #[derive(Clone)]
@@ -93,10 +101,14 @@ struct Entry {
     /// `None` for an id first heard of in a bank's GetDecision.
     payment: Option<Payment>,
     decision: Option<(Decision, String)>,
+    decided_at_ms: u64,
     ended: bool,
 }
 
 struct State {
+    /// LSN of the last record applied.
+    applied_lsn: Lsn,
+    last_snapshot_lsn: Lsn,
     users: HashMap<String, User>,
     lockout: Lockout,
     sessions: Sessions,
@@ -140,30 +152,40 @@ impl<P: Participant> Gateway<P> {
         entropy: Arc<dyn Entropy>,
         setup_users: impl FnOnce() -> Vec<SetupUser>,
     ) -> Result<Gateway<P>, GatewayOpenError> {
-        let wal = Wal::open_storage(storage, options.wal)?.wal;
+        let recovered = Wal::open_storage(storage, options.wal)?;
+        let wal = recovered.wal;
         let mut state = State {
+            applied_lsn: Lsn(0),
+            last_snapshot_lsn: Lsn(0),
             users: HashMap::new(),
             lockout: Lockout::new(options.login),
             sessions: Sessions::new(options.sessions),
             payments: HashMap::new(),
             waiters: HashMap::new(),
         };
-        let replayed = wal.replay(wal.first_lsn(), |record| {
+        if let Some(snapshot) = &recovered.snapshot {
+            restore(&mut state, &snapshot.payload)
+                .map_err(|error| GatewayOpenError::Replay(format!("snapshot: {error}")))?;
+            state.applied_lsn = snapshot.lsn;
+            state.last_snapshot_lsn = snapshot.lsn;
+        }
+        let from = state.applied_lsn.next().max(wal.first_lsn());
+        let replayed = wal.replay(from, |record| {
             let decoded = GatewayRecord::decode(record.kind, record.payload).map_err(|error| {
                 GatewayOpenError::Record {
                     lsn: record.lsn,
                     detail: error.to_string(),
                 }
             })?;
-            apply(&mut state, &decoded);
+            apply(&mut state, record.lsn, &decoded);
             Ok::<_, GatewayOpenError>(())
         });
-        let count = match replayed {
-            Ok(count) => count,
+        match replayed {
+            Ok(_) => {}
             Err(ReplayError::Visitor(error)) => return Err(error),
             Err(other) => return Err(GatewayOpenError::Replay(other.to_string())),
-        };
-        if count == 0 {
+        }
+        if state.applied_lsn == Lsn(0) {
             for user in setup_users() {
                 if !users::valid_username(&user.username)
                     || state.users.contains_key(&user.username)
@@ -179,8 +201,8 @@ impl<P: Participant> Gateway<P> {
                     bank: user.bank,
                     account: user.account,
                 };
-                wal.append(record.kind(), &record.encode())?;
-                apply(&mut state, &record);
+                let lsn = wal.append(record.kind(), &record.encode())?;
+                apply(&mut state, lsn, &record);
             }
         }
         let now = clock.now_ms();
@@ -197,8 +219,8 @@ impl<P: Participant> Gateway<P> {
                 reason: "gateway restarted before deciding".into(),
                 at_ms: now,
             };
-            wal.append(record.kind(), &record.encode())?;
-            apply(&mut state, &record);
+            let lsn = wal.append(record.kind(), &record.encode())?;
+            apply(&mut state, lsn, &record);
         }
         let dummy_hash = dummy_hash(&*entropy);
         Ok(Gateway {
@@ -224,7 +246,7 @@ impl<P: Participant> Gateway<P> {
     /// LSN to wait on (outside the lock) before answering.
     fn record(&self, state: &mut State, record: GatewayRecord) -> Result<Lsn, GatewayError> {
         let lsn = self.wal.enqueue(record.kind(), &record.encode())?;
-        apply(state, &record);
+        apply(state, lsn, &record);
         Ok(lsn)
     }
 
@@ -562,6 +584,170 @@ impl<P: Participant> Gateway<P> {
     pub fn poisoned(&self) -> Option<AppendError> {
         self.wal.poisoned()
     }
+
+    /// Snapshots the state and trims the decision log if `snapshot_every`
+    /// records were written since the last snapshot, forgetting finished
+    /// payments older than the retention. Blocking; returns whether it ran.
+    pub fn checkpoint_if_due(&self) -> Result<bool, wal::CheckpointError> {
+        let (lsn, image) = {
+            let mut state = self.lock();
+            if state.applied_lsn.0 < state.last_snapshot_lsn.0 + self.options.snapshot_every {
+                return Ok(false);
+            }
+            let cutoff = self
+                .clock
+                .now_ms()
+                .saturating_sub(self.options.retention_ms);
+            state.payments.retain(|_, entry| {
+                !(entry.ended || entry.payment.is_none()) || entry.decided_at_ms >= cutoff
+            });
+            (state.applied_lsn, snapshot(&state))
+        };
+        wal::block_on(self.wal.wait_durable(lsn))?;
+        self.wal.checkpoint_with_snapshot(lsn, &image)?;
+        self.lock().last_snapshot_lsn = lsn;
+        Ok(true)
+    }
+
+    /// How many payments (and ids) the gateway remembers.
+    pub fn remembered(&self) -> usize {
+        self.lock().payments.len()
+    }
+}
+
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// Users and payments; sessions and login failures are not kept.
+fn snapshot(state: &State) -> Vec<u8> {
+    let mut writer = wal::codec::Writer::default();
+    writer.u8(SNAPSHOT_VERSION).u64(state.users.len() as u64);
+    let mut users: Vec<&User> = state.users.values().collect();
+    users.sort_by(|left, right| left.username.cmp(&right.username));
+    for user in users {
+        writer
+            .str(&user.username)
+            .str(user.password_hash())
+            .str(&user.bank)
+            .str(&user.account);
+    }
+    let mut payments: Vec<(&TxnId, &Entry)> = state.payments.iter().collect();
+    payments.sort_by_key(|(txn, _)| **txn);
+    writer.u64(payments.len() as u64);
+    for (txn, entry) in payments {
+        writer.0.extend_from_slice(&txn.0);
+        match &entry.payment {
+            None => {
+                writer.u8(0);
+            }
+            Some(payment) => {
+                let request = &payment.request;
+                writer
+                    .u8(1)
+                    .str(&payment.user)
+                    .str(&request.from.bank)
+                    .str(&request.from.account)
+                    .str(&request.to.bank)
+                    .str(&request.to.account)
+                    .u64(request.amount.0)
+                    .str(&request.currency)
+                    .u64(payment.created_at_ms);
+            }
+        }
+        match &entry.decision {
+            None => writer.u8(0),
+            Some((Decision::Commit, reason)) => writer.u8(1).str(reason),
+            Some((Decision::Abort, reason)) => writer.u8(2).str(reason),
+        };
+        writer.u64(entry.decided_at_ms).u8(u8::from(entry.ended));
+    }
+    writer.0
+}
+
+fn restore(state: &mut State, bytes: &[u8]) -> Result<(), wal::codec::DecodeError> {
+    use wal::codec::{DecodeError, Reader};
+    let mut reader = Reader::new(bytes);
+    if reader.u8()? != SNAPSHOT_VERSION {
+        return Err(DecodeError("unsupported gateway snapshot version"));
+    }
+    let text = |reader: &mut Reader<'_>| reader.str().map(str::to_owned);
+    for _ in 0..reader.u64()? {
+        let user = User::new(
+            text(&mut reader)?,
+            text(&mut reader)?,
+            text(&mut reader)?,
+            text(&mut reader)?,
+        );
+        state.users.insert(user.username.clone(), user);
+    }
+    for _ in 0..reader.u64()? {
+        let txn = TxnId(reader.array16()?);
+        let payment = match reader.u8()? {
+            0 => None,
+            1 => {
+                let user = text(&mut reader)?;
+                let from = crate::payment::Endpoint {
+                    bank: text(&mut reader)?,
+                    account: text(&mut reader)?,
+                };
+                let to = crate::payment::Endpoint {
+                    bank: text(&mut reader)?,
+                    account: text(&mut reader)?,
+                };
+                let amount = crate::payment::Amount(reader.u64()?);
+                let currency = text(&mut reader)?;
+                let created_at_ms = reader.u64()?;
+                Some(Payment {
+                    request: PaymentRequest {
+                        txn,
+                        from,
+                        to,
+                        amount,
+                        currency,
+                    },
+                    user,
+                    status: Status::Initiated,
+                    reason: String::new(),
+                    created_at_ms,
+                    ended: false,
+                    replayed: false,
+                })
+            }
+            _ => return Err(DecodeError("bad payment flag")),
+        };
+        let decision = match reader.u8()? {
+            0 => None,
+            1 => Some((Decision::Commit, text(&mut reader)?)),
+            2 => Some((Decision::Abort, text(&mut reader)?)),
+            _ => return Err(DecodeError("bad decision")),
+        };
+        let decided_at_ms = reader.u64()?;
+        let ended = match reader.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(DecodeError("bad ended flag")),
+        };
+        let payment = payment.map(|mut payment| {
+            if let Some((decision, reason)) = &decision {
+                payment.status = match decision {
+                    Decision::Commit => Status::Committed,
+                    Decision::Abort => Status::Aborted,
+                };
+                payment.reason = reason.clone();
+            }
+            payment.ended = ended;
+            payment
+        });
+        state.payments.insert(
+            txn,
+            Entry {
+                payment,
+                decision,
+                decided_at_ms,
+                ended,
+            },
+        );
+    }
+    reader.finish()
 }
 
 /// Resolves once a txn is decided.
@@ -642,8 +828,11 @@ fn legs_per_bank(request: &PaymentRequest) -> Vec<(String, Vec<Leg>)> {
     }
 }
 
-/// Applies a record to the in-memory state (live and on replay alike).
-fn apply(state: &mut State, record: &GatewayRecord) {
+/// Applies the record written at `lsn` to the in-memory state (live and on
+/// replay alike).
+fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
+    assert!(lsn > state.applied_lsn, "records apply in log order");
+    state.applied_lsn = lsn;
     match record {
         GatewayRecord::UserRegistered {
             username,
@@ -680,6 +869,7 @@ fn apply(state: &mut State, record: &GatewayRecord) {
                 Entry {
                     payment: Some(payment),
                     decision: None,
+                    decided_at_ms: 0,
                     ended: false,
                 },
             );
@@ -688,13 +878,15 @@ fn apply(state: &mut State, record: &GatewayRecord) {
             txn,
             commit,
             reason,
-            ..
+            at_ms,
         } => {
             let entry = state.payments.entry(*txn).or_insert(Entry {
                 payment: None,
                 decision: None,
+                decided_at_ms: 0,
                 ended: false,
             });
+            entry.decided_at_ms = *at_ms;
             let decision = if *commit {
                 Decision::Commit
             } else {

@@ -199,6 +199,8 @@ fn options() -> GatewayOptions {
         banks: vec!["bank_a".into(), "bank_b".into()],
         login: Default::default(),
         sessions: Default::default(),
+        snapshot_every: 1_000_000,
+        retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
     }
 }
 
@@ -509,4 +511,51 @@ fn a_crash_after_each_decision_log_record_recovers_to_all_or_nothing_at_both_ban
             }
         }
     }
+}
+
+#[test]
+fn checkpoints_keep_users_and_recent_payments_and_forget_old_finished_ones() {
+    let storage = SimStorage::new();
+    let clock = Arc::new(TestClock(AtomicU64::new(1_000)));
+    let options = GatewayOptions {
+        snapshot_every: 3,
+        retention_ms: 10_000,
+        ..options()
+    };
+    let open_at = |storage: &SimStorage| {
+        Gateway::open(
+            Arc::new(storage.clone()),
+            options.clone(),
+            Banks::default(),
+            clock.clone(),
+            Arc::new(TestEntropy(AtomicU64::new(7))),
+            setup_users,
+        )
+        .unwrap()
+    };
+    let gateway = open_at(&storage);
+    block_on(gateway.pay("alice", payment(1, "bank_b", "456", 5))).unwrap();
+    assert!(
+        gateway.checkpoint_if_due().unwrap(),
+        "6 records since the start"
+    );
+    clock.0.store(20_000, Ordering::SeqCst);
+    block_on(gateway.pay("alice", payment(2, "bank_b", "456", 5))).unwrap();
+    assert!(gateway.checkpoint_if_due().unwrap());
+    assert_eq!(
+        gateway.remembered(),
+        1,
+        "payment 1 finished 19 s ago: forgotten"
+    );
+    block_on(gateway.pay("alice", payment(3, "bank_b", "456", 5))).unwrap();
+    drop(gateway);
+    let recovered = open_at(&storage.crash());
+    assert_eq!(recovered.remembered(), 2, "snapshot (2) + replayed (3)");
+    let stored = block_on(recovered.pay("alice", payment(2, "bank_b", "456", 5))).unwrap();
+    assert_eq!((stored.status, stored.replayed), (Status::Committed, true));
+    assert!(
+        recovered.login("bob", "hunter22").is_ok(),
+        "users survive in the snapshot"
+    );
+    assert!(recovered.payment("alice", txn(3)).unwrap().ended);
 }
