@@ -7,9 +7,8 @@ mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use common::{Process, SETUP, Scratch, bank_args, bank_client, leg, txn_id};
+use common::{Process, SETUP, Scratch, bank_args, bank_client, leg, txn_id, wait_until};
 use minipay::tls::{Role, TlsDir, require_role};
 use minipay_proto::v1::{self as proto, Direction};
 use tonic::transport::Server;
@@ -51,21 +50,6 @@ async fn start_stand_in(scratch: &Scratch, gateway: StandInGateway) -> std::net:
         ));
     tokio::spawn(server.serve_with_incoming(TcpIncoming::from(listener)));
     address
-}
-
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !condition().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

@@ -8,20 +8,12 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use common::{Process, SETUP, Scratch, bank_args, channel, txn_id};
+use common::{Process, SETUP, Scratch, authorized, bank_args, channel, gateway_args, txn_id};
 use minipay_proto::v1::{self as proto, PaymentStatus};
 use tonic::Code;
 use tonic::transport::Channel;
 
 type Client = proto::gateway_client::GatewayClient<Channel>;
-
-fn authorized<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    request
-}
 
 async fn login(client: &mut Client, username: &str, password: &str) -> String {
     client
@@ -78,6 +70,8 @@ fn start_cluster(scratch: &Scratch) -> Cluster {
         &gateway_args(
             scratch,
             &[("bank_a", bank_a.address), ("bank_b", bank_b.address)],
+            "2s",
+            "2s",
         ),
         &scratch.dir.path().join("gateway.log"),
     );
@@ -85,27 +79,6 @@ fn start_cluster(scratch: &Scratch) -> Cluster {
         _banks: vec![bank_a, bank_b],
         gateway,
     }
-}
-
-fn gateway_args(scratch: &Scratch, banks: &[(&str, SocketAddr)]) -> Vec<String> {
-    let mut args = vec![
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        scratch.data("gateway").display().to_string(),
-        "--setup".into(),
-        scratch.setup().display().to_string(),
-        "--tls-dir".into(),
-        scratch.tls().display().to_string(),
-        "--prepare-timeout".into(),
-        "2s".into(),
-        "--commit-timeout".into(),
-        "2s".into(),
-    ];
-    for (name, address) in banks {
-        args.extend(["--bank".into(), format!("{name}=https://{address}")]);
-    }
-    args
 }
 
 async fn client(tls: &Path, address: SocketAddr) -> Client {

@@ -8,46 +8,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Process, SETUP, Scratch, bank_args, bank_client, channel, txn_id};
+use common::{
+    Process, SETUP, Scratch, authorized, bank_args, bank_client, channel, gateway_args, txn_id,
+    wait_until,
+};
 use minipay_proto::v1::{self as proto, PaymentStatus};
 use tonic::transport::Channel;
 
 type Client = proto::gateway_client::GatewayClient<Channel>;
-
-fn authorized<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    request
-}
-
-fn gateway_args(
-    scratch: &Scratch,
-    banks: &[(&str, SocketAddr)],
-    prepare_timeout: &str,
-) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        scratch.data("gateway").display().to_string(),
-        "--setup".into(),
-        scratch.setup().display().to_string(),
-        "--tls-dir".into(),
-        scratch.tls().display().to_string(),
-        "--prepare-timeout".into(),
-        prepare_timeout.into(),
-        "--commit-timeout".into(),
-        "1s".into(),
-    ];
-    for (name, address) in banks {
-        args.extend(["--bank".into(), format!("{name}=https://{address}")]);
-    }
-    args
-}
 
 /// A bank restarted on the port it had, so the gateway's URL stays valid.
 fn restart_bank(scratch: &Scratch, name: &str, address: SocketAddr) -> Process {
@@ -59,21 +29,6 @@ fn restart_bank(scratch: &Scratch, name: &str, address: SocketAddr) -> Process {
         &args,
         &scratch.dir.path().join(format!("{name}.log")),
     )
-}
-
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !condition().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn account(scratch: &Scratch, bank: SocketAddr, number: &str) -> (u64, u64) {
@@ -141,6 +96,7 @@ async fn start(scratch: &Scratch, prepare_timeout: &str) -> Cluster {
         scratch,
         &[("bank_a", bank_a.address), ("bank_b", bank_b.address)],
         prepare_timeout,
+        "1s",
     );
     let gateway = Process::start(
         env!("CARGO_BIN_EXE_gateway"),
@@ -274,6 +230,7 @@ async fn the_gateway_killed_after_its_decision_completes_phase_2_after_restart()
         &scratch,
         &[("bank_a", a_address), ("bank_b", b_address)],
         "10s",
+        "1s",
     );
     let gateway = Process::start(
         env!("CARGO_BIN_EXE_gateway"),

@@ -115,3 +115,36 @@ where
     }
     Ok(stop.reason())
 }
+
+/// Reads settings from a TOML file (kebab-case keys, unknown keys refused).
+pub fn read_settings<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parse {}", path.display()))
+}
+
+/// Runs a server to completion on a multi-threaded runtime and turns how it
+/// ended into the process exit code: 0 after SIGTERM, 3 after a storage
+/// failure, 1 (with the error on stderr) if it could not run.
+pub fn run_server(
+    what: &str,
+    server: impl FnOnce() -> anyhow::Result<
+        std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Stopped>>>>,
+    >,
+) -> std::process::ExitCode {
+    let outcome = server().and_then(|future| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(future)
+    });
+    match outcome {
+        Ok(Stopped::Shutdown) => std::process::ExitCode::SUCCESS,
+        Ok(Stopped::StorageFailed) => std::process::ExitCode::from(3),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            tracing::error!("{what} failed: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -127,3 +127,55 @@ pub fn leg(account: &str, direction: proto::Direction, amount: u64) -> proto::Le
         amount,
     }
 }
+
+/// A request carrying `authorization: Bearer <key>`.
+pub fn authorized<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+/// Polls `condition` until it holds (a generous bound fails the test).
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !condition().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Flags for a gateway over `banks`, with the given phase deadlines.
+pub fn gateway_args(
+    scratch: &Scratch,
+    banks: &[(&str, SocketAddr)],
+    prepare_timeout: &str,
+    commit_timeout: &str,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        scratch.data("gateway").display().to_string(),
+        "--setup".into(),
+        scratch.setup().display().to_string(),
+        "--tls-dir".into(),
+        scratch.tls().display().to_string(),
+        "--prepare-timeout".into(),
+        prepare_timeout.into(),
+        "--commit-timeout".into(),
+        commit_timeout.into(),
+    ];
+    for (name, address) in banks {
+        args.extend(["--bank".into(), format!("{name}=https://{address}")]);
+    }
+    args
+}

@@ -395,15 +395,7 @@ impl Shared {
         kind: RecordKind,
         payload: &[u8],
     ) -> Result<Lsn, AppendError> {
-        self.check_payload(kind, payload)?;
-        let mut state = self.lock();
-        let lsn = loop {
-            match self.enqueue(&mut state, kind, payload, false) {
-                Ok(lsn) => break lsn,
-                Err(EnqueueError::Refused(error)) => return Err(error),
-                Err(EnqueueError::Full) => state = self.sleep(state, 0),
-            }
-        };
+        let (mut state, lsn) = self.enqueue_when_space(kind, payload, false)?;
         let mut spin_until = None;
         loop {
             if state.durable_lsn >= lsn.0 {
@@ -441,14 +433,23 @@ impl Shared {
         kind: RecordKind,
         payload: &[u8],
     ) -> Result<Lsn, AppendError> {
+        let (state, lsn) = self.enqueue_when_space(kind, payload, true)?;
+        self.wake_flusher(&state);
+        Ok(lsn)
+    }
+
+    /// Enqueues, parking while the pending batch is full (backpressure).
+    fn enqueue_when_space(
+        &self,
+        kind: RecordKind,
+        payload: &[u8],
+        is_async: bool,
+    ) -> Result<(MutexGuard<'_, State>, Lsn), AppendError> {
         self.check_payload(kind, payload)?;
         let mut state = self.lock();
         loop {
-            match self.enqueue(&mut state, kind, payload, true) {
-                Ok(lsn) => {
-                    self.wake_flusher(&state);
-                    return Ok(lsn);
-                }
+            match self.enqueue(&mut state, kind, payload, is_async) {
+                Ok(lsn) => return Ok((state, lsn)),
                 Err(EnqueueError::Refused(error)) => return Err(error),
                 Err(EnqueueError::Full) => state = self.sleep(state, 0),
             }

@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use minipay::gateway_node::{self, GatewayConfig, GatewaySettings};
-use minipay::process::{LogFormat, Stopped, init_logging, terminated};
+use minipay::process::{LogFormat, init_logging, read_settings, run_server, terminated};
 
 #[derive(Parser)]
 #[command(
@@ -27,32 +26,12 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match run(cli) {
-        Ok(Stopped::Shutdown) => ExitCode::SUCCESS,
-        Ok(Stopped::StorageFailed) => ExitCode::from(3),
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            tracing::error!("gateway failed: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(cli: Cli) -> anyhow::Result<Stopped> {
-    let settings = match &cli.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("read {}", path.display()))?;
-            let file: GatewaySettings =
-                toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
-            cli.settings.or(file)
-        }
-        None => cli.settings,
-    };
-    let config = GatewayConfig::from_settings(settings)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
-    runtime.block_on(gateway_node::run(config, None, terminated()))
+    run_server("gateway", || {
+        let settings = match &cli.config {
+            Some(path) => cli.settings.or(read_settings(path)?),
+            None => cli.settings,
+        };
+        let config = GatewayConfig::from_settings(settings)?;
+        Ok(Box::pin(gateway_node::run(config, None, terminated())))
+    })
 }
