@@ -534,3 +534,37 @@ fn the_gateway_reads_a_toml_config_and_refuses_bad_configuration_at_start() {
         );
     }
 }
+
+#[tokio::test]
+async fn minipay_bank_and_minipay_gateway_run_the_same_servers_as_the_binaries() {
+    let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
+    let minipay = env!("CARGO_BIN_EXE_minipay");
+    let with = |command: &str, args: Vec<String>| -> Vec<String> {
+        std::iter::once(command.to_owned()).chain(args).collect()
+    };
+    let bank_a = Process::start(
+        minipay,
+        &with("bank", bank_args(&scratch, "bank_a", None)),
+        &scratch.dir.path().join("a.log"),
+    );
+    let bank_b = Process::start(
+        minipay,
+        &with("bank", bank_args(&scratch, "bank_b", None)),
+        &scratch.dir.path().join("b.log"),
+    );
+    let banks = [("bank_a", bank_a.address), ("bank_b", bank_b.address)];
+    let gateway = Process::start(
+        minipay,
+        &with("gateway", gateway_args(&scratch, &banks, "2s", "2s")),
+        &scratch.dir.path().join("g.log"),
+    );
+    let mut client = client(&scratch.tls(), gateway.address).await;
+    let alice = login(&mut client, "alice", "pass123").await;
+    let paid = client
+        .pay(authorized(pay(1, "bank_b", "789", 100), &alice))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paid.status, PaymentStatus::Committed as i32);
+    assert_eq!(balance(&mut client, &alice).await, (99_900, 99_900));
+}

@@ -369,3 +369,28 @@ impl InDoubtResolver {
         }
     }
 }
+
+/// The `bank` command line (also `minipay bank`).
+#[derive(Debug, clap::Args)]
+pub struct BankCommand {
+    #[command(flatten)]
+    pub settings: BankSettings,
+    /// A TOML file with the same keys as the flags (kebab-case); flags win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = crate::process::LogFormat::Text)]
+    pub log_format: crate::process::LogFormat,
+}
+
+/// Runs a bank process to completion; its exit code.
+pub fn main(command: BankCommand) -> std::process::ExitCode {
+    crate::process::init_logging(command.log_format);
+    crate::process::run_server("bank", || {
+        let settings = match &command.config {
+            Some(path) => command.settings.or(crate::process::read_settings(path)?),
+            None => command.settings,
+        };
+        let config = BankConfig::from_settings(settings)?;
+        Ok(Box::pin(run(config, None, crate::process::terminated())))
+    })
+}

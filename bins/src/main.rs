@@ -21,6 +21,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a bank server (the same as the `bank` binary).
+    Bank(minipay::bank_node::BankCommand),
+    /// Run the payment gateway (the same as the `gateway` binary).
+    Gateway(minipay::gateway_node::GatewayCommand),
+    #[command(flatten)]
+    Tool(ToolCommand),
+}
+
+/// Commands that run and exit.
+#[derive(Subcommand)]
+enum ToolCommand {
     /// Inspect, verify, repair or benchmark a write-ahead log.
     #[command(subcommand)]
     Wal(WalCommand),
@@ -106,7 +117,11 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let tool = match Cli::parse().command {
+        Command::Bank(command) => return minipay::bank_node::main(command),
+        Command::Gateway(command) => return minipay::gateway_node::main(command),
+        Command::Tool(tool) => tool,
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -114,7 +129,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    match run(cli) {
+    match run(tool) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -123,20 +138,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Certs { out, banks } => {
+fn run(tool: ToolCommand) -> anyhow::Result<()> {
+    match tool {
+        ToolCommand::Certs { out, banks } => {
             for file in minipay::certs::generate(&out, &banks)? {
                 println!("{file}");
             }
             Ok(())
         }
-        Command::Wal(WalCommand::Dump { dir, json }) => wal_tools::dump(&dir, json),
-        Command::Wal(WalCommand::Verify { dir, repair }) => {
+        ToolCommand::Wal(WalCommand::Dump { dir, json }) => wal_tools::dump(&dir, json),
+        ToolCommand::Wal(WalCommand::Verify { dir, repair }) => {
             println!("{}", wal_tools::verify(&dir, repair)?);
             Ok(())
         }
-        Command::Wal(WalCommand::Disk { dir, size, threads }) => {
+        ToolCommand::Wal(WalCommand::Disk { dir, size, threads }) => {
             let raw = wal_tools::raw_disk(&dir, size, threads)?;
             println!(
                 "raw disk: {threads} threads x (pwrite {size} B + fdatasync): {:.0} syncs/s, {:.1} MB/s, p50 {:.0} us",
@@ -146,7 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Wal(WalCommand::Bench(args)) => {
+        ToolCommand::Wal(WalCommand::Bench(args)) => {
             let config = BenchConfig {
                 dir: args.dir,
                 writers: args.writers,

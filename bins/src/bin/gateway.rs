@@ -1,11 +1,7 @@
 //! `gateway`: the payment gateway server. See `gateway --help` and README.md.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-
 use clap::Parser;
-use minipay::gateway_node::{self, GatewayConfig, GatewaySettings};
-use minipay::process::{LogFormat, init_logging, read_settings, run_server, terminated};
+use minipay::gateway_node::{self, GatewayCommand};
 
 #[derive(Parser)]
 #[command(
@@ -15,23 +11,9 @@ use minipay::process::{LogFormat, init_logging, read_settings, run_server, termi
 )]
 struct Cli {
     #[command(flatten)]
-    settings: GatewaySettings,
-    /// A TOML file with the same keys as the flags (kebab-case; `banks` is a list); flags win.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    command: GatewayCommand,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.log_format);
-    run_server("gateway", || {
-        let settings = match &cli.config {
-            Some(path) => cli.settings.or(read_settings(path)?),
-            None => cli.settings,
-        };
-        let config = GatewayConfig::from_settings(settings)?;
-        Ok(Box::pin(gateway_node::run(config, None, terminated())))
-    })
+fn main() -> std::process::ExitCode {
+    gateway_node::main(Cli::parse().command)
 }
