@@ -133,6 +133,24 @@ pub struct GatewayService {
     /// How long a repeated in-flight txn id waits for its outcome.
     outcome_wait: Duration,
     on_storage_failure: Arc<dyn Fn() + Send + Sync>,
+    /// Usernames being registered right now: a second concurrent Register of
+    /// the same name is refused before it opens a bank account.
+    registering: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Holds a username reservation; releases it when dropped.
+struct Reservation {
+    names: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    name: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.names
+            .lock()
+            .expect("reservations lock")
+            .remove(&self.name);
+    }
 }
 
 impl GatewayService {
@@ -150,6 +168,7 @@ impl GatewayService {
             currency,
             outcome_wait,
             on_storage_failure,
+            registering: Arc::default(),
         }
     }
 
@@ -226,11 +245,21 @@ impl proto::gateway_server::Gateway for GatewayService {
         if !coordinator::users::valid_password(&request.password) {
             return Err(Status::invalid_argument("password must be 6 to 128 bytes"));
         }
+        let taken = || Status::already_exists(format!("username {:?} is taken", request.username));
+        let reserved = self
+            .registering
+            .lock()
+            .expect("reservations lock")
+            .insert(request.username.clone());
+        if !reserved {
+            return Err(taken());
+        }
+        let _reservation = Reservation {
+            names: Arc::clone(&self.registering),
+            name: request.username.clone(),
+        };
         if self.gateway.user_account(&request.username).is_some() {
-            return Err(Status::already_exists(format!(
-                "username {:?} is taken",
-                request.username
-            )));
+            return Err(taken());
         }
         let mut bank = self
             .banks

@@ -609,6 +609,11 @@ impl<P: Participant> Gateway<P> {
         Ok(true)
     }
 
+    /// How many repeated requests are waiting on the in-flight `txn`.
+    pub fn waiting_on(&self, txn: TxnId) -> usize {
+        self.lock().waiters.get(&txn).map_or(0, Vec::len)
+    }
+
     /// How many payments (and ids) the gateway remembers.
     pub fn remembered(&self) -> usize {
         self.lock().payments.len()

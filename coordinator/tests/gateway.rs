@@ -559,3 +559,102 @@ fn checkpoints_keep_users_and_recent_payments_and_forget_old_finished_ones() {
     );
     assert!(recovered.payment("alice", txn(3)).unwrap().ended);
 }
+
+/// Banks whose prepares wait until the test releases them.
+#[derive(Clone)]
+struct GatedBanks {
+    inner: Banks,
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    entered: Arc<(Mutex<u32>, std::sync::Condvar)>,
+}
+
+impl Participant for GatedBanks {
+    fn prepare<'a>(
+        &'a self,
+        bank: &'a str,
+        txn: TxnId,
+        legs: Vec<Leg>,
+        timeout: Duration,
+    ) -> CallFuture<'a, Vote> {
+        {
+            let (count, changed) = &*self.entered;
+            *count.lock().unwrap() += 1;
+            changed.notify_all();
+        }
+        let (open, changed) = &*self.gate;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = changed.wait(open).unwrap();
+        }
+        self.inner.prepare(bank, txn, legs, timeout)
+    }
+
+    fn commit<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()> {
+        self.inner.commit(bank, txn, timeout)
+    }
+
+    fn abort<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()> {
+        self.inner.abort(bank, txn, timeout)
+    }
+}
+
+#[test]
+fn a_repeat_of_an_in_flight_txn_id_waits_for_its_outcome_and_never_starts_a_second_2pc() {
+    let banks = GatedBanks {
+        inner: Banks::default(),
+        gate: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
+        entered: Arc::new((Mutex::new(0), std::sync::Condvar::new())),
+    };
+    let gateway = Arc::new(
+        Gateway::open(
+            Arc::new(SimStorage::new()),
+            options(),
+            banks.clone(),
+            Arc::new(TestClock(AtomicU64::new(1_000))),
+            Arc::new(TestEntropy(AtomicU64::new(7))),
+            setup_users,
+        )
+        .unwrap(),
+    );
+    let first = {
+        let gateway = Arc::clone(&gateway);
+        std::thread::spawn(move || {
+            block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500)))
+        })
+    };
+    // Wait until the first request is inside its prepare phase.
+    {
+        let (count, changed) = &*banks.entered;
+        let mut count = count.lock().unwrap();
+        while *count == 0 {
+            count = changed.wait(count).unwrap();
+        }
+    }
+    let repeat = {
+        let gateway = Arc::clone(&gateway);
+        std::thread::spawn(move || {
+            block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500)))
+        })
+    };
+    assert_eq!(gateway.current(txn(1)).unwrap().status, Status::Initiated);
+    // The repeat parks on the outcome (a waker is registered) before the
+    // first request is allowed to finish.
+    while gateway.waiting_on(txn(1)) == 0 {
+        std::thread::yield_now();
+    }
+    {
+        let (open, changed) = &*banks.gate;
+        *open.lock().unwrap() = true;
+        changed.notify_all();
+    }
+    let first = first.join().unwrap().unwrap();
+    let repeat = repeat.join().unwrap().unwrap();
+    assert_eq!((first.status, first.replayed), (Status::Committed, false));
+    assert_eq!((repeat.status, repeat.replayed), (Status::Committed, true));
+    // Two prepares (one per bank) for the first request only.
+    assert_eq!(*banks.entered.0.lock().unwrap(), 2);
+    assert_eq!(
+        banks.inner.state("bank_b", txn(1)),
+        Some(BankTxn::Committed)
+    );
+}
