@@ -8,6 +8,8 @@ pub mod bank_clients;
 pub mod bank_node;
 pub mod bank_service;
 pub mod certs;
+pub mod client;
+pub mod client_queue;
 pub mod cluster;
 pub mod gateway_node;
 pub mod gateway_service;

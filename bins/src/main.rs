@@ -1,5 +1,6 @@
-//! `minipay`: the command-line tool. Today: WAL inspection, verification,
-//! repair and benchmarking. The client commands come with the client issue.
+//! `minipay`: the command-line tool: the client (register, login, pay with
+//! an offline queue, …), the servers (`minipay bank`, `minipay gateway`),
+//! certificates, and WAL inspection, repair and benchmarking.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,8 @@ use wal::SyncPolicy;
     about = "A miniature payment system: banks, a 2PC gateway and clients over one write-ahead log"
 )]
 struct Cli {
+    #[command(flatten)]
+    client: minipay::client::ClientOptions,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,6 +30,8 @@ enum Command {
     Gateway(minipay::gateway_node::GatewayCommand),
     #[command(flatten)]
     Tool(ToolCommand),
+    #[command(flatten)]
+    Client(minipay::client::ClientCommand),
 }
 
 /// Commands that run and exit.
@@ -117,9 +122,11 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
-    let tool = match Cli::parse().command {
+    let cli = Cli::parse();
+    let tool = match cli.command {
         Command::Bank(command) => return minipay::bank_node::main(command),
         Command::Gateway(command) => return minipay::gateway_node::main(command),
+        Command::Client(command) => return client_main(cli.client, command),
         Command::Tool(tool) => tool,
     };
     tracing_subscriber::fmt()
@@ -130,6 +137,24 @@ fn main() -> ExitCode {
         )
         .init();
     match run(tool) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client_main(
+    options: minipay::client::ClientOptions,
+    command: minipay::client::ClientCommand,
+) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(minipay::client::run(options, command)));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -1,0 +1,611 @@
+//! The `minipay` client commands: register, login, logout, balance, pay,
+//! status, history, queue, sync. A profile directory holds the session
+//! (mode 0600) and the persistent payment queue ([`crate::client_queue`]).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ledger::Amount;
+use minipay_proto::v1 as proto;
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::client_queue::{Outcome, PaymentQueue, QueuedPayment};
+use crate::tls::TlsDir;
+
+/// How long one call to the gateway may take before the client treats it
+/// as unreachable (longer than a payment's prepare + commit deadlines).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClientOptions {
+    /// The gateway's URL (remembered from the last login).
+    #[arg(long, global = true)]
+    pub gateway: Option<String>,
+    /// Directory with ca.pem and client.pem/.key (remembered from the last login).
+    #[arg(long, global = true)]
+    pub tls_dir: Option<PathBuf>,
+    /// Profile directory: session and payment queue (default ~/.config/minipay).
+    #[arg(long, global = true)]
+    pub profile: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Create a user and an account at a bank.
+    Register {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        bank: String,
+        /// Opening balance in major units, e.g. 1000 or 12.50.
+        #[arg(long, default_value = "0")]
+        initial_balance: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log in; the session is stored in the profile (mode 0600).
+    Login {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// End the session.
+    Logout,
+    /// Show the balance of your account.
+    Balance,
+    /// Pay someone: queued durably first, then sent.
+    Pay {
+        /// Destination as BANK/ACCOUNT, e.g. bank_b/456.
+        #[arg(long)]
+        to: String,
+        /// Amount in major units, e.g. 12.50.
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        /// Use this transaction id instead of a new random one.
+        #[arg(long)]
+        txn_id: Option<String>,
+        /// If the gateway is unreachable, keep retrying until an outcome arrives.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Ask the gateway about one payment.
+    Status { txn_id: String },
+    /// This profile's payments and their outcomes.
+    History,
+    /// Payments still waiting for an outcome.
+    Queue,
+    /// Send queued payments; with --watch, retry with backoff until all have an outcome.
+    Sync {
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        retry: RetryOptions,
+    },
+}
+
+/// Exponential backoff between resends.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct RetryOptions {
+    /// First wait between attempts.
+    #[arg(long, default_value = "5s", value_parser = crate::bank_node::parse_duration)]
+    pub retry_initial: Duration,
+    /// Longest wait between attempts.
+    #[arg(long, default_value = "60s", value_parser = crate::bank_node::parse_duration)]
+    pub retry_max: Duration,
+}
+
+/// What the profile remembers between commands.
+#[derive(Clone, Serialize, Deserialize)]
+struct Session {
+    gateway: String,
+    tls_dir: PathBuf,
+    username: String,
+    session_key: String,
+    expires_at_ms: u64,
+}
+
+struct Profile {
+    dir: PathBuf,
+}
+
+impl Profile {
+    fn new(options: &ClientOptions) -> anyhow::Result<Profile> {
+        let dir = match &options.profile {
+            Some(dir) => dir.clone(),
+            None => {
+                let home =
+                    std::env::var_os("HOME").context("HOME is not set; pass --profile DIR")?;
+                PathBuf::from(home).join(".config").join("minipay")
+            }
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("create profile {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Profile { dir })
+    }
+
+    fn session_path(&self) -> PathBuf {
+        self.dir.join("session.json")
+    }
+
+    fn session(&self) -> anyhow::Result<Option<Session>> {
+        match std::fs::read(self.session_path()) {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).context("read the stored session")?,
+            )),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error).context("read the stored session"),
+        }
+    }
+
+    /// Writes the session atomically with mode 0600.
+    fn store(&self, session: &Session) -> anyhow::Result<()> {
+        let temp = self.dir.join("session.json.tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .context("write the session")?;
+        file.write_all(&serde_json::to_vec(session)?)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, self.session_path()).context("store the session")?;
+        Ok(())
+    }
+
+    fn forget(&self) -> anyhow::Result<()> {
+        match std::fs::remove_file(self.session_path()) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn queue(&self) -> anyhow::Result<PaymentQueue> {
+        PaymentQueue::open(&self.dir.join("queue"))
+    }
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    let password = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("read the password from stdin")?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    } else {
+        rpassword::prompt_password("Password: ").context("read the password")?
+    };
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(password)
+}
+
+async fn connect(
+    gateway: &str,
+    tls_dir: &Path,
+) -> anyhow::Result<proto::gateway_client::GatewayClient<Channel>> {
+    let tls = TlsDir::new(tls_dir).client("client")?;
+    let channel = Endpoint::from_shared(gateway.to_owned())
+        .with_context(|| format!("bad gateway URL {gateway:?}"))?
+        .tls_config(tls)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .connect_lazy();
+    Ok(proto::gateway_client::GatewayClient::new(channel))
+}
+
+fn authorized<T>(message: T, session: &Session) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", session.session_key).parse()?,
+    );
+    Ok(request)
+}
+
+/// Whether a failed call means "could not reach the gateway" (retry later)
+/// rather than a refusal.
+fn unreachable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
+    )
+}
+
+fn refusal(status: &tonic::Status) -> anyhow::Error {
+    match status.code() {
+        Code::Unauthenticated => anyhow::anyhow!(
+            "{} (`minipay login --username NAME`; queued payments keep their transaction ids)",
+            status.message()
+        ),
+        code => anyhow::anyhow!(
+            "{} ({})",
+            status.message(),
+            crate::request_log::code_name(code)
+        ),
+    }
+}
+
+fn money(amount: u64, currency: &str) -> String {
+    format!("{} {currency}", Amount(amount))
+}
+
+fn require_session(profile: &Profile) -> anyhow::Result<Session> {
+    profile
+        .session()?
+        .context("not logged in: run `minipay login --username NAME` first")
+}
+
+/// Runs a client command; prints what happened. Errors carry the message a
+/// user needs; the caller exits non-zero.
+pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Result<()> {
+    let profile = Profile::new(&options)?;
+    let remembered = profile.session()?;
+    let gateway = options
+        .gateway
+        .clone()
+        .or_else(|| remembered.as_ref().map(|session| session.gateway.clone()))
+        .unwrap_or_else(|| "https://127.0.0.1:7000".to_owned());
+    let tls_dir = options
+        .tls_dir
+        .clone()
+        .or_else(|| remembered.as_ref().map(|session| session.tls_dir.clone()))
+        .context("--tls-dir is required (the directory with ca.pem and client.pem/.key)")?;
+    crate::tls::install_crypto_provider();
+    match command {
+        ClientCommand::Register {
+            username,
+            bank,
+            initial_balance,
+            password_stdin,
+        } => {
+            let initial_balance =
+                Amount::parse_major(&initial_balance).context("--initial-balance")?;
+            let password = read_password(password_stdin)?;
+            let mut client = connect(&gateway, &tls_dir).await?;
+            let request = proto::RegisterRequest {
+                username: username.clone(),
+                password,
+                bank,
+                initial_balance: initial_balance.0,
+            };
+            let registered = client
+                .register(request)
+                .await
+                .map_err(|status| refusal(&status))?
+                .into_inner();
+            println!(
+                "registered {username}: account {}/{}",
+                registered.bank, registered.account_no
+            );
+        }
+        ClientCommand::Login {
+            username,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin)?;
+            let mut client = connect(&gateway, &tls_dir).await?;
+            let request = proto::LoginRequest {
+                username: username.clone(),
+                password,
+            };
+            let session = client
+                .login(request)
+                .await
+                .map_err(|status| refusal(&status))?
+                .into_inner();
+            profile.store(&Session {
+                gateway,
+                tls_dir: tls_dir.canonicalize().unwrap_or(tls_dir),
+                username: username.clone(),
+                session_key: session.session_key,
+                expires_at_ms: session.expires_at_ms,
+            })?;
+            println!("logged in as {username}");
+        }
+        ClientCommand::Logout => {
+            if let Some(session) = remembered {
+                let mut client = connect(&gateway, &tls_dir).await?;
+                if let Err(status) = client
+                    .logout(authorized(proto::LogoutRequest {}, &session)?)
+                    .await
+                    && status.code() != Code::Unauthenticated
+                {
+                    return Err(refusal(&status));
+                }
+            }
+            profile.forget()?;
+            println!("logged out");
+        }
+        ClientCommand::Balance => {
+            let session = require_session(&profile)?;
+            let mut client = connect(&gateway, &tls_dir).await?;
+            let balance = client
+                .get_balance(authorized(proto::GetBalanceRequest {}, &session)?)
+                .await
+                .map_err(|status| refusal(&status))?
+                .into_inner();
+            println!(
+                "{}/{}: {} (available {})",
+                balance.bank,
+                balance.account_no,
+                money(balance.balance, &balance.currency),
+                money(balance.available, &balance.currency)
+            );
+        }
+        ClientCommand::Pay {
+            to,
+            amount,
+            txn_id,
+            wait,
+        } => {
+            let session = require_session(&profile)?;
+            let (to_bank, to_account) = to
+                .split_once('/')
+                .context("--to must be BANK/ACCOUNT, e.g. bank_b/456")?;
+            let amount = Amount::parse_major(&amount).context("--amount")?;
+            if amount.is_zero() {
+                bail!("--amount must be positive");
+            }
+            let txn_id = match txn_id {
+                Some(id) => ledger::TxnId::parse(&id)
+                    .map(|txn| txn.to_string())
+                    .context("--txn-id")?,
+                None => uuid::Uuid::new_v4().to_string(),
+            };
+            let mut queue = profile.queue()?;
+            let payment = QueuedPayment {
+                txn_id: txn_id.clone(),
+                to_bank: to_bank.to_owned(),
+                to_account: to_account.to_owned(),
+                amount: amount.0,
+                currency: "INR".to_owned(),
+                queued_at_ms: crate::bank_service::now_ms(),
+                outcome: None,
+            };
+            match queue.get(&txn_id) {
+                None => {
+                    queue.queue(payment)?;
+                    println!("payment {txn_id} queued");
+                }
+                Some(known)
+                    if (&known.to_bank, &known.to_account, known.amount)
+                        != (&payment.to_bank, &payment.to_account, payment.amount) =>
+                {
+                    bail!(
+                        "transaction id {txn_id} was already used for a different payment; use a new id"
+                    );
+                }
+                Some(known) => {
+                    // The same payment again: resend it under the same id, so
+                    // it is paid at most once whatever happened before.
+                    println!(
+                        "payment {txn_id} is already known ({}); asking the gateway again",
+                        describe_local(known)
+                    );
+                }
+            }
+            let mut client = connect(&gateway, &tls_dir).await?;
+            let delivered = send(&mut client, &session, &mut queue, &txn_id).await?;
+            if !delivered {
+                println!(
+                    "gateway unreachable: payment {txn_id} stays queued (run `minipay sync --watch`)"
+                );
+                if wait {
+                    sync(
+                        &mut client,
+                        &session,
+                        &mut queue,
+                        true,
+                        RetryOptions {
+                            retry_initial: Duration::from_secs(5),
+                            retry_max: Duration::from_secs(60),
+                        },
+                    )
+                    .await?;
+                }
+            }
+        }
+        ClientCommand::Status { txn_id } => {
+            let session = require_session(&profile)?;
+            let mut client = connect(&gateway, &tls_dir).await?;
+            match client
+                .get_payment(authorized(
+                    proto::GetPaymentRequest {
+                        txn_id: txn_id.clone(),
+                    },
+                    &session,
+                )?)
+                .await
+            {
+                Ok(payment) => println!("{}", describe(&payment.into_inner())),
+                Err(status) if unreachable(&status) => match profile.queue()?.get(&txn_id) {
+                    Some(queued) => {
+                        println!("gateway unreachable; locally: {}", describe_local(queued))
+                    }
+                    None => return Err(refusal(&status)),
+                },
+                Err(status) => return Err(refusal(&status)),
+            }
+        }
+        ClientCommand::History => {
+            for payment in profile.queue()?.history() {
+                println!("{}", describe_local(&payment));
+            }
+        }
+        ClientCommand::Queue => {
+            let pending = profile.queue()?.pending();
+            if pending.is_empty() {
+                println!("no queued payments");
+            }
+            for payment in pending {
+                println!("{}", describe_local(&payment));
+            }
+        }
+        ClientCommand::Sync { watch, retry } => {
+            let session = require_session(&profile)?;
+            let mut client = connect(&gateway, &tls_dir).await?;
+            let mut queue = profile.queue()?;
+            sync(&mut client, &session, &mut queue, watch, retry).await?;
+        }
+    }
+    Ok(())
+}
+
+fn describe(payment: &proto::Payment) -> String {
+    let status = match proto::PaymentStatus::try_from(payment.status) {
+        Ok(proto::PaymentStatus::Committed) => "committed".to_owned(),
+        Ok(proto::PaymentStatus::Aborted) => format!("aborted: {}", payment.reason),
+        Ok(proto::PaymentStatus::Initiated) => "in flight".to_owned(),
+        Ok(proto::PaymentStatus::Unspecified) | Err(_) => "unknown".to_owned(),
+    };
+    format!(
+        "payment {}: {} to {}/{}: {}{}",
+        payment.txn_id,
+        money(payment.amount, &payment.currency),
+        payment.to_bank,
+        payment.to_account,
+        status,
+        if payment.replayed {
+            " (already processed; not paid again)"
+        } else {
+            ""
+        }
+    )
+}
+
+fn describe_local(payment: &QueuedPayment) -> String {
+    let status = match &payment.outcome {
+        None => "queued".to_owned(),
+        Some(outcome) if outcome.committed => "committed".to_owned(),
+        Some(outcome) => format!("aborted: {}", outcome.reason),
+    };
+    format!(
+        "payment {}: {} to {}/{}: {status}",
+        payment.txn_id,
+        money(payment.amount, &payment.currency),
+        payment.to_bank,
+        payment.to_account
+    )
+}
+
+/// Sends one queued payment. Returns false if the gateway could not be
+/// reached (the payment stays queued); records and prints a final outcome.
+async fn send(
+    client: &mut proto::gateway_client::GatewayClient<Channel>,
+    session: &Session,
+    queue: &mut PaymentQueue,
+    txn_id: &str,
+) -> anyhow::Result<bool> {
+    let payment = queue
+        .get(txn_id)
+        .cloned()
+        .context("payment not in the queue")?;
+    let request = proto::PayRequest {
+        txn_id: payment.txn_id.clone(),
+        to_bank: payment.to_bank.clone(),
+        to_account: payment.to_account.clone(),
+        amount: payment.amount,
+        currency: payment.currency.clone(),
+    };
+    match client.pay(authorized(request, session)?).await {
+        Ok(response) => {
+            let response = response.into_inner();
+            println!("{}", describe(&response));
+            match proto::PaymentStatus::try_from(response.status) {
+                Ok(proto::PaymentStatus::Committed) => {
+                    queue.settle(
+                        txn_id,
+                        Outcome {
+                            committed: true,
+                            reason: String::new(),
+                        },
+                    )?;
+                }
+                Ok(proto::PaymentStatus::Aborted) => {
+                    queue.settle(
+                        txn_id,
+                        Outcome {
+                            committed: false,
+                            reason: response.reason,
+                        },
+                    )?;
+                }
+                _ => return Ok(false),
+            }
+            Ok(true)
+        }
+        Err(status) if unreachable(&status) => Ok(false),
+        Err(status) if status.code() == Code::Unauthenticated => Err(refusal(&status)),
+        Err(status) => {
+            // Refused outright: nothing moved; final, never resent.
+            let reason = format!("refused: {}", status.message());
+            queue.settle(
+                txn_id,
+                Outcome {
+                    committed: false,
+                    reason: reason.clone(),
+                },
+            )?;
+            println!("payment {txn_id}: {reason}");
+            Ok(true)
+        }
+    }
+}
+
+/// Sends every queued payment; with `watch`, retries with exponential
+/// backoff (and jitter) until each has an outcome.
+async fn sync(
+    client: &mut proto::gateway_client::GatewayClient<Channel>,
+    session: &Session,
+    queue: &mut PaymentQueue,
+    watch: bool,
+    retry: RetryOptions,
+) -> anyhow::Result<()> {
+    if retry.retry_initial.is_zero() || retry.retry_max < retry.retry_initial {
+        bail!("--retry-initial must be positive and at most --retry-max");
+    }
+    let mut backoff = retry.retry_initial;
+    loop {
+        let pending = queue.pending();
+        if pending.is_empty() {
+            println!("no queued payments");
+            return Ok(());
+        }
+        let mut unreached = 0;
+        for payment in pending {
+            if !send(client, session, queue, &payment.txn_id).await? {
+                unreached += 1;
+            }
+        }
+        if unreached == 0 {
+            return Ok(());
+        }
+        if !watch {
+            bail!(
+                "{unreached} payments still queued: the gateway is unreachable (run `minipay sync --watch`)"
+            );
+        }
+        let jitter = Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 5));
+        let wait = backoff + jitter;
+        println!(
+            "{unreached} payments still queued; retrying in {:.1} s",
+            wait.as_secs_f64()
+        );
+        let started = Instant::now();
+        tokio::time::sleep(wait).await;
+        debug_assert!(started.elapsed() >= wait);
+        backoff = (backoff * 2).min(retry.retry_max);
+    }
+}

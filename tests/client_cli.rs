@@ -1,0 +1,291 @@
+//! The `minipay` client commands through the real binary against a real
+//! cluster (two `bank` processes and a `gateway`): each command, bad input
+//! messages and exit codes, and the offline queue across a gateway outage.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{Process, SETUP, Scratch, bank_args, gateway_args};
+
+struct Cli<'a> {
+    scratch: &'a Scratch,
+    gateway: String,
+}
+
+impl Cli<'_> {
+    fn run(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_minipay"))
+            .arg("--profile")
+            .arg(self.scratch.dir.path().join("profile"))
+            .arg("--tls-dir")
+            .arg(self.scratch.tls())
+            .args(["--gateway", &self.gateway])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str], stdin: &str) -> String {
+        let output = self.run(args, stdin);
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args, "");
+        assert!(!output.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn client_commands_work_and_a_payment_made_while_the_gateway_is_down_is_delivered_once() {
+    let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
+    let bank = env!("CARGO_BIN_EXE_bank");
+    let bank_a = Process::start(
+        bank,
+        &bank_args(&scratch, "bank_a", None),
+        &scratch.dir.path().join("a.log"),
+    );
+    let bank_b = Process::start(
+        bank,
+        &bank_args(&scratch, "bank_b", None),
+        &scratch.dir.path().join("b.log"),
+    );
+    let banks = [("bank_a", bank_a.address), ("bank_b", bank_b.address)];
+    let gateway_log = scratch.dir.path().join("gateway.log");
+    let mut gateway = Process::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &gateway_args(&scratch, &banks, "2s", "2s"),
+        &gateway_log,
+    );
+    let address = gateway.address;
+    let cli = Cli {
+        scratch: &scratch,
+        gateway: format!("https://{address}"),
+    };
+
+    assert_eq!(
+        cli.ok(
+            &["login", "--username", "alice", "--password-stdin"],
+            "pass123\n"
+        ),
+        "logged in as alice\n"
+    );
+    assert_eq!(
+        mode(&scratch.dir.path().join("profile/session.json")),
+        0o600
+    );
+    assert_eq!(
+        cli.ok(&["balance"], ""),
+        "bank_a/123: 1,000.00 INR (available 1,000.00 INR)\n"
+    );
+    let paid = cli.ok(
+        &[
+            "pay",
+            "--to",
+            "bank_b/789",
+            "--amount",
+            "12.50",
+            "--txn-id",
+            "00000000-0000-4000-8000-000000000001",
+        ],
+        "",
+    );
+    assert!(
+        paid.contains("12.50 INR to bank_b/789: committed"),
+        "{paid}"
+    );
+    // The same command again pays nothing more.
+    let again = cli.ok(
+        &[
+            "pay",
+            "--to",
+            "bank_b/789",
+            "--amount",
+            "12.50",
+            "--txn-id",
+            "00000000-0000-4000-8000-000000000001",
+        ],
+        "",
+    );
+    assert!(
+        again.contains("(already processed; not paid again)"),
+        "{again}"
+    );
+    assert_eq!(
+        cli.ok(&["balance"], ""),
+        "bank_a/123: 987.50 INR (available 987.50 INR)\n"
+    );
+
+    for (args, message) in [
+        (
+            vec!["pay", "--to", "bank_b/789", "--amount", "12.345"],
+            "more than 2 decimal places",
+        ),
+        (
+            vec!["pay", "--to", "bank_b/789", "--amount", "-1"],
+            "not a plain decimal number",
+        ),
+        (
+            vec!["pay", "--to", "bank_b", "--amount", "1"],
+            "--to must be BANK/ACCOUNT",
+        ),
+        (
+            vec!["pay", "--to", "bank_b/789", "--amount", "0"],
+            "--amount must be positive",
+        ),
+        (
+            vec![
+                "pay",
+                "--to",
+                "bank_b/789",
+                "--amount",
+                "13",
+                "--txn-id",
+                "00000000-0000-4000-8000-000000000001",
+            ],
+            "already used for a different payment",
+        ),
+        (
+            vec![
+                "pay",
+                "--to",
+                "bank_b/789",
+                "--amount",
+                "1",
+                "--txn-id",
+                "nope",
+            ],
+            "--txn-id",
+        ),
+    ] {
+        let error = cli.fails(&args);
+        assert!(
+            error.starts_with("error: ") && error.contains(message),
+            "{args:?}: {error}"
+        );
+    }
+    let refused = cli.ok(&["pay", "--to", "bank_b/789", "--amount", "5000"], "");
+    assert!(
+        refused.contains("aborted: insufficient funds in account 123"),
+        "{refused}"
+    );
+
+    // Offline: the gateway is down, the payment is queued durably.
+    gateway.kill_9();
+    let queued = cli.ok(
+        &[
+            "pay",
+            "--to",
+            "bank_b/789",
+            "--amount",
+            "1",
+            "--txn-id",
+            "00000000-0000-4000-8000-000000000002",
+        ],
+        "",
+    );
+    assert!(queued.contains("stays queued"), "{queued}");
+    assert!(
+        cli.ok(&["queue"], "")
+            .contains("00000000-0000-4000-8000-000000000002: 1.00 INR to bank_b/789: queued")
+    );
+    assert!(cli.fails(&["sync"]).contains("1 payments still queued"));
+    // Back on the same address: sync delivers it once.
+    let mut args = gateway_args(&scratch, &banks, "2s", "2s");
+    args[1] = address.to_string();
+    let _gateway = Process::start(env!("CARGO_BIN_EXE_gateway"), &args, &gateway_log);
+    // The restart ended the session: the user is asked to log in again and
+    // the payment keeps its place and its id.
+    assert!(
+        cli.fails(&["sync"])
+            .contains("minipay login --username NAME")
+    );
+    assert!(
+        cli.ok(&["queue"], "")
+            .contains("00000000-0000-4000-8000-000000000002")
+    );
+    cli.ok(
+        &["login", "--username", "alice", "--password-stdin"],
+        "pass123\n",
+    );
+    let synced = cli.ok(
+        &[
+            "sync",
+            "--watch",
+            "--retry-initial",
+            "100ms",
+            "--retry-max",
+            "1s",
+        ],
+        "",
+    );
+    assert!(
+        synced.contains("1.00 INR to bank_b/789: committed"),
+        "{synced}"
+    );
+    assert_eq!(cli.ok(&["queue"], ""), "no queued payments\n");
+    assert_eq!(
+        cli.ok(&["balance"], ""),
+        "bank_a/123: 986.50 INR (available 986.50 INR)\n"
+    );
+    assert!(
+        cli.ok(&["status", "00000000-0000-4000-8000-000000000002"], "")
+            .contains("committed")
+    );
+    let history = cli.ok(&["history"], "");
+    assert_eq!(history.lines().count(), 3, "{history}");
+
+    let registered = cli.ok(
+        &[
+            "register",
+            "--username",
+            "erin",
+            "--bank",
+            "bank_b",
+            "--initial-balance",
+            "30",
+            "--password-stdin",
+        ],
+        "erin-secret\n",
+    );
+    assert!(
+        registered.starts_with("registered erin: account bank_b/"),
+        "{registered}"
+    );
+    assert_eq!(cli.ok(&["logout"], ""), "logged out\n");
+    assert!(cli.fails(&["balance"]).contains("not logged in"));
+    assert!(
+        cli.fails(&["login", "--username", "alice", "--password-stdin"])
+            .contains("password is empty")
+    );
+    let wrong = cli.run(
+        &["login", "--username", "alice", "--password-stdin"],
+        "wrong-password\n",
+    );
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong username or password"));
+}
