@@ -247,6 +247,78 @@ fn require_session(profile: &Profile) -> anyhow::Result<Session> {
         .context("not logged in: run `minipay login --username NAME` first")
 }
 
+/// Creates a user and an account; prints and returns where (bank, account).
+pub async fn register(
+    gateway: &str,
+    tls_dir: &Path,
+    username: &str,
+    password: &str,
+    bank: &str,
+    initial_balance: Amount,
+) -> anyhow::Result<(String, String)> {
+    let mut client = connect(gateway, tls_dir).await?;
+    let request = proto::RegisterRequest {
+        username: username.to_owned(),
+        password: password.to_owned(),
+        bank: bank.to_owned(),
+        initial_balance: initial_balance.0,
+    };
+    let registered = client
+        .register(request)
+        .await
+        .map_err(|status| refusal(&status))?
+        .into_inner();
+    println!(
+        "registered {username}: account {}/{}",
+        registered.bank, registered.account_no
+    );
+    Ok((registered.bank, registered.account_no))
+}
+
+async fn login(
+    profile: &Profile,
+    gateway: &str,
+    tls_dir: &Path,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    let mut client = connect(gateway, tls_dir).await?;
+    let request = proto::LoginRequest {
+        username: username.to_owned(),
+        password: password.to_owned(),
+    };
+    let session = client
+        .login(request)
+        .await
+        .map_err(|status| refusal(&status))?
+        .into_inner();
+    profile.store(&Session {
+        gateway: gateway.to_owned(),
+        tls_dir: tls_dir
+            .canonicalize()
+            .unwrap_or_else(|_| tls_dir.to_path_buf()),
+        username: username.to_owned(),
+        session_key: session.session_key,
+        expires_at_ms: session.expires_at_ms,
+    })?;
+    println!("logged in as {username}");
+    Ok(())
+}
+
+/// Logs in with a password given by the program (the demo), storing the
+/// session in `options`' profile like `minipay login`.
+pub async fn login_as(
+    options: &ClientOptions,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    let profile = Profile::new(options)?;
+    let gateway = options.gateway.clone().context("--gateway is required")?;
+    let tls_dir = options.tls_dir.clone().context("--tls-dir is required")?;
+    crate::tls::install_crypto_provider();
+    login(&profile, &gateway, &tls_dir, username, password).await
+}
+
 /// Runs a client command; prints what happened. Errors carry the message a
 /// user needs; the caller exits non-zero.
 pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Result<()> {
@@ -273,46 +345,22 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
             let initial_balance =
                 Amount::parse_major(&initial_balance).context("--initial-balance")?;
             let password = read_password(password_stdin)?;
-            let mut client = connect(&gateway, &tls_dir).await?;
-            let request = proto::RegisterRequest {
-                username: username.clone(),
-                password,
-                bank,
-                initial_balance: initial_balance.0,
-            };
-            let registered = client
-                .register(request)
-                .await
-                .map_err(|status| refusal(&status))?
-                .into_inner();
-            println!(
-                "registered {username}: account {}/{}",
-                registered.bank, registered.account_no
-            );
+            register(
+                &gateway,
+                &tls_dir,
+                &username,
+                &password,
+                &bank,
+                initial_balance,
+            )
+            .await?;
         }
         ClientCommand::Login {
             username,
             password_stdin,
         } => {
             let password = read_password(password_stdin)?;
-            let mut client = connect(&gateway, &tls_dir).await?;
-            let request = proto::LoginRequest {
-                username: username.clone(),
-                password,
-            };
-            let session = client
-                .login(request)
-                .await
-                .map_err(|status| refusal(&status))?
-                .into_inner();
-            profile.store(&Session {
-                gateway,
-                tls_dir: tls_dir.canonicalize().unwrap_or(tls_dir),
-                username: username.clone(),
-                session_key: session.session_key,
-                expires_at_ms: session.expires_at_ms,
-            })?;
-            println!("logged in as {username}");
+            login(&profile, &gateway, &tls_dir, &username, &password).await?;
         }
         ClientCommand::Logout => {
             if let Some(session) = remembered {

@@ -11,6 +11,7 @@ pub mod certs;
 pub mod client;
 pub mod client_queue;
 pub mod cluster;
+pub mod demo;
 pub mod gateway_node;
 pub mod gateway_service;
 pub mod process;

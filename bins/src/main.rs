@@ -24,6 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start two banks and a gateway on this machine and walk through
+    /// payments, retries, an outage and a crash (the main job).
+    Demo,
     /// Run a bank server (the same as the `bank` binary).
     Bank(minipay::bank_node::BankCommand),
     /// Run the payment gateway (the same as the `gateway` binary).
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
         Command::Bank(command) => return minipay::bank_node::main(command),
         Command::Gateway(command) => return minipay::gateway_node::main(command),
         Command::Client(command) => return client_main(cli.client, command),
+        Command::Demo => return demo_main(),
         Command::Tool(tool) => tool,
     };
     tracing_subscriber::fmt()
@@ -137,6 +141,21 @@ fn main() -> ExitCode {
         )
         .init();
     match run(tool) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo_main() -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(minipay::demo::run()));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -1,0 +1,383 @@
+//! `minipay demo`: a whole cluster on this machine — two banks and a
+//! gateway as real processes (this same executable, re-run as `minipay bank`
+//! and `minipay gateway`) over mTLS — narrated through real client calls,
+//! including a gateway outage and a bank killed after voting YES. Every
+//! process it starts is stopped when it ends, whatever happens.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use ledger::Amount;
+use minipay_proto::v1 as proto;
+
+use crate::client::{self, ClientCommand, ClientOptions, RetryOptions};
+use crate::cluster::ServerProcess;
+use crate::tls::TlsDir;
+
+const SETUP: &str = r#"{"users": [
+  {"username": "alice", "password": "alice-pass", "bank": "bank_a", "account_no": "123", "balance": 1000},
+  {"username": "bob", "password": "bob-pass1", "bank": "bank_b", "account_no": "456", "balance": "250.00"}
+]}"#;
+
+/// The longest the demo waits for any one thing to happen.
+const WAIT_MAX: Duration = Duration::from_secs(30);
+
+const T1: &str = "00000000-0000-4000-8000-00000000d001";
+const T2: &str = "00000000-0000-4000-8000-00000000d002";
+const T3: &str = "00000000-0000-4000-8000-00000000d003";
+
+struct Demo {
+    dir: PathBuf,
+    exe: PathBuf,
+    banks: Vec<(String, ServerProcess)>,
+    gateway: Option<ServerProcess>,
+    gateway_address: SocketAddr,
+}
+
+fn say(text: &str) {
+    println!("\n== {text}");
+}
+
+impl Demo {
+    fn server_args(&self, data: &str) -> Vec<String> {
+        [
+            "--data-dir",
+            &self.dir.join(data).display().to_string(),
+            "--setup",
+            &self.dir.join("setup.json").display().to_string(),
+            "--tls-dir",
+            &self.dir.join("tls").display().to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    fn start_bank(&self, name: &str, listen: &str) -> anyhow::Result<ServerProcess> {
+        let mut args: Vec<String> = ["bank", "--name", name, "--listen", listen]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(self.server_args(name));
+        args.extend([
+            "--gateway".into(),
+            format!("https://{}", self.gateway_address),
+            "--in-doubt-timeout".into(),
+            "1s".into(),
+        ]);
+        ServerProcess::start(&self.exe, &args, &self.dir.join(format!("{name}.log")))
+    }
+
+    fn start_gateway(&self) -> anyhow::Result<ServerProcess> {
+        let mut args: Vec<String> = ["gateway", "--listen", &self.gateway_address.to_string()]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(self.server_args("gateway"));
+        for (name, bank) in &self.banks {
+            args.extend(["--bank".into(), format!("{name}=https://{}", bank.address)]);
+        }
+        args.extend(["--prepare-timeout", "10s", "--commit-timeout", "2s"].map(str::to_owned));
+        ServerProcess::start(&self.exe, &args, &self.dir.join("gateway.log"))
+    }
+
+    fn bank(&mut self, name: &str) -> &mut ServerProcess {
+        &mut self
+            .banks
+            .iter_mut()
+            .find(|(bank, _)| bank == name)
+            .expect("a demo bank")
+            .1
+    }
+
+    fn options(&self, user: &str) -> ClientOptions {
+        ClientOptions {
+            gateway: Some(format!("https://{}", self.gateway_address)),
+            tls_dir: Some(self.dir.join("tls")),
+            profile: Some(self.dir.join(format!("profile-{user}"))),
+        }
+    }
+
+    async fn client(&self, user: &str, command: ClientCommand) -> anyhow::Result<()> {
+        println!("[{user}] minipay {}", describe(&command));
+        client::run(self.options(user), command).await
+    }
+
+    async fn login(&self, user: &str, password: &str) -> anyhow::Result<()> {
+        println!("[{user}] minipay login --username {user}");
+        client::login_as(&self.options(user), user, password).await
+    }
+
+    async fn bank_client(
+        &self,
+        bank: &str,
+    ) -> anyhow::Result<proto::bank_client::BankClient<tonic::transport::Channel>> {
+        let address = self
+            .banks
+            .iter()
+            .find(|(name, _)| name == bank)
+            .expect("a demo bank")
+            .1
+            .address;
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://{address}"))?
+            .tls_config(TlsDir::new(&self.dir.join("tls")).client("gateway")?)?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .with_context(|| format!("connect to {bank} at {address}"))?;
+        Ok(proto::bank_client::BankClient::new(channel))
+    }
+
+    /// Balance of an account, asked of its bank directly (as the gateway).
+    async fn balance(&self, bank: &str, account: &str) -> anyhow::Result<u64> {
+        let mut client = self.bank_client(bank).await?;
+        let found = client
+            .get_account(proto::GetAccountRequest {
+                account_no: account.into(),
+            })
+            .await?
+            .into_inner();
+        Ok(found.balance)
+    }
+
+    async fn in_doubt(&self, bank: &str) -> usize {
+        match self.bank_client(bank).await {
+            Ok(mut client) => client
+                .list_in_doubt(proto::ListInDoubtRequest {})
+                .await
+                .map_or(0, |response| response.into_inner().txns.len()),
+            Err(_) => 0,
+        }
+    }
+
+    async fn total(&self, accounts: &[(&str, &str)]) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for (bank, account) in accounts {
+            total += self.balance(bank, account).await?;
+        }
+        Ok(total)
+    }
+}
+
+fn describe(command: &ClientCommand) -> String {
+    match command {
+        ClientCommand::Pay {
+            to, amount, txn_id, ..
+        } => {
+            format!(
+                "pay --to {to} --amount {amount}{}",
+                txn_id
+                    .as_ref()
+                    .map(|id| format!(" --txn-id {id}"))
+                    .unwrap_or_default()
+            )
+        }
+        ClientCommand::Balance => "balance".into(),
+        ClientCommand::Sync { .. } => "sync --watch".into(),
+        ClientCommand::Queue => "queue".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, mut condition: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !condition().await {
+        if started.elapsed() > WAIT_MAX {
+            bail!("gave up waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn pay(to: &str, amount: &str, txn_id: &str) -> ClientCommand {
+    ClientCommand::Pay {
+        to: to.into(),
+        amount: amount.into(),
+        txn_id: Some(txn_id.into()),
+        wait: false,
+    }
+}
+
+/// Runs the demo in a fresh temporary directory; removes it on success and
+/// keeps it (with every log) on failure.
+pub async fn run() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("minipay-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let started = Instant::now();
+    let result = run_in(&dir).await;
+    match &result {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            println!(
+                "\ndemo finished in {:.1} s; every process it started is stopped",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Err(_) => eprintln!("the demo failed; logs are kept in {}", dir.display()),
+    }
+    result
+}
+
+async fn run_in(dir: &Path) -> anyhow::Result<()> {
+    crate::tls::install_crypto_provider();
+    say("A development CA, certificates for every node, and a setup file");
+    crate::certs::generate(&dir.join("tls"), &["bank_a".into(), "bank_b".into()])?;
+    std::fs::write(dir.join("setup.json"), SETUP)?;
+    println!("alice: bank_a/123 with 1,000.00 INR; bob: bank_b/456 with 250.00 INR");
+    let gateway_address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut demo = Demo {
+        dir: dir.to_path_buf(),
+        exe: std::env::current_exe().context("find the minipay executable")?,
+        banks: Vec::new(),
+        gateway: None,
+        gateway_address,
+    };
+    say("Two banks and the gateway start as real processes over mutual TLS");
+    for name in ["bank_a", "bank_b"] {
+        let bank = demo.start_bank(name, "127.0.0.1:0")?;
+        println!(
+            "{name}: pid {}, listening on {}",
+            bank.child.id(),
+            bank.address
+        );
+        demo.banks.push((name.into(), bank));
+    }
+    let gateway = demo.start_gateway()?;
+    println!(
+        "gateway: pid {}, listening on {}",
+        gateway.child.id(),
+        gateway.address
+    );
+    demo.gateway = Some(gateway);
+
+    say(
+        "carol registers with 50.00 INR at bank_b; alice and bob log in (argon2id passwords, session keys stored 0600)",
+    );
+    println!("[carol] minipay register --username carol --bank bank_b --initial-balance 50");
+    let (_, carol_account) = client::register(
+        &format!("https://{}", demo.gateway_address),
+        &dir.join("tls"),
+        "carol",
+        "carol-pass",
+        "bank_b",
+        Amount(5_000),
+    )
+    .await?;
+    demo.login("carol", "carol-pass").await?;
+    demo.client("carol", ClientCommand::Balance).await?;
+    let accounts = [
+        ("bank_a", "123"),
+        ("bank_b", "456"),
+        ("bank_b", carol_account.as_str()),
+    ];
+    let before = demo.total(&accounts).await?;
+    demo.login("alice", "alice-pass").await?;
+    demo.login("bob", "bob-pass1").await?;
+    demo.client("alice", ClientCommand::Balance).await?;
+    demo.client("bob", ClientCommand::Balance).await?;
+
+    say("A cross-bank payment: 2PC across bank_a and bank_b");
+    demo.client("alice", pay("bank_b/456", "100.00", T1))
+        .await?;
+
+    say("The same transaction id again (a client retry): paid once");
+    demo.client("alice", pay("bank_b/456", "100.00", T1))
+        .await?;
+    ensure!(
+        demo.balance("bank_a", "123").await? == 90_000,
+        "alice must have paid exactly once"
+    );
+
+    say("A payment bob cannot afford is aborted everywhere");
+    demo.client(
+        "bob",
+        pay(
+            "bank_a/123",
+            "10000.00",
+            "00000000-0000-4000-8000-00000000d0ff",
+        ),
+    )
+    .await?;
+
+    say("The gateway stops; alice pays anyway: the payment waits in her local queue");
+    if let Some(mut gateway) = demo.gateway.take() {
+        gateway.terminate()?;
+    }
+    demo.client("alice", pay("bank_b/456", "5.00", T2)).await?;
+    demo.client("alice", ClientCommand::Queue).await?;
+    say(
+        "The gateway comes back (sessions live in memory: alice logs in again); the queue is delivered",
+    );
+    demo.gateway = Some(demo.start_gateway()?);
+    demo.login("alice", "alice-pass").await?;
+    let retry = RetryOptions {
+        retry_initial: Duration::from_millis(200),
+        retry_max: Duration::from_secs(2),
+    };
+    demo.client("alice", ClientCommand::Sync { watch: true, retry })
+        .await?;
+
+    say(
+        "bank_b is killed with SIGKILL right after voting YES; the payment commits once it is back",
+    );
+    demo.bank("bank_a").signal("STOP")?;
+    let options = demo.options("alice");
+    println!(
+        "[alice] minipay pay --to bank_b/456 --amount 20.00 --txn-id {T3}   (bank_a is frozen meanwhile, to hold the decision)"
+    );
+    let payment = tokio::spawn(client::run(options, pay("bank_b/456", "20.00", T3)));
+    wait_for("bank_b to vote YES", || async {
+        demo.in_doubt("bank_b").await == 1
+    })
+    .await?;
+    let b_address = demo.bank("bank_b").address;
+    demo.bank("bank_b").kill_9();
+    println!("bank_b voted YES and was killed (SIGKILL)");
+    demo.bank("bank_a").signal("CONT")?;
+    payment.await.context("payment task")??;
+    let restarted = demo.start_bank("bank_b", &b_address.to_string())?;
+    println!(
+        "bank_b restarted (pid {}): its hold survived in its WAL",
+        restarted.child.id()
+    );
+    *demo.bank("bank_b") = restarted;
+    wait_for("bank_b to apply the commit", || async {
+        demo.balance("bank_b", "456").await.ok() == Some(25_000 + 10_000 + 500 + 2_000)
+    })
+    .await?;
+    demo.login("bob", "bob-pass1").await?;
+    demo.client("bob", ClientCommand::Balance).await?;
+
+    say("Final balances: money is conserved");
+    demo.client("alice", ClientCommand::Balance).await?;
+    demo.login("carol", "carol-pass").await?;
+    demo.client("carol", ClientCommand::Balance).await?;
+    let after = demo.total(&accounts).await?;
+    println!(
+        "total before: {} INR, after: {} INR",
+        Amount(before),
+        Amount(after)
+    );
+    ensure!(
+        before == after,
+        "money was created or destroyed: {before} != {after}"
+    );
+    ensure!(
+        demo.balance("bank_a", "123").await? == 100_000 - 10_000 - 500 - 2_000,
+        "alice's balance"
+    );
+
+    say("Stopping every process");
+    if let Some(mut gateway) = demo.gateway.take() {
+        gateway.terminate()?;
+    }
+    for (_, bank) in &mut demo.banks {
+        bank.terminate()?;
+    }
+    Ok(())
+}
