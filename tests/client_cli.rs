@@ -289,3 +289,140 @@ fn client_commands_work_and_a_payment_made_while_the_gateway_is_down_is_delivere
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong username or password"));
 }
+
+fn balance_of(cli: &Cli<'_>) -> String {
+    cli.ok(&["balance"], "")
+}
+
+#[test]
+fn a_reply_lost_after_the_gateway_got_the_payment_and_a_client_killed_during_sync_never_pay_twice()
+{
+    let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
+    let bank = env!("CARGO_BIN_EXE_bank");
+    let bank_a = Process::start(
+        bank,
+        &bank_args(&scratch, "bank_a", None),
+        &scratch.dir.path().join("a.log"),
+    );
+    let bank_b = Process::start(
+        bank,
+        &bank_args(&scratch, "bank_b", None),
+        &scratch.dir.path().join("b.log"),
+    );
+    let banks = [("bank_a", bank_a.address), ("bank_b", bank_b.address)];
+    let gateway_log = scratch.dir.path().join("gateway.log");
+    let mut gateway = Process::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &gateway_args(&scratch, &banks, "10s", "2s"),
+        &gateway_log,
+    );
+    let address = gateway.address;
+    let cli = Cli {
+        scratch: &scratch,
+        gateway: format!("https://{address}"),
+    };
+    cli.ok(
+        &["login", "--username", "alice", "--password-stdin"],
+        "pass123\n",
+    );
+
+    // The first attempt reaches the gateway, but bank_b is frozen, so the
+    // answer comes after the client stopped waiting: the reply is lost.
+    bank_b.signal("STOP");
+    let lost = cli.ok(
+        &[
+            "--timeout",
+            "1s",
+            "pay",
+            "--to",
+            "bank_b/789",
+            "--amount",
+            "3",
+            "--txn-id",
+            "00000000-0000-4000-8000-000000000003",
+        ],
+        "",
+    );
+    assert!(lost.contains("stays queued"), "{lost}");
+    bank_b.signal("CONT");
+    // The gateway finishes the payment on its own (the client is gone).
+    let started = std::time::Instant::now();
+    while !balance_of(&cli).contains("bank_a/123: 997.00 INR") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the gateway never finished the payment"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The resend uses the same id: the stored outcome, not a second payment.
+    let resent = cli.ok(&["sync"], "");
+    assert!(
+        resent.contains("committed (already processed; not paid again)"),
+        "{resent}"
+    );
+    assert_eq!(
+        balance_of(&cli),
+        "bank_a/123: 997.00 INR (available 997.00 INR)\n"
+    );
+
+    // A client killed with SIGKILL in the middle of `sync --watch` (the
+    // gateway is down, so it is backing off) keeps its queue.
+    gateway.terminate();
+    let queued = cli.ok(
+        &[
+            "pay",
+            "--to",
+            "bank_b/789",
+            "--amount",
+            "4",
+            "--txn-id",
+            "00000000-0000-4000-8000-000000000004",
+        ],
+        "",
+    );
+    assert!(queued.contains("stays queued"), "{queued}");
+    let mut syncing = Command::new(env!("CARGO_BIN_EXE_minipay"))
+        .arg("--profile")
+        .arg(scratch.dir.path().join("profile"))
+        .args([
+            "sync",
+            "--watch",
+            "--retry-initial",
+            "50ms",
+            "--retry-max",
+            "100ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(syncing.stdout.take().unwrap()),
+        &mut first_line,
+    )
+    .unwrap();
+    assert!(
+        first_line.contains("still queued; retrying"),
+        "{first_line}"
+    );
+    syncing.kill().unwrap();
+    syncing.wait().unwrap();
+    let mut args = gateway_args(&scratch, &banks, "10s", "2s");
+    args[1] = address.to_string();
+    let _gateway = Process::start(env!("CARGO_BIN_EXE_gateway"), &args, &gateway_log);
+    cli.ok(
+        &["login", "--username", "alice", "--password-stdin"],
+        "pass123\n",
+    );
+    let delivered = cli.ok(&["sync"], "");
+    assert!(
+        delivered.contains("4.00 INR to bank_b/789: committed"),
+        "{delivered}"
+    );
+    assert_eq!(cli.ok(&["sync"], ""), "no queued payments\n");
+    assert_eq!(
+        balance_of(&cli),
+        "bank_a/123: 993.00 INR (available 993.00 INR)\n"
+    );
+}

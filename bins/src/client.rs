@@ -17,10 +17,9 @@ use tonic::transport::{Channel, Endpoint};
 use crate::client_queue::{Outcome, PaymentQueue, QueuedPayment};
 use crate::tls::TlsDir;
 
-/// How long one call to the gateway may take before the client treats it
-/// as unreachable (longer than a payment's prepare + commit deadlines).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Deadline of Register and Login (a password hash each).
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ClientOptions {
@@ -33,6 +32,10 @@ pub struct ClientOptions {
     /// Profile directory: session and payment queue (default ~/.config/minipay).
     #[arg(long, global = true)]
     pub profile: Option<PathBuf>,
+    /// How long to wait for the gateway's answer before treating it as
+    /// unreachable (the payment then stays queued under its id).
+    #[arg(long, global = true, default_value = "30s", value_parser = crate::bank_node::parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug, clap::Subcommand)]
@@ -194,13 +197,14 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
 async fn connect(
     gateway: &str,
     tls_dir: &Path,
+    timeout: Duration,
 ) -> anyhow::Result<proto::gateway_client::GatewayClient<Channel>> {
     let tls = TlsDir::new(tls_dir).client("client")?;
     let channel = Endpoint::from_shared(gateway.to_owned())
         .with_context(|| format!("bad gateway URL {gateway:?}"))?
         .tls_config(tls)?
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
+        .timeout(timeout)
         .connect_lazy();
     Ok(proto::gateway_client::GatewayClient::new(channel))
 }
@@ -256,7 +260,7 @@ pub async fn register(
     bank: &str,
     initial_balance: Amount,
 ) -> anyhow::Result<(String, String)> {
-    let mut client = connect(gateway, tls_dir).await?;
+    let mut client = connect(gateway, tls_dir, REGISTER_TIMEOUT).await?;
     let request = proto::RegisterRequest {
         username: username.to_owned(),
         password: password.to_owned(),
@@ -282,7 +286,7 @@ async fn login(
     username: &str,
     password: &str,
 ) -> anyhow::Result<()> {
-    let mut client = connect(gateway, tls_dir).await?;
+    let mut client = connect(gateway, tls_dir, REGISTER_TIMEOUT).await?;
     let request = proto::LoginRequest {
         username: username.to_owned(),
         password: password.to_owned(),
@@ -364,7 +368,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
         }
         ClientCommand::Logout => {
             if let Some(session) = remembered {
-                let mut client = connect(&gateway, &tls_dir).await?;
+                let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
                 if let Err(status) = client
                     .logout(authorized(proto::LogoutRequest {}, &session)?)
                     .await
@@ -378,7 +382,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
         }
         ClientCommand::Balance => {
             let session = require_session(&profile)?;
-            let mut client = connect(&gateway, &tls_dir).await?;
+            let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
             let balance = client
                 .get_balance(authorized(proto::GetBalanceRequest {}, &session)?)
                 .await
@@ -444,7 +448,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
                     );
                 }
             }
-            let mut client = connect(&gateway, &tls_dir).await?;
+            let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
             let delivered = send(&mut client, &session, &mut queue, &txn_id).await?;
             if !delivered {
                 println!(
@@ -467,7 +471,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
         }
         ClientCommand::Status { txn_id } => {
             let session = require_session(&profile)?;
-            let mut client = connect(&gateway, &tls_dir).await?;
+            let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
             match client
                 .get_payment(authorized(
                     proto::GetPaymentRequest {
@@ -503,7 +507,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
         }
         ClientCommand::Sync { watch, retry } => {
             let session = require_session(&profile)?;
-            let mut client = connect(&gateway, &tls_dir).await?;
+            let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
             let mut queue = profile.queue()?;
             sync(&mut client, &session, &mut queue, watch, retry).await?;
         }

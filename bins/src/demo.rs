@@ -94,6 +94,7 @@ impl Demo {
             gateway: Some(format!("https://{}", self.gateway_address)),
             tls_dir: Some(self.dir.join("tls")),
             profile: Some(self.dir.join(format!("profile-{user}"))),
+            timeout: Duration::from_secs(30),
         }
     }
 
