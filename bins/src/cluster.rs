@@ -88,3 +88,128 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Two or more banks and a gateway on this machine, as real processes (this
+/// executable re-run as `minipay bank` / `minipay gateway`), in `dir` with
+/// fresh certificates. Used by `minipay demo` and `minipay bench --local`.
+pub struct LocalCluster {
+    pub dir: std::path::PathBuf,
+    exe: std::path::PathBuf,
+    pub banks: Vec<(String, ServerProcess)>,
+    pub gateway: Option<ServerProcess>,
+    pub gateway_address: SocketAddr,
+}
+
+impl LocalCluster {
+    /// Writes certificates and `setup_json`, starts every bank and the gateway.
+    pub fn start(dir: &Path, setup_json: &str, banks: &[&str]) -> anyhow::Result<LocalCluster> {
+        let names: Vec<String> = banks.iter().map(|name| (*name).to_owned()).collect();
+        crate::certs::generate(&dir.join("tls"), &names)?;
+        std::fs::write(dir.join("setup.json"), setup_json)?;
+        // The banks must know the gateway's address (for in-doubt questions)
+        // before it runs: reserve one.
+        let gateway_address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut cluster = LocalCluster {
+            dir: dir.to_path_buf(),
+            exe: std::env::current_exe().context("find the minipay executable")?,
+            banks: Vec::new(),
+            gateway: None,
+            gateway_address,
+        };
+        for name in banks {
+            let bank = cluster.start_bank(name, "127.0.0.1:0")?;
+            cluster.banks.push(((*name).to_owned(), bank));
+        }
+        cluster.gateway = Some(cluster.start_gateway()?);
+        Ok(cluster)
+    }
+
+    fn server_args(&self, data: &str) -> Vec<String> {
+        let path = |name: &str| self.dir.join(name).display().to_string();
+        vec![
+            "--data-dir".into(),
+            path(data),
+            "--setup".into(),
+            path("setup.json"),
+            "--tls-dir".into(),
+            path("tls"),
+        ]
+    }
+
+    /// Starts (or restarts, given its old address) a bank.
+    pub fn start_bank(&self, name: &str, listen: &str) -> anyhow::Result<ServerProcess> {
+        let mut args: Vec<String> = ["bank", "--name", name, "--listen", listen]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(self.server_args(name));
+        args.extend([
+            "--gateway".into(),
+            format!("https://{}", self.gateway_address),
+            "--in-doubt-timeout".into(),
+            "1s".into(),
+        ]);
+        ServerProcess::start(&self.exe, &args, &self.dir.join(format!("{name}.log")))
+    }
+
+    /// Starts (or restarts) the gateway on its reserved address.
+    pub fn start_gateway(&self) -> anyhow::Result<ServerProcess> {
+        let mut args: Vec<String> = ["gateway", "--listen", &self.gateway_address.to_string()]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(self.server_args("gateway"));
+        for (name, bank) in &self.banks {
+            args.extend(["--bank".into(), format!("{name}=https://{}", bank.address)]);
+        }
+        args.extend(["--prepare-timeout", "10s", "--commit-timeout", "2s"].map(str::to_owned));
+        ServerProcess::start(&self.exe, &args, &self.dir.join("gateway.log"))
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("https://{}", self.gateway_address)
+    }
+
+    pub fn tls_dir(&self) -> std::path::PathBuf {
+        self.dir.join("tls")
+    }
+
+    pub fn bank(&mut self, name: &str) -> &mut ServerProcess {
+        &mut self
+            .banks
+            .iter_mut()
+            .find(|(bank, _)| bank == name)
+            .expect("a bank of this cluster")
+            .1
+    }
+
+    /// A client of a bank, presenting the gateway's certificate.
+    pub async fn bank_client(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<minipay_proto::v1::bank_client::BankClient<tonic::transport::Channel>> {
+        let address = self
+            .banks
+            .iter()
+            .find(|(bank, _)| bank == name)
+            .context("unknown bank")?
+            .1
+            .address;
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://{address}"))?
+            .tls_config(crate::tls::TlsDir::new(&self.tls_dir()).client("gateway")?)?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .connect()
+            .await
+            .with_context(|| format!("connect to {name} at {address}"))?;
+        Ok(minipay_proto::v1::bank_client::BankClient::new(channel))
+    }
+
+    /// Stops every process gracefully (SIGTERM).
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut gateway) = self.gateway.take() {
+            gateway.terminate()?;
+        }
+        for (_, bank) in &mut self.banks {
+            bank.terminate()?;
+        }
+        Ok(())
+    }
+}

@@ -4,8 +4,7 @@
 //! including a gateway outage and a bank killed after voting YES. Every
 //! process it starts is stopped when it ends, whatever happens.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -13,8 +12,7 @@ use ledger::Amount;
 use minipay_proto::v1 as proto;
 
 use crate::client::{self, ClientCommand, ClientOptions, RetryOptions};
-use crate::cluster::ServerProcess;
-use crate::tls::TlsDir;
+use crate::cluster::LocalCluster;
 
 const SETUP: &str = r#"{"users": [
   {"username": "alice", "password": "alice-pass", "bank": "bank_a", "account_no": "123", "balance": 1000},
@@ -29,11 +27,7 @@ const T2: &str = "00000000-0000-4000-8000-00000000d002";
 const T3: &str = "00000000-0000-4000-8000-00000000d003";
 
 struct Demo {
-    dir: PathBuf,
-    exe: PathBuf,
-    banks: Vec<(String, ServerProcess)>,
-    gateway: Option<ServerProcess>,
-    gateway_address: SocketAddr,
+    cluster: LocalCluster,
 }
 
 fn say(text: &str) {
@@ -41,59 +35,11 @@ fn say(text: &str) {
 }
 
 impl Demo {
-    fn server_args(&self, data: &str) -> Vec<String> {
-        [
-            "--data-dir",
-            &self.dir.join(data).display().to_string(),
-            "--setup",
-            &self.dir.join("setup.json").display().to_string(),
-            "--tls-dir",
-            &self.dir.join("tls").display().to_string(),
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    }
-
-    fn start_bank(&self, name: &str, listen: &str) -> anyhow::Result<ServerProcess> {
-        let mut args: Vec<String> = ["bank", "--name", name, "--listen", listen]
-            .map(str::to_owned)
-            .to_vec();
-        args.extend(self.server_args(name));
-        args.extend([
-            "--gateway".into(),
-            format!("https://{}", self.gateway_address),
-            "--in-doubt-timeout".into(),
-            "1s".into(),
-        ]);
-        ServerProcess::start(&self.exe, &args, &self.dir.join(format!("{name}.log")))
-    }
-
-    fn start_gateway(&self) -> anyhow::Result<ServerProcess> {
-        let mut args: Vec<String> = ["gateway", "--listen", &self.gateway_address.to_string()]
-            .map(str::to_owned)
-            .to_vec();
-        args.extend(self.server_args("gateway"));
-        for (name, bank) in &self.banks {
-            args.extend(["--bank".into(), format!("{name}=https://{}", bank.address)]);
-        }
-        args.extend(["--prepare-timeout", "10s", "--commit-timeout", "2s"].map(str::to_owned));
-        ServerProcess::start(&self.exe, &args, &self.dir.join("gateway.log"))
-    }
-
-    fn bank(&mut self, name: &str) -> &mut ServerProcess {
-        &mut self
-            .banks
-            .iter_mut()
-            .find(|(bank, _)| bank == name)
-            .expect("a demo bank")
-            .1
-    }
-
     fn options(&self, user: &str) -> ClientOptions {
         ClientOptions {
-            gateway: Some(format!("https://{}", self.gateway_address)),
-            tls_dir: Some(self.dir.join("tls")),
-            profile: Some(self.dir.join(format!("profile-{user}"))),
+            gateway: Some(self.cluster.gateway_url()),
+            tls_dir: Some(self.cluster.tls_dir()),
+            profile: Some(self.cluster.dir.join(format!("profile-{user}"))),
             timeout: Duration::from_secs(30),
         }
     }
@@ -108,29 +54,9 @@ impl Demo {
         client::login_as(&self.options(user), user, password).await
     }
 
-    async fn bank_client(
-        &self,
-        bank: &str,
-    ) -> anyhow::Result<proto::bank_client::BankClient<tonic::transport::Channel>> {
-        let address = self
-            .banks
-            .iter()
-            .find(|(name, _)| name == bank)
-            .expect("a demo bank")
-            .1
-            .address;
-        let channel = tonic::transport::Endpoint::from_shared(format!("https://{address}"))?
-            .tls_config(TlsDir::new(&self.dir.join("tls")).client("gateway")?)?
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .with_context(|| format!("connect to {bank} at {address}"))?;
-        Ok(proto::bank_client::BankClient::new(channel))
-    }
-
     /// Balance of an account, asked of its bank directly (as the gateway).
     async fn balance(&self, bank: &str, account: &str) -> anyhow::Result<u64> {
-        let mut client = self.bank_client(bank).await?;
+        let mut client = self.cluster.bank_client(bank).await?;
         let found = client
             .get_account(proto::GetAccountRequest {
                 account_no: account.into(),
@@ -141,7 +67,7 @@ impl Demo {
     }
 
     async fn in_doubt(&self, bank: &str) -> usize {
-        match self.bank_client(bank).await {
+        match self.cluster.bank_client(bank).await {
             Ok(mut client) => client
                 .list_in_doubt(proto::ListInDoubtRequest {})
                 .await
@@ -227,42 +153,32 @@ pub async fn run() -> anyhow::Result<()> {
 async fn run_in(dir: &Path) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
     say("A development CA, certificates for every node, and a setup file");
-    crate::certs::generate(&dir.join("tls"), &["bank_a".into(), "bank_b".into()])?;
-    std::fs::write(dir.join("setup.json"), SETUP)?;
     println!("alice: bank_a/123 with 1,000.00 INR; bob: bank_b/456 with 250.00 INR");
-    let gateway_address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let mut demo = Demo {
-        dir: dir.to_path_buf(),
-        exe: std::env::current_exe().context("find the minipay executable")?,
-        banks: Vec::new(),
-        gateway: None,
-        gateway_address,
-    };
     say("Two banks and the gateway start as real processes over mutual TLS");
-    for name in ["bank_a", "bank_b"] {
-        let bank = demo.start_bank(name, "127.0.0.1:0")?;
+    let cluster = LocalCluster::start(dir, SETUP, &["bank_a", "bank_b"])?;
+    for (name, bank) in &cluster.banks {
         println!(
             "{name}: pid {}, listening on {}",
             bank.child.id(),
             bank.address
         );
-        demo.banks.push((name.into(), bank));
     }
-    let gateway = demo.start_gateway()?;
-    println!(
-        "gateway: pid {}, listening on {}",
-        gateway.child.id(),
-        gateway.address
-    );
-    demo.gateway = Some(gateway);
+    if let Some(gateway) = &cluster.gateway {
+        println!(
+            "gateway: pid {}, listening on {}",
+            gateway.child.id(),
+            gateway.address
+        );
+    }
+    let mut demo = Demo { cluster };
 
     say(
         "carol registers with 50.00 INR at bank_b; alice and bob log in (argon2id passwords, session keys stored 0600)",
     );
     println!("[carol] minipay register --username carol --bank bank_b --initial-balance 50");
     let (_, carol_account) = client::register(
-        &format!("https://{}", demo.gateway_address),
-        &dir.join("tls"),
+        &demo.cluster.gateway_url(),
+        &demo.cluster.tls_dir(),
         "carol",
         "carol-pass",
         "bank_b",
@@ -306,7 +222,7 @@ async fn run_in(dir: &Path) -> anyhow::Result<()> {
     .await?;
 
     say("The gateway stops; alice pays anyway: the payment waits in her local queue");
-    if let Some(mut gateway) = demo.gateway.take() {
+    if let Some(mut gateway) = demo.cluster.gateway.take() {
         gateway.terminate()?;
     }
     demo.client("alice", pay("bank_b/456", "5.00", T2)).await?;
@@ -314,7 +230,7 @@ async fn run_in(dir: &Path) -> anyhow::Result<()> {
     say(
         "The gateway comes back (sessions live in memory: alice logs in again); the queue is delivered",
     );
-    demo.gateway = Some(demo.start_gateway()?);
+    demo.cluster.gateway = Some(demo.cluster.start_gateway()?);
     demo.login("alice", "alice-pass").await?;
     let retry = RetryOptions {
         retry_initial: Duration::from_millis(200),
@@ -326,7 +242,7 @@ async fn run_in(dir: &Path) -> anyhow::Result<()> {
     say(
         "bank_b is killed with SIGKILL right after voting YES; the payment commits once it is back",
     );
-    demo.bank("bank_a").signal("STOP")?;
+    demo.cluster.bank("bank_a").signal("STOP")?;
     let options = demo.options("alice");
     println!(
         "[alice] minipay pay --to bank_b/456 --amount 20.00 --txn-id {T3}   (bank_a is frozen meanwhile, to hold the decision)"
@@ -336,17 +252,17 @@ async fn run_in(dir: &Path) -> anyhow::Result<()> {
         demo.in_doubt("bank_b").await == 1
     })
     .await?;
-    let b_address = demo.bank("bank_b").address;
-    demo.bank("bank_b").kill_9();
+    let b_address = demo.cluster.bank("bank_b").address;
+    demo.cluster.bank("bank_b").kill_9();
     println!("bank_b voted YES and was killed (SIGKILL)");
-    demo.bank("bank_a").signal("CONT")?;
+    demo.cluster.bank("bank_a").signal("CONT")?;
     payment.await.context("payment task")??;
-    let restarted = demo.start_bank("bank_b", &b_address.to_string())?;
+    let restarted = demo.cluster.start_bank("bank_b", &b_address.to_string())?;
     println!(
         "bank_b restarted (pid {}): its hold survived in its WAL",
         restarted.child.id()
     );
-    *demo.bank("bank_b") = restarted;
+    *demo.cluster.bank("bank_b") = restarted;
     wait_for("bank_b to apply the commit", || async {
         demo.balance("bank_b", "456").await.ok() == Some(25_000 + 10_000 + 500 + 2_000)
     })
@@ -374,11 +290,5 @@ async fn run_in(dir: &Path) -> anyhow::Result<()> {
     );
 
     say("Stopping every process");
-    if let Some(mut gateway) = demo.gateway.take() {
-        gateway.terminate()?;
-    }
-    for (_, bank) in &mut demo.banks {
-        bank.terminate()?;
-    }
-    Ok(())
+    demo.cluster.stop()
 }
