@@ -31,3 +31,40 @@ fn the_demo_runs_end_to_end_and_conserves_money() {
         );
     }
 }
+
+#[test]
+fn the_load_generator_pays_concurrently_and_checks_conservation() {
+    let output = Command::new(env!("CARGO_BIN_EXE_minipay"))
+        .args([
+            "bench",
+            "--local",
+            "--clients",
+            "4",
+            "--payments",
+            "40",
+            "--accounts",
+            "10",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["committed"], 40);
+    assert_eq!(report["failed"], 0);
+    assert_eq!(report["conserved"], true);
+    assert_eq!(report["total_before"], report["total_after"]);
+    assert!(report["payments_per_sec"].as_f64().unwrap() > 0.0);
+    let refused = Command::new(env!("CARGO_BIN_EXE_minipay"))
+        .args(["bench", "--local", "--clients", "0"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--clients must be between 1 and 1024")
+    );
+}

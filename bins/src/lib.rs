@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod demo;
 pub mod gateway_node;
 pub mod gateway_service;
+pub mod load_generator;
 pub mod process;
 pub mod request_log;
 pub mod setup;

@@ -27,6 +27,9 @@ enum Command {
     /// Start two banks and a gateway on this machine and walk through
     /// payments, retries, an outage and a crash (the main job).
     Demo,
+    /// Load generator: concurrent clients making random payments; checks
+    /// that money is conserved.
+    Bench(minipay::load_generator::BenchArgs),
     /// Run a bank server (the same as the `bank` binary).
     Bank(minipay::bank_node::BankCommand),
     /// Run the payment gateway (the same as the `gateway` binary).
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         Command::Gateway(command) => return minipay::gateway_node::main(command),
         Command::Client(command) => return client_main(cli.client, command),
         Command::Demo => return demo_main(),
+        Command::Bench(args) => return bench_main(cli.client, args),
         Command::Tool(tool) => tool,
     };
     tracing_subscriber::fmt()
@@ -142,6 +146,45 @@ fn main() -> ExitCode {
         .init();
     match run(tool) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench_main(
+    options: minipay::client::ClientOptions,
+    args: minipay::load_generator::BenchArgs,
+) -> ExitCode {
+    let json = args.json;
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            runtime.block_on(minipay::load_generator::run(
+                args,
+                options.gateway,
+                options.tls_dir,
+            ))
+        });
+    match outcome {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("a report serializes")
+                );
+            } else {
+                println!("{}", report.human());
+            }
+            if report.conserved {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
