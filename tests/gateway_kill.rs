@@ -115,6 +115,16 @@ async fn start(scratch: &Scratch, prepare_timeout: &str) -> Cluster {
         .unwrap()
         .into_inner()
         .session_key;
+    // Warm up the gateway's connections to both banks with a payment alice
+    // cannot afford (both banks are asked; nothing moves), so that freezing
+    // a bank later stalls a request in flight on an open connection rather
+    // than a new connection's handshake (which has its own, shorter limit).
+    let warm_up = client
+        .pay(authorized(pay_to_carol(99, 1_000_000_000), &alice))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(warm_up.status, PaymentStatus::Aborted as i32);
     Cluster {
         bank_a,
         bank_b,

@@ -112,12 +112,6 @@ async fn with_deadline<T>(
     }
 }
 
-fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(timeout);
-    request
-}
-
 impl Participant for BankClients {
     fn prepare<'a>(
         &'a self,
@@ -133,7 +127,7 @@ impl Participant for BankClients {
                 legs: legs_to_proto(&legs),
             };
             let response =
-                with_deadline(bank, timeout, client.prepare(request(message, timeout))).await?;
+                with_deadline(bank, timeout, client.prepare(tonic::Request::new(message))).await?;
             match proto::Vote::try_from(response.vote) {
                 Ok(proto::Vote::Yes) => Ok(Vote::Yes),
                 Ok(proto::Vote::No) => Ok(Vote::No {
@@ -153,7 +147,7 @@ impl Participant for BankClients {
             let message = proto::CommitRequest {
                 txn_id: txn_text(txn),
             };
-            with_deadline(bank, timeout, client.commit(request(message, timeout)))
+            with_deadline(bank, timeout, client.commit(tonic::Request::new(message)))
                 .await
                 .map(|_| ())
         })
@@ -165,7 +159,7 @@ impl Participant for BankClients {
             let message = proto::AbortRequest {
                 txn_id: txn_text(txn),
             };
-            with_deadline(bank, timeout, client.abort(request(message, timeout)))
+            with_deadline(bank, timeout, client.abort(tonic::Request::new(message)))
                 .await
                 .map(|_| ())
         })
