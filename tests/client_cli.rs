@@ -56,6 +56,36 @@ impl Cli<'_> {
     }
 }
 
+/// Two banks and a gateway, real processes, stopped when dropped.
+struct Running {
+    _bank_a: Process,
+    bank_b: Process,
+    banks: [(&'static str, std::net::SocketAddr); 2],
+    gateway: Process,
+    gateway_log: std::path::PathBuf,
+}
+
+fn start(scratch: &Scratch, prepare_timeout: &str, commit_timeout: &str) -> Running {
+    let bank = env!("CARGO_BIN_EXE_bank");
+    let log = |name: &str| scratch.dir.path().join(name);
+    let bank_a = Process::start(bank, &bank_args(scratch, "bank_a", None), &log("a.log"));
+    let bank_b = Process::start(bank, &bank_args(scratch, "bank_b", None), &log("b.log"));
+    let banks = [("bank_a", bank_a.address), ("bank_b", bank_b.address)];
+    let gateway_log = log("gateway.log");
+    let gateway = Process::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &gateway_args(scratch, &banks, prepare_timeout, commit_timeout),
+        &gateway_log,
+    );
+    Running {
+        _bank_a: bank_a,
+        bank_b,
+        banks,
+        gateway,
+        gateway_log,
+    }
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -63,24 +93,13 @@ fn mode(path: &Path) -> u32 {
 #[test]
 fn client_commands_work_and_a_payment_made_while_the_gateway_is_down_is_delivered_once() {
     let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
-    let bank = env!("CARGO_BIN_EXE_bank");
-    let bank_a = Process::start(
-        bank,
-        &bank_args(&scratch, "bank_a", None),
-        &scratch.dir.path().join("a.log"),
-    );
-    let bank_b = Process::start(
-        bank,
-        &bank_args(&scratch, "bank_b", None),
-        &scratch.dir.path().join("b.log"),
-    );
-    let banks = [("bank_a", bank_a.address), ("bank_b", bank_b.address)];
-    let gateway_log = scratch.dir.path().join("gateway.log");
-    let mut gateway = Process::start(
-        env!("CARGO_BIN_EXE_gateway"),
-        &gateway_args(&scratch, &banks, "2s", "2s"),
-        &gateway_log,
-    );
+    let Running {
+        _bank_a,
+        bank_b: _bank_b,
+        banks,
+        mut gateway,
+        gateway_log,
+    } = start(&scratch, "2s", "2s");
     let address = gateway.address;
     let cli = Cli {
         scratch: &scratch,
@@ -298,24 +317,13 @@ fn balance_of(cli: &Cli<'_>) -> String {
 fn a_reply_lost_after_the_gateway_got_the_payment_and_a_client_killed_during_sync_never_pay_twice()
 {
     let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
-    let bank = env!("CARGO_BIN_EXE_bank");
-    let bank_a = Process::start(
-        bank,
-        &bank_args(&scratch, "bank_a", None),
-        &scratch.dir.path().join("a.log"),
-    );
-    let bank_b = Process::start(
-        bank,
-        &bank_args(&scratch, "bank_b", None),
-        &scratch.dir.path().join("b.log"),
-    );
-    let banks = [("bank_a", bank_a.address), ("bank_b", bank_b.address)];
-    let gateway_log = scratch.dir.path().join("gateway.log");
-    let mut gateway = Process::start(
-        env!("CARGO_BIN_EXE_gateway"),
-        &gateway_args(&scratch, &banks, "10s", "2s"),
-        &gateway_log,
-    );
+    let Running {
+        _bank_a,
+        bank_b,
+        banks,
+        mut gateway,
+        gateway_log,
+    } = start(&scratch, "10s", "2s");
     let address = gateway.address;
     let cli = Cli {
         scratch: &scratch,
