@@ -434,3 +434,64 @@ fn a_reply_lost_after_the_gateway_got_the_payment_and_a_client_killed_during_syn
         "bank_a/123: 993.00 INR (available 993.00 INR)\n"
     );
 }
+
+#[test]
+fn pay_wait_keeps_retrying_with_backoff_until_the_gateway_answers() {
+    let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
+    let running = start(&scratch, "2s", "2s");
+    let cli = Cli {
+        scratch: &scratch,
+        gateway: format!("https://{}", running.gateway.address),
+    };
+    cli.ok(
+        &["login", "--username", "alice", "--password-stdin"],
+        "pass123\n",
+    );
+    cli.ok(&["balance"], "");
+    // The gateway hangs (SIGSTOP): every attempt times out, the payment stays
+    // queued and `--wait` keeps retrying with backoff.
+    running.gateway.signal("STOP");
+    let mut paying = Command::new(env!("CARGO_BIN_EXE_minipay"))
+        .arg("--profile")
+        .arg(scratch.dir.path().join("profile"))
+        .args([
+            "--timeout",
+            "300ms",
+            "pay",
+            "--to",
+            "bank_b/789",
+            "--amount",
+            "2",
+            "--wait",
+            "--retry-initial",
+            "100ms",
+            "--retry-max",
+            "200ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(paying.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("still queued; retrying") {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0,
+            "pay --wait ended early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    running.gateway.signal("CONT");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(paying.wait().unwrap().success());
+    assert!(
+        rest.contains("2.00 INR to bank_b/789: committed"),
+        "{seen}{rest}"
+    );
+    assert_eq!(
+        cli.ok(&["balance"], ""),
+        "bank_a/123: 998.00 INR (available 998.00 INR)\n"
+    );
+}

@@ -78,6 +78,8 @@ pub enum ClientCommand {
         /// If the gateway is unreachable, keep retrying until an outcome arrives.
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        retry: RetryOptions,
     },
     /// Ask the gateway about one payment.
     Status { txn_id: String },
@@ -401,6 +403,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
             amount,
             txn_id,
             wait,
+            retry,
         } => {
             let session = require_session(&profile)?;
             let (to_bank, to_account) = to
@@ -449,7 +452,8 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
                 }
             }
             let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
-            let delivered = send(&mut client, &session, &mut queue, &txn_id).await?;
+            let delivered =
+                send(&mut client, &session, &mut queue, &txn_id, options.timeout).await?;
             if !delivered {
                 println!(
                     "gateway unreachable: payment {txn_id} stays queued (run `minipay sync --watch`)"
@@ -460,10 +464,8 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
                         &session,
                         &mut queue,
                         true,
-                        RetryOptions {
-                            retry_initial: Duration::from_secs(5),
-                            retry_max: Duration::from_secs(60),
-                        },
+                        retry,
+                        options.timeout,
                     )
                     .await?;
                 }
@@ -509,7 +511,15 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
             let session = require_session(&profile)?;
             let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
             let mut queue = profile.queue()?;
-            sync(&mut client, &session, &mut queue, watch, retry).await?;
+            sync(
+                &mut client,
+                &session,
+                &mut queue,
+                watch,
+                retry,
+                options.timeout,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -559,6 +569,7 @@ async fn send(
     session: &Session,
     queue: &mut PaymentQueue,
     txn_id: &str,
+    timeout: Duration,
 ) -> anyhow::Result<bool> {
     let payment = queue
         .get(txn_id)
@@ -571,7 +582,14 @@ async fn send(
         amount: payment.amount,
         currency: payment.currency.clone(),
     };
-    match client.pay(authorized(request, session)?).await {
+    // The whole attempt, connection and TLS handshake included, is bounded:
+    // a gateway that accepts connections but never answers must not hang us.
+    let answer =
+        match tokio::time::timeout(timeout, client.pay(authorized(request, session)?)).await {
+            Err(_) => return Ok(false),
+            Ok(answer) => answer,
+        };
+    match answer {
         Ok(response) => {
             let response = response.into_inner();
             println!("{}", describe(&response));
@@ -624,6 +642,7 @@ async fn sync(
     queue: &mut PaymentQueue,
     watch: bool,
     retry: RetryOptions,
+    timeout: Duration,
 ) -> anyhow::Result<()> {
     if retry.retry_initial.is_zero() || retry.retry_max < retry.retry_initial {
         bail!("--retry-initial must be positive and at most --retry-max");
@@ -637,7 +656,7 @@ async fn sync(
         }
         let mut unreached = 0;
         for payment in pending {
-            if !send(client, session, queue, &payment.txn_id).await? {
+            if !send(client, session, queue, &payment.txn_id, timeout).await? {
                 unreached += 1;
             }
         }

@@ -126,6 +126,10 @@ fn pay(to: &str, amount: &str, txn_id: &str) -> ClientCommand {
         amount: amount.into(),
         txn_id: Some(txn_id.into()),
         wait: false,
+        retry: RetryOptions {
+            retry_initial: Duration::from_secs(5),
+            retry_max: Duration::from_secs(60),
+        },
     }
 }
 
