@@ -64,9 +64,8 @@ pub struct BankSettings {
     pub snapshot_every: Option<u64>,
 }
 
-impl BankSettings {
-    /// `self` with unset fields taken from `file`.
-    pub fn or(self, file: BankSettings) -> BankSettings {
+impl crate::process::ServerSettings for BankSettings {
+    fn or(self, file: BankSettings) -> BankSettings {
         BankSettings {
             name: self.name.or(file.name),
             listen: self.listen.or(file.listen),
@@ -371,25 +370,11 @@ impl InDoubtResolver {
 }
 
 /// The `bank` command line (also `minipay bank`).
-#[derive(Debug, clap::Args)]
-pub struct BankCommand {
-    #[command(flatten)]
-    pub settings: BankSettings,
-    /// A TOML file with the same keys as the flags (kebab-case); flags win.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = crate::process::LogFormat::Text)]
-    pub log_format: crate::process::LogFormat,
-}
+pub type BankCommand = crate::process::ServerCommand<BankSettings>;
 
 /// Runs a bank process to completion; its exit code.
 pub fn main(command: BankCommand) -> std::process::ExitCode {
-    crate::process::init_logging(command.log_format);
-    crate::process::run_server("bank", || {
-        let settings = match &command.config {
-            Some(path) => command.settings.or(crate::process::read_settings(path)?),
-            None => command.settings,
-        };
+    crate::process::main("bank", command, |settings| {
         let config = BankConfig::from_settings(settings)?;
         Ok(Box::pin(run(config, None, crate::process::terminated())))
     })

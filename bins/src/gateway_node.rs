@@ -83,8 +83,8 @@ pub struct GatewaySettings {
     pub login_lockout: Option<Duration>,
 }
 
-impl GatewaySettings {
-    pub fn or(self, file: GatewaySettings) -> GatewaySettings {
+impl crate::process::ServerSettings for GatewaySettings {
+    fn or(self, file: GatewaySettings) -> GatewaySettings {
         GatewaySettings {
             listen: self.listen.or(file.listen),
             data_dir: self.data_dir.or(file.data_dir),
@@ -358,25 +358,11 @@ async fn resume_loop(gateway: Arc<Gateway<BankClients>>, stop: StopSwitch) {
 }
 
 /// The `gateway` command line (also `minipay gateway`).
-#[derive(Debug, clap::Args)]
-pub struct GatewayCommand {
-    #[command(flatten)]
-    pub settings: GatewaySettings,
-    /// A TOML file with the same keys as the flags (kebab-case; `banks` is a list); flags win.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = crate::process::LogFormat::Text)]
-    pub log_format: crate::process::LogFormat,
-}
+pub type GatewayCommand = crate::process::ServerCommand<GatewaySettings>;
 
 /// Runs a gateway process to completion; its exit code.
 pub fn main(command: GatewayCommand) -> std::process::ExitCode {
-    crate::process::init_logging(command.log_format);
-    crate::process::run_server("gateway", || {
-        let settings = match &command.config {
-            Some(path) => command.settings.or(crate::process::read_settings(path)?),
-            None => command.settings,
-        };
+    crate::process::main("gateway", command, |settings| {
         let config = GatewayConfig::from_settings(settings)?;
         Ok(Box::pin(run(config, None, crate::process::terminated())))
     })

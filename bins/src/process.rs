@@ -148,3 +148,43 @@ pub fn run_server(
         }
     }
 }
+
+/// Settings a server reads from flags and, optionally, a TOML file.
+pub trait ServerSettings: serde::de::DeserializeOwned {
+    /// `self` (from flags) with unset fields taken from `file`.
+    fn or(self, file: Self) -> Self;
+}
+
+/// A server's command line: its settings, `--config FILE.toml` and
+/// `--log-format` (the `bank` / `gateway` binaries and `minipay bank|gateway`).
+#[derive(Debug, clap::Args)]
+pub struct ServerCommand<S: clap::Args> {
+    #[command(flatten)]
+    pub settings: S,
+    /// A TOML file with the same keys as the flags (kebab-case); flags win.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Sets up logging, merges flags with the config file, and runs the server
+/// `serve` builds from the settings; the process exit code.
+pub fn main<S: clap::Args + ServerSettings>(
+    what: &str,
+    command: ServerCommand<S>,
+    serve: impl FnOnce(
+        S,
+    ) -> anyhow::Result<
+        std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Stopped>>>>,
+    >,
+) -> std::process::ExitCode {
+    init_logging(command.log_format);
+    run_server(what, || {
+        let settings = match &command.config {
+            Some(path) => command.settings.or(read_settings(path)?),
+            None => command.settings,
+        };
+        serve(settings)
+    })
+}
