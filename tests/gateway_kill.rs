@@ -173,6 +173,16 @@ async fn a_bank_that_stops_answering_during_prepare_aborts_the_payment_after_the
     );
 }
 
+/// Whether the gateway has logged `bank`'s YES for payment `txn`. A bank
+/// listing the transaction as in doubt is not enough: its answer may still
+/// be on the way when the test freezes or kills it.
+async fn gateway_received_yes(scratch: &Scratch, bank: &str, txn: u32) -> bool {
+    let log = std::fs::read_to_string(scratch.dir.path().join("gateway.log")).unwrap_or_default();
+    let (txn, bank) = (txn_id(txn), format!("\"{bank}\""));
+    log.lines()
+        .any(|line| line.contains("vote YES") && line.contains(&txn) && line.contains(&bank))
+}
+
 async fn in_doubt_is(scratch: &Scratch, bank: SocketAddr, expected: usize) -> bool {
     in_doubt(scratch, bank).await == expected
 }
@@ -188,7 +198,10 @@ async fn a_bank_killed_after_voting_yes_commits_the_payment_once_it_is_back() {
     let alice = cluster.alice.clone();
     let payment =
         tokio::spawn(async move { client.pay(authorized(pay_to_carol(2, 2_500), &alice)).await });
-    wait_until("bank_b to vote YES", || in_doubt_is(&scratch, b_address, 1)).await;
+    wait_until("the gateway to receive bank_b's YES", || {
+        gateway_received_yes(&scratch, "bank_b", 2)
+    })
+    .await;
     cluster.bank_b.kill_9();
     cluster.bank_a.signal("CONT");
     let paid = payment.await.unwrap().unwrap().into_inner();
@@ -220,7 +233,10 @@ async fn the_gateway_killed_after_its_decision_completes_phase_2_after_restart()
     let alice = cluster.alice.clone();
     let payment =
         tokio::spawn(async move { client.pay(authorized(pay_to_carol(3, 2_500), &alice)).await });
-    wait_until("bank_b to vote YES", || in_doubt_is(&scratch, b_address, 1)).await;
+    wait_until("the gateway to receive bank_b's YES", || {
+        gateway_received_yes(&scratch, "bank_b", 3)
+    })
+    .await;
     cluster.bank_b.signal("STOP");
     cluster.bank_a.signal("CONT");
     // bank_a committing proves the decision is durable at the gateway.

@@ -17,7 +17,7 @@ use wal::{AppendError, Lsn, OpenError, Options, ReplayError, Storage, Wal};
 
 use crate::decision_log::GatewayRecord;
 use crate::environment::{Clock, Entropy};
-use crate::participant::{CallError, Direction, Leg, Participant, Vote};
+use crate::participant::{CallError, CallFuture, Direction, Leg, Participant, Vote};
 use crate::payment::{Payment, PaymentRequest, Status, TxnId};
 use crate::sessions::{SessionError, SessionPolicy, Sessions};
 use crate::users::{self, Lockout, LoginPolicy, User};
@@ -445,8 +445,14 @@ impl<P: Participant> Gateway<P> {
             per_bank
                 .iter()
                 .map(|(bank, legs)| {
-                    self.participant
-                        .prepare(bank, request.txn, legs.clone(), timeout)
+                    let call = self
+                        .participant
+                        .prepare(bank, request.txn, legs.clone(), timeout);
+                    Box::pin(async move {
+                        let vote = call.await;
+                        log_vote(request.txn, bank, &vote);
+                        vote
+                    }) as CallFuture<'_, Vote>
                 })
                 .collect(),
         )
@@ -919,6 +925,16 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
 }
 
 /// Polls every future to completion, concurrently; results in order.
+/// One line per vote as it arrives, so an operator (or a test) can see
+/// which banks had answered when a payment was decided.
+fn log_vote(txn: TxnId, bank: &str, vote: &Result<Vote, CallError>) {
+    match vote {
+        Ok(Vote::Yes) => tracing::info!(txn_id = %txn, bank, "vote YES"),
+        Ok(Vote::No { reason }) => tracing::info!(txn_id = %txn, bank, reason, "vote NO"),
+        Err(error) => tracing::warn!(txn_id = %txn, bank, %error, "no vote"),
+    }
+}
+
 fn join_all<'a, T>(futures: Vec<Pin<Box<dyn Future<Output = T> + Send + 'a>>>) -> JoinAll<'a, T> {
     JoinAll {
         results: futures.iter().map(|_| None).collect(),
