@@ -252,6 +252,7 @@ fn open_gateway(
         sessions: config.sessions,
         snapshot_every: config.snapshot_every,
         retention_ms: config.retention.as_millis() as u64,
+        password_cost: Default::default(),
     };
     let setup = config.setup.clone();
     let mut setup_error = None;

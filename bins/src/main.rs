@@ -46,6 +46,9 @@ enum ToolCommand {
     /// Inspect, verify, repair or benchmark a write-ahead log.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Deterministic simulation of the whole system under faults: many
+    /// seeds, or `--seed S` to replay one.
+    Sim(minipay::simulation::SimArgs),
     /// Generate a development CA and mTLS certificates for every node.
     Certs {
         /// Directory to write ca.pem, gateway.pem/.key, <bank>.pem/.key, client.pem/.key.
@@ -135,6 +138,17 @@ fn main() -> ExitCode {
         Command::Client(command) => return client_main(cli.client, command),
         Command::Demo => return demo_main(),
         Command::Bench(args) => return bench_main(cli.client, args),
+        // The simulation's nodes log what real ones would (timeouts, failed
+        // syncs) by design; its report says what happened.
+        Command::Tool(ToolCommand::Sim(args)) => {
+            return match minipay::simulation::main(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Tool(tool) => tool,
     };
     tracing_subscriber::fmt()
@@ -227,6 +241,7 @@ fn client_main(
 
 fn run(tool: ToolCommand) -> anyhow::Result<()> {
     match tool {
+        ToolCommand::Sim(_) => unreachable!("the simulation runs without logging"),
         ToolCommand::Certs { out, banks } => {
             for file in minipay::certs::generate(&out, &banks)? {
                 println!("{file}");

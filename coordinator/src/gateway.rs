@@ -37,6 +37,8 @@ pub struct GatewayOptions {
     /// Finished payments are kept (and their ids answer repeats) at least
     /// this long; older ones are forgotten at the next snapshot.
     pub retention_ms: u64,
+    /// The cost of hashing a password (setup users, registration).
+    pub password_cost: users::HashCost,
 }
 
 /// Seven days, the default retention of finished payments.
@@ -101,6 +103,9 @@ struct Entry {
     /// `None` for an id first heard of in a bank's GetDecision.
     payment: Option<Payment>,
     decision: Option<(Decision, String)>,
+    /// The LSN of the decision record: nobody outside learns the decision
+    /// (not the client, not a bank, not a status query) before it is durable.
+    decided_lsn: Lsn,
     decided_at_ms: u64,
     ended: bool,
 }
@@ -128,7 +133,7 @@ pub struct Gateway<P> {
 }
 
 /// A pre-computed argon2id hash of a random password nobody knows.
-fn dummy_hash(entropy: &dyn Entropy) -> String {
+fn dummy_hash(entropy: &dyn Entropy, cost: users::HashCost) -> String {
     let mut bytes = [0u8; 16];
     entropy.fill(&mut bytes);
     users::hash_password(
@@ -136,6 +141,7 @@ fn dummy_hash(entropy: &dyn Entropy) -> String {
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect::<String>(),
+        cost,
     )
 }
 
@@ -197,7 +203,7 @@ impl<P: Participant> Gateway<P> {
                 }
                 let record = GatewayRecord::UserRegistered {
                     username: user.username,
-                    password_hash: users::hash_password(&user.password),
+                    password_hash: users::hash_password(&user.password, options.password_cost),
                     bank: user.bank,
                     account: user.account,
                 };
@@ -206,12 +212,13 @@ impl<P: Participant> Gateway<P> {
             }
         }
         let now = clock.now_ms();
-        let undecided: Vec<TxnId> = state
+        let mut undecided: Vec<TxnId> = state
             .payments
             .iter()
             .filter(|(_, entry)| entry.decision.is_none())
             .map(|(txn, _)| *txn)
             .collect();
+        undecided.sort();
         for txn in undecided {
             let record = GatewayRecord::Decided {
                 txn,
@@ -222,7 +229,7 @@ impl<P: Participant> Gateway<P> {
             let lsn = wal.append(record.kind(), &record.encode())?;
             apply(&mut state, lsn, &record);
         }
-        let dummy_hash = dummy_hash(&*entropy);
+        let dummy_hash = dummy_hash(&*entropy, options.password_cost);
         Ok(Gateway {
             state: Mutex::new(state),
             wal,
@@ -271,7 +278,7 @@ impl<P: Participant> Gateway<P> {
         if !self.options.banks.iter().any(|known| known == bank) {
             return Err(GatewayError::NotFound(format!("unknown bank {bank:?}")));
         }
-        let password_hash = users::hash_password(password);
+        let password_hash = users::hash_password(password, self.options.password_cost);
         let lsn = {
             let mut state = self.lock();
             if state.users.contains_key(username) {
@@ -345,7 +352,7 @@ impl<P: Participant> Gateway<P> {
         match state
             .payments
             .get(&txn)
-            .and_then(|entry| entry.payment.clone())
+            .and_then(|entry| self.visible(entry))
         {
             Some(payment) if payment.user == user => Ok(payment),
             Some(_) | None => Err(GatewayError::NotFound(format!("no payment {txn} of yours"))),
@@ -388,14 +395,15 @@ impl<P: Participant> Gateway<P> {
     pub async fn pay(&self, user: &str, request: PaymentRequest) -> Result<Payment, GatewayError> {
         self.check_request(user, &request)?;
         let txn = request.txn;
-        let lsn = {
+        let seen = {
             let mut state = self.lock();
             if let Some(entry) = state.payments.get(&txn) {
                 let stored = replay_of(entry, user, &request)?;
-                if stored.status != Status::Initiated {
-                    return Ok(stored);
+                if stored.status == Status::Initiated {
+                    Seen::InFlight
+                } else {
+                    Seen::Finished(Box::new(stored), entry.decided_lsn)
                 }
-                None
             } else {
                 let now = self.clock.now_ms();
                 let record = GatewayRecord::Initiated {
@@ -403,12 +411,17 @@ impl<P: Participant> Gateway<P> {
                     user: user.to_owned(),
                     at_ms: now,
                 };
-                Some(self.record(&mut state, record)?)
+                Seen::New(self.record(&mut state, record)?)
             }
         };
-        let Some(lsn) = lsn else {
+        let lsn = match seen {
+            Seen::New(lsn) => lsn,
             // Same id still in flight: wait for its outcome, never a second 2PC.
-            return Ok(self.outcome(txn).await);
+            Seen::InFlight => return self.outcome(txn).await,
+            Seen::Finished(stored, decided_lsn) => {
+                self.wal.wait_durable(decided_lsn).await?;
+                return Ok(*stored);
+            }
         };
         self.wal.wait_durable(lsn).await?;
         let (decision, reason) = self.phase_one(&request).await;
@@ -470,7 +483,7 @@ impl<P: Participant> Gateway<P> {
     /// Sends the decision to every bank of `txn` once; writes `Ended` if all
     /// acknowledged. Returns whether they did.
     pub async fn phase_two(&self, txn: TxnId) -> Result<bool, GatewayError> {
-        let (decision, banks) = {
+        let (decision, decided_lsn, banks) = {
             let state = self.lock();
             let Some(entry) = state.payments.get(&txn) else {
                 return Ok(true);
@@ -482,12 +495,16 @@ impl<P: Participant> Gateway<P> {
             };
             (
                 *decision,
+                entry.decided_lsn,
                 legs_per_bank(&payment.request)
                     .into_iter()
                     .map(|(bank, _)| bank)
                     .collect::<Vec<_>>(),
             )
         };
+        // Never send a decision the log could still lose (say, after the
+        // log failed and memory is ahead of the disk).
+        self.wal.wait_durable(decided_lsn).await?;
         let timeout = self.options.commit_timeout;
         let acks = join_all(
             banks
@@ -513,16 +530,19 @@ impl<P: Participant> Gateway<P> {
 
     /// Transactions decided but not yet acknowledged by every bank: phase 2
     /// is retried for each (after a restart, or after a bank was down).
+    /// In id order, so a simulation replays identically.
     pub fn unfinished(&self) -> Vec<TxnId> {
         let state = self.lock();
-        state
+        let mut unfinished: Vec<TxnId> = state
             .payments
             .iter()
             .filter(|(_, entry)| {
                 entry.decision.is_some() && !entry.ended && entry.payment.is_some()
             })
             .map(|(txn, _)| *txn)
-            .collect()
+            .collect();
+        unfinished.sort();
+        unfinished
     }
 
     /// Retries phase 2 once for every unfinished transaction; returns how
@@ -540,13 +560,14 @@ impl<P: Participant> Gateway<P> {
     /// A bank's in-doubt question. Unknown ids are decided ABORT (durably,
     /// so they stay ABORT).
     pub async fn decision(&self, txn: TxnId) -> Result<Decision, GatewayError> {
-        let lsn = {
+        let (decision, lsn) = {
             let mut state = self.lock();
             match state.payments.get(&txn) {
                 Some(Entry {
                     decision: Some((decision, _)),
+                    decided_lsn,
                     ..
-                }) => return Ok(*decision),
+                }) => (*decision, *decided_lsn),
                 Some(_) => {
                     return Err(GatewayError::NotDecided(format!(
                         "transaction {txn} is not decided yet"
@@ -560,18 +581,20 @@ impl<P: Participant> Gateway<P> {
                         reason: "unknown to the gateway when a bank asked".into(),
                         at_ms: now,
                     };
-                    self.record(&mut state, record)?
+                    (Decision::Abort, self.record(&mut state, record)?)
                 }
             }
         };
         self.wal.wait_durable(lsn).await?;
-        Ok(Decision::Abort)
+        Ok(decision)
     }
 
-    /// Resolves with the payment once it is decided (the caller bounds the
-    /// wait with its own timeout, then answers INITIATED).
-    pub fn outcome(&self, txn: TxnId) -> OutcomeFuture<'_, P> {
-        OutcomeFuture { gateway: self, txn }
+    /// Resolves with the payment once its decision is durable (the caller
+    /// bounds the wait with its own timeout, then answers INITIATED).
+    pub async fn outcome(&self, txn: TxnId) -> Result<Payment, GatewayError> {
+        let (payment, decided_lsn) = DecidedFuture { gateway: self, txn }.await;
+        self.wal.wait_durable(decided_lsn).await?;
+        Ok(payment)
     }
 
     /// The current stored payment (for answering after a bounded wait).
@@ -579,11 +602,23 @@ impl<P: Participant> Gateway<P> {
         self.lock()
             .payments
             .get(&txn)
-            .and_then(|entry| entry.payment.clone())
+            .and_then(|entry| self.visible(entry))
             .map(|mut payment| {
                 payment.replayed = true;
                 payment
             })
+    }
+
+    /// The payment as it may be shown outside: INITIATED until its decision
+    /// is durable (a decision only in memory could still be lost).
+    fn visible(&self, entry: &Entry) -> Option<Payment> {
+        let mut payment = entry.payment.clone()?;
+        if entry.decision.is_some() && entry.decided_lsn > self.wal.durable_lsn() {
+            payment.status = Status::Initiated;
+            payment.reason.clear();
+            payment.ended = false;
+        }
+        Some(payment)
     }
 
     /// The error every request gets once the decision log failed.
@@ -618,6 +653,11 @@ impl<P: Participant> Gateway<P> {
     /// How many repeated requests are waiting on the in-flight `txn`.
     pub fn waiting_on(&self, txn: TxnId) -> usize {
         self.lock().waiters.get(&txn).map_or(0, Vec::len)
+    }
+
+    /// The decision log (for simulations that wait for it to settle).
+    pub fn wal(&self) -> &Wal {
+        &self.wal
     }
 
     /// How many payments (and ids) the gateway remembers.
@@ -753,6 +793,7 @@ fn restore(state: &mut State, bytes: &[u8]) -> Result<(), wal::codec::DecodeErro
             Entry {
                 payment,
                 decision,
+                decided_lsn: Lsn(0),
                 decided_at_ms,
                 ended,
             },
@@ -761,26 +802,36 @@ fn restore(state: &mut State, bytes: &[u8]) -> Result<(), wal::codec::DecodeErro
     reader.finish()
 }
 
-/// Resolves once a txn is decided.
-pub struct OutcomeFuture<'a, P> {
+/// What `pay` found for a txn id.
+enum Seen {
+    /// A new id: the LSN of its INITIATED record.
+    New(Lsn),
+    InFlight,
+    /// Decided: the stored outcome and the LSN of its decision.
+    Finished(Box<Payment>, Lsn),
+}
+
+/// Resolves once a txn is decided (in memory: with the decision's LSN).
+struct DecidedFuture<'a, P> {
     gateway: &'a Gateway<P>,
     txn: TxnId,
 }
 
-impl<P: Participant> Future for OutcomeFuture<'_, P> {
-    type Output = Payment;
+impl<P: Participant> Future for DecidedFuture<'_, P> {
+    type Output = (Payment, Lsn);
 
-    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Payment> {
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<(Payment, Lsn)> {
         let mut state = self.gateway.lock();
         let entry = state.payments.get(&self.txn).cloned();
         match entry {
             Some(Entry {
                 payment: Some(mut payment),
                 decision: Some(_),
+                decided_lsn,
                 ..
             }) => {
                 payment.replayed = true;
-                Poll::Ready(payment)
+                Poll::Ready((payment, decided_lsn))
             }
             _ => {
                 state
@@ -880,6 +931,7 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
                 Entry {
                     payment: Some(payment),
                     decision: None,
+                    decided_lsn: Lsn(0),
                     decided_at_ms: 0,
                     ended: false,
                 },
@@ -894,10 +946,12 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
             let entry = state.payments.entry(*txn).or_insert(Entry {
                 payment: None,
                 decision: None,
+                decided_lsn: Lsn(0),
                 decided_at_ms: 0,
                 ended: false,
             });
             entry.decided_at_ms = *at_ms;
+            entry.decided_lsn = lsn;
             let decision = if *commit {
                 Decision::Commit
             } else {

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
 
 pub const USERNAME_LEN_MAX: usize = 64;
 pub const PASSWORD_LEN_MIN: usize = 6;
@@ -56,11 +56,40 @@ pub fn valid_password(password: &str) -> bool {
     (PASSWORD_LEN_MIN..=PASSWORD_LEN_MAX).contains(&password.len())
 }
 
+/// What hashing one password costs. Each hash records its own parameters,
+/// so changing the cost never invalidates stored hashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashCost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+}
+
+impl HashCost {
+    /// The smallest cost argon2 allows: for simulations that create
+    /// thousands of gateways, never for real passwords.
+    pub const SIMULATION_ONLY: HashCost = HashCost {
+        memory_kib: Params::MIN_M_COST,
+        iterations: Params::MIN_T_COST,
+    };
+}
+
+impl Default for HashCost {
+    /// argon2id's recommended defaults (19 MiB, 2 passes; OWASP's minimum).
+    fn default() -> HashCost {
+        HashCost {
+            memory_kib: Params::DEFAULT_M_COST,
+            iterations: Params::DEFAULT_T_COST,
+        }
+    }
+}
+
 /// An argon2id hash (PHC string) of `password` with a fresh random salt.
-pub fn hash_password(password: &str) -> String {
-    Argon2::default()
+pub fn hash_password(password: &str, cost: HashCost) -> String {
+    let params = Params::new(cost.memory_kib, cost.iterations, 1, None)
+        .expect("argon2 accepts the configured cost");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(password.as_bytes())
-        .expect("argon2id with default parameters hashes any password")
+        .expect("argon2id hashes any password")
         .to_string()
 }
 
@@ -160,8 +189,8 @@ mod tests {
 
     #[test]
     fn hashes_are_argon2id_salted_and_verify_only_the_right_password() {
-        let first = hash_password("pass123");
-        let second = hash_password("pass123");
+        let first = hash_password("pass123", HashCost::default());
+        let second = hash_password("pass123", HashCost::default());
         assert!(first.starts_with("$argon2id$"), "{first}");
         assert_ne!(first, second, "salted");
         assert!(!first.contains("pass123"));

@@ -201,6 +201,7 @@ fn options() -> GatewayOptions {
         sessions: Default::default(),
         snapshot_every: 1_000_000,
         retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
+        password_cost: Default::default(),
     }
 }
 
@@ -520,6 +521,7 @@ fn checkpoints_keep_users_and_recent_payments_and_forget_old_finished_ones() {
     let options = GatewayOptions {
         snapshot_every: 3,
         retention_ms: 10_000,
+        password_cost: Default::default(),
         ..options()
     };
     let open_at = |storage: &SimStorage| {

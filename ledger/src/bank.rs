@@ -277,6 +277,16 @@ impl Bank {
         self.wal.poisoned()
     }
 
+    /// The ledger's log (for simulations that wait for it to settle).
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// Looks at the state under the lock (for audits and simulations).
+    pub fn inspect<T>(&self, look: impl FnOnce(&Ledger) -> T) -> T {
+        look(&self.lock())
+    }
+
     /// A copy of the whole state (for tests and audits).
     pub fn ledger(&self) -> Ledger {
         self.lock().clone()

@@ -52,6 +52,8 @@ pub(crate) struct Limits {
     pub max_batch_bytes: usize,
     pub max_pending_bytes: usize,
     pub max_syncs_in_flight: usize,
+    /// No flusher threads: waiters write and sync themselves.
+    pub inline_flush: bool,
 }
 
 /// The longest a blocking appender polls (yielding the CPU) for in-flight
@@ -644,7 +646,7 @@ impl Shared {
         if self.durable_lsn.load(Ordering::Acquire) >= lsn.0 {
             return Some(Ok(lsn));
         }
-        let mut state = self.lock();
+        let mut state = self.flush_inline(lsn);
         if state.durable_lsn >= lsn.0 {
             return Some(Ok(lsn));
         }
@@ -653,6 +655,19 @@ impl Shared {
         }
         state.async_waiters.push((lsn, waker.clone()));
         None
+    }
+
+    /// Without flusher threads, writes and syncs pending batches on the
+    /// calling thread until `lsn` is durable (or nothing more can be
+    /// written). With them, only locks the state.
+    pub(crate) fn flush_inline(&self, lsn: Lsn) -> MutexGuard<'_, State> {
+        let mut state = self.lock();
+        if self.limits.inline_flush {
+            while state.durable_lsn < lsn.0 && self.can_write(&state) {
+                state = self.flush(state);
+            }
+        }
+        state
     }
 
     /// For an async append: enqueues the record, or registers `waker` for

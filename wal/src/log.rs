@@ -49,6 +49,12 @@ pub struct Options {
     pub prepare_segments_ahead: bool,
     /// How many `fdatasync` calls may overlap (each covering a later batch).
     pub max_syncs_in_flight: usize,
+    /// Write and sync async appends on flusher threads (the default). When
+    /// false there are none: whoever waits for a record to be durable (a
+    /// polled future, a blocking append) writes and syncs the pending batch
+    /// on its own thread. Nothing then happens behind the owner's back,
+    /// which a deterministic simulation needs; batches are smaller.
+    pub background_flush: bool,
 }
 
 /// The most syncs [`Options::max_syncs_in_flight`] may allow.
@@ -65,6 +71,7 @@ impl Default for Options {
             max_pending_bytes: 64 << 20,
             prepare_segments_ahead: true,
             max_syncs_in_flight: 2,
+            background_flush: true,
         }
     }
 }
@@ -189,6 +196,7 @@ impl Wal {
             max_batch_bytes: options.max_batch_bytes,
             max_pending_bytes: options.max_pending_bytes,
             max_syncs_in_flight: options.max_syncs_in_flight,
+            inline_flush: !options.background_flush,
         };
         let shared = Arc::new(Shared::new(
             writer,
@@ -197,8 +205,13 @@ impl Wal {
             last.end_offset,
             limits,
         ));
-        let mut flushers = Vec::with_capacity(options.max_syncs_in_flight);
-        for _ in 0..options.max_syncs_in_flight {
+        let flusher_count = if options.background_flush {
+            options.max_syncs_in_flight
+        } else {
+            0
+        };
+        let mut flushers = Vec::with_capacity(flusher_count);
+        for _ in 0..flusher_count {
             let flusher_shared = Arc::clone(&shared);
             let flusher = std::thread::Builder::new()
                 .name("wal-flusher".into())
@@ -353,6 +366,7 @@ impl Wal {
     }
 
     fn shutdown(&mut self) {
+        drop(self.shared.flush_inline(Lsn(u64::MAX)));
         self.shared.close();
         for flusher in self.flushers.drain(..) {
             let _ = flusher.join();
