@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use anyhow::{Context, bail};
@@ -89,12 +89,32 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Two or more banks and a gateway on this machine, as real processes (this
-/// executable re-run as `minipay bank` / `minipay gateway`), in `dir` with
-/// fresh certificates. Used by `minipay demo` and `minipay bench --local`.
+/// Which executables run the servers.
+#[derive(Clone, Debug)]
+pub enum Servers {
+    /// This executable re-run as `minipay bank` / `minipay gateway` (so a
+    /// user who built only `minipay` can run a cluster).
+    ReExec(PathBuf),
+    /// The `bank` and `gateway` binaries (integration tests).
+    Binaries { bank: PathBuf, gateway: PathBuf },
+}
+
+impl Servers {
+    fn command(&self, server: &str) -> (&Path, Vec<String>) {
+        match (self, server) {
+            (Servers::ReExec(exe), _) => (exe, vec![server.to_owned()]),
+            (Servers::Binaries { bank, .. }, "bank") => (bank, Vec::new()),
+            (Servers::Binaries { gateway, .. }, _) => (gateway, Vec::new()),
+        }
+    }
+}
+
+/// Two or more banks and a gateway on this machine, as real processes, in
+/// `dir` with fresh certificates. Used by `minipay demo`, `minipay bench
+/// --local` and `minipay chaos`.
 pub struct LocalCluster {
     pub dir: std::path::PathBuf,
-    exe: std::path::PathBuf,
+    servers: Servers,
     pub banks: Vec<(String, ServerProcess)>,
     pub gateway: Option<ServerProcess>,
     pub gateway_address: SocketAddr,
@@ -103,6 +123,17 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Writes certificates and `setup_json`, starts every bank and the gateway.
     pub fn start(dir: &Path, setup_json: &str, banks: &[&str]) -> anyhow::Result<LocalCluster> {
+        let exe = std::env::current_exe().context("find the minipay executable")?;
+        LocalCluster::start_with(Servers::ReExec(exe), dir, setup_json, banks)
+    }
+
+    /// [`LocalCluster::start`] with the given server executables.
+    pub fn start_with(
+        servers: Servers,
+        dir: &Path,
+        setup_json: &str,
+        banks: &[&str],
+    ) -> anyhow::Result<LocalCluster> {
         let names: Vec<String> = banks.iter().map(|name| (*name).to_owned()).collect();
         crate::certs::generate(&dir.join("tls"), &names)?;
         std::fs::write(dir.join("setup.json"), setup_json)?;
@@ -111,7 +142,7 @@ impl LocalCluster {
         let gateway_address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let mut cluster = LocalCluster {
             dir: dir.to_path_buf(),
-            exe: std::env::current_exe().context("find the minipay executable")?,
+            servers,
             banks: Vec::new(),
             gateway: None,
             gateway_address,
@@ -138,9 +169,8 @@ impl LocalCluster {
 
     /// Starts (or restarts, given its old address) a bank.
     pub fn start_bank(&self, name: &str, listen: &str) -> anyhow::Result<ServerProcess> {
-        let mut args: Vec<String> = ["bank", "--name", name, "--listen", listen]
-            .map(str::to_owned)
-            .to_vec();
+        let (program, mut args) = self.servers.command("bank");
+        args.extend(["--name", name, "--listen", listen].map(str::to_owned));
         args.extend(self.server_args(name));
         args.extend([
             "--gateway".into(),
@@ -148,20 +178,19 @@ impl LocalCluster {
             "--in-doubt-timeout".into(),
             "1s".into(),
         ]);
-        ServerProcess::start(&self.exe, &args, &self.dir.join(format!("{name}.log")))
+        ServerProcess::start(program, &args, &self.dir.join(format!("{name}.log")))
     }
 
     /// Starts (or restarts) the gateway on its reserved address.
     pub fn start_gateway(&self) -> anyhow::Result<ServerProcess> {
-        let mut args: Vec<String> = ["gateway", "--listen", &self.gateway_address.to_string()]
-            .map(str::to_owned)
-            .to_vec();
+        let (program, mut args) = self.servers.command("gateway");
+        args.extend(["--listen".to_owned(), self.gateway_address.to_string()]);
         args.extend(self.server_args("gateway"));
         for (name, bank) in &self.banks {
             args.extend(["--bank".into(), format!("{name}=https://{}", bank.address)]);
         }
         args.extend(["--prepare-timeout", "10s", "--commit-timeout", "2s"].map(str::to_owned));
-        ServerProcess::start(&self.exe, &args, &self.dir.join("gateway.log"))
+        ServerProcess::start(program, &args, &self.dir.join("gateway.log"))
     }
 
     pub fn gateway_url(&self) -> String {
@@ -200,6 +229,23 @@ impl LocalCluster {
             .await
             .with_context(|| format!("connect to {name} at {address}"))?;
         Ok(minipay_proto::v1::bank_client::BankClient::new(channel))
+    }
+
+    /// Starts a bank again on the address it had (after it was killed).
+    pub fn restart_bank(&mut self, name: &str) -> anyhow::Result<()> {
+        let listen = self.bank(name).address.to_string();
+        let restarted = self.start_bank(name, &listen)?;
+        *self.bank(name) = restarted;
+        Ok(())
+    }
+
+    /// Starts the gateway again on its address (after it was killed).
+    pub fn restart_gateway(&mut self) -> anyhow::Result<()> {
+        if let Some(mut gateway) = self.gateway.take() {
+            gateway.kill_9();
+        }
+        self.gateway = Some(self.start_gateway()?);
+        Ok(())
     }
 
     /// Stops every process gracefully (SIGTERM).

@@ -216,6 +216,7 @@ fn payment_to_proto(payment: &Payment) -> proto::Payment {
         amount: request.amount.0,
         currency: request.currency.clone(),
         replayed: payment.replayed,
+        settled: payment.ended,
     }
 }
 

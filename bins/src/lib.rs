@@ -8,6 +8,7 @@ pub mod bank_clients;
 pub mod bank_node;
 pub mod bank_service;
 pub mod certs;
+pub mod chaos;
 pub mod client;
 pub mod client_queue;
 pub mod cluster;

@@ -30,6 +30,10 @@ enum Command {
     /// Load generator: concurrent clients making random payments; checks
     /// that money is conserved.
     Bench(minipay::load_generator::BenchArgs),
+    /// Kill -9 random processes of a local cluster (3 banks, a gateway)
+    /// under concurrent payments, restart them, heal, and check every
+    /// invariant.
+    Chaos(minipay::chaos::ChaosArgs),
     /// Run a bank server (the same as the `bank` binary).
     Bank(minipay::bank_node::BankCommand),
     /// Run the payment gateway (the same as the `gateway` binary).
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
         Command::Gateway(command) => return minipay::gateway_node::main(command),
         Command::Client(command) => return client_main(cli.client, command),
         Command::Demo => return demo_main(),
+        Command::Chaos(args) => return chaos_main(args),
         Command::Bench(args) => return bench_main(cli.client, args),
         // The simulation's nodes log what real ones would (timeouts, failed
         // syncs) by design; its report says what happened.
@@ -212,6 +217,21 @@ fn demo_main() -> ExitCode {
         .build()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(minipay::demo::run()));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chaos_main(args: minipay::chaos::ChaosArgs) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(minipay::chaos::main(args)));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

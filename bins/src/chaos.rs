@@ -1,0 +1,528 @@
+//! `minipay chaos`: Jepsen's "bank" workload against real processes. Three
+//! banks and a gateway run on this machine over mTLS; one client per user
+//! makes same-bank and cross-bank payments (some more than the payer has),
+//! retrying each with its txn id until it has an outcome; meanwhile a
+//! random process is SIGKILLed at a random moment and restarted. Then the
+//! faults stop, the system heals, and the six invariants
+//! ([`crate::invariants`]) are checked from the servers' own answers and
+//! the clients' record of acknowledged outcomes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use minipay_proto::v1 as proto;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cluster::{LocalCluster, Servers};
+use crate::invariants::{
+    AccountRef, BankView, Checker, GatewayEntry, Movement, Observation, Outcome, TxnKey,
+};
+use crate::tls::TlsDir;
+
+const BANKS: [&str; 3] = ["bank_a", "bank_b", "bank_c"];
+const USERS_PER_BANK: usize = 2;
+/// Opening balance of every account, in minor units (1,000.00).
+const OPENING: u64 = 100_000;
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// How many processes to kill (each then restarts).
+    #[arg(long, default_value_t = 20)]
+    pub kills: u32,
+    /// Seed of the fault schedule and the payments (default: random, printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep the cluster's directory (logs, data) here instead of a temporary one.
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChaosOptions {
+    pub kills: u32,
+    pub seed: u64,
+    /// How long the system may take to settle after the faults stop.
+    pub heal_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ChaosReport {
+    pub seed: u64,
+    /// Kills of the gateway and of each bank.
+    pub kills: BTreeMap<String, u32>,
+    pub payments: u64,
+    pub committed: u64,
+    pub aborted: u64,
+    /// Requests sent, retries included.
+    pub attempts: u64,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for ChaosReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kills: Vec<String> = self
+            .kills
+            .iter()
+            .map(|(target, count)| format!("{target} x{count}"))
+            .collect();
+        write!(
+            f,
+            "seed {}: kills [{}]; {} payments ({} committed, {} aborted) in {} requests; healed and checked in {:.1} s",
+            self.seed,
+            kills.join(", "),
+            self.payments,
+            self.committed,
+            self.aborted,
+            self.attempts,
+            self.seconds
+        )
+    }
+}
+
+struct User {
+    name: String,
+    password: String,
+    account: AccountRef,
+}
+
+fn users() -> Vec<User> {
+    let mut users = Vec::new();
+    for (bank_index, bank) in BANKS.iter().enumerate() {
+        for index in 1..=USERS_PER_BANK {
+            let account = format!("{}{index}", (b'a' + bank_index as u8) as char);
+            users.push(User {
+                name: format!("chaos_{account}"),
+                password: format!("chaos-password-{account}"),
+                account: AccountRef {
+                    bank: (*bank).to_owned(),
+                    account,
+                },
+            });
+        }
+    }
+    users
+}
+
+fn setup_json(users: &[User]) -> String {
+    let entries: Vec<serde_json::Value> = users
+        .iter()
+        .map(|user| {
+            serde_json::json!({
+                "username": user.name,
+                "password": user.password,
+                "bank": user.account.bank,
+                "account_no": user.account.account,
+                "balance": OPENING / 100,
+            })
+        })
+        .collect();
+    serde_json::json!({ "users": entries }).to_string()
+}
+
+/// What the clients sent and were told.
+#[derive(Default)]
+struct Record {
+    /// Every txn id sent, by whom and what it asked.
+    sent: BTreeMap<TxnKey, (usize, Movement)>,
+    acknowledged: BTreeMap<TxnKey, Outcome>,
+    attempts: u64,
+}
+
+fn gateway_channel(url: &str, tls: &TlsDir) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .tls_config(tls.client("client")?)?
+        .connect_timeout(Duration::from_secs(1))
+        .connect_lazy())
+}
+
+fn authorized<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}")
+            .parse()
+            .expect("a session key is a valid header value"),
+    );
+    request
+}
+
+async fn login(
+    client: &mut proto::gateway_client::GatewayClient<Channel>,
+    user: &User,
+) -> Option<String> {
+    let request = proto::LoginRequest {
+        username: user.name.clone(),
+        password: user.password.clone(),
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, client.login(request)).await {
+        Ok(Ok(response)) => Some(response.into_inner().session_key),
+        _ => None,
+    }
+}
+
+/// One user's client: payments one after another, each retried with its
+/// txn id (re-logging in after a gateway restart) until it has an outcome.
+/// Stops starting payments when `stop` is set; gives up at `deadline`.
+async fn client_loop(
+    index: usize,
+    user: Arc<Vec<User>>,
+    channel: Channel,
+    record: Arc<Mutex<Record>>,
+    stop: Arc<AtomicBool>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut rng = StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9e37_79b9));
+    let me = &user[index];
+    let mut client = proto::gateway_client::GatewayClient::new(channel);
+    let mut key: Option<String> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let to = loop {
+            let other = &user[rng.random_range(0..user.len())];
+            if other.account != me.account {
+                break other.account.clone();
+            }
+        };
+        let amount = if rng.random_ratio(1, 10) {
+            OPENING * 5
+        } else {
+            rng.random_range(1..=5_000)
+        };
+        let mut bytes = [0u8; 16];
+        rng.fill_bytes(&mut bytes);
+        let txn = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        record.lock().expect("record lock").sent.insert(
+            txn,
+            (
+                index,
+                Movement {
+                    from: me.account.clone(),
+                    to: to.clone(),
+                    amount,
+                },
+            ),
+        );
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if let Some(at) = *deadline.lock().expect("deadline lock")
+                && Instant::now() > at
+            {
+                bail!("payment {txn} of {} never got an outcome", me.name);
+            }
+            if key.is_none() {
+                key = login(&mut client, me).await;
+            }
+            if let Some(session) = &key {
+                record.lock().expect("record lock").attempts += 1;
+                let request = proto::PayRequest {
+                    txn_id: txn.to_string(),
+                    to_bank: to.bank.clone(),
+                    to_account: to.account.clone(),
+                    amount,
+                    currency: "INR".into(),
+                };
+                match tokio::time::timeout(CALL_TIMEOUT, client.pay(authorized(request, session)))
+                    .await
+                {
+                    Ok(Ok(response)) => {
+                        let outcome = match response.into_inner().status() {
+                            proto::PaymentStatus::Committed => Some(Outcome::Committed),
+                            proto::PaymentStatus::Aborted => Some(Outcome::Aborted),
+                            _ => None,
+                        };
+                        if let Some(outcome) = outcome {
+                            let mut record = record.lock().expect("record lock");
+                            if let Some(earlier) = record.acknowledged.insert(txn, outcome)
+                                && earlier != outcome
+                            {
+                                bail!("txn {txn} acknowledged {earlier:?}, then {outcome:?}");
+                            }
+                            break;
+                        }
+                    }
+                    Ok(Err(status)) => match status.code() {
+                        tonic::Code::Unauthenticated => key = None,
+                        tonic::Code::InvalidArgument
+                        | tonic::Code::AlreadyExists
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::NotFound => {
+                            bail!("payment {txn} refused: {status}");
+                        }
+                        _ => {}
+                    },
+                    Err(_) => {}
+                }
+            }
+            let jitter = rng.random_range(0..=backoff.as_millis() as u64);
+            tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the workload with `options.kills` kills, heals, and checks.
+pub async fn run(
+    servers: Servers,
+    dir: &Path,
+    options: &ChaosOptions,
+) -> anyhow::Result<ChaosReport> {
+    let started = Instant::now();
+    let users = Arc::new(users());
+    let mut cluster = tokio::task::block_in_place(|| {
+        LocalCluster::start_with(servers, dir, &setup_json(&users), &BANKS)
+    })?;
+    let tls = TlsDir::new(&cluster.tls_dir());
+    let url = cluster.gateway_url();
+    let record = Arc::new(Mutex::new(Record::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Arc::new(Mutex::new(None));
+    let clients: Vec<_> = (0..users.len())
+        .map(|index| {
+            let channel = gateway_channel(&url, &tls)?;
+            Ok(tokio::spawn(client_loop(
+                index,
+                Arc::clone(&users),
+                channel,
+                Arc::clone(&record),
+                Arc::clone(&stop),
+                Arc::clone(&deadline),
+                options.seed,
+            )))
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let mut kills: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..options.kills {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..=400))).await;
+        let target = rng.random_range(0..=BANKS.len());
+        let downtime = Duration::from_millis(rng.random_range(0..=300));
+        let name = if target == BANKS.len() {
+            "gateway"
+        } else {
+            BANKS[target]
+        };
+        *kills.entry(name.to_owned()).or_default() += 1;
+        if target == BANKS.len() {
+            if let Some(gateway) = cluster.gateway.as_mut() {
+                gateway.kill_9();
+            }
+            tokio::time::sleep(downtime).await;
+            tokio::task::block_in_place(|| cluster.restart_gateway())
+                .context("restart the gateway")?;
+        } else {
+            cluster.bank(name).kill_9();
+            tokio::time::sleep(downtime).await;
+            tokio::task::block_in_place(|| cluster.restart_bank(name))
+                .with_context(|| format!("restart {name}"))?;
+        }
+    }
+
+    // Heal: no more faults or new payments; every outstanding one must end.
+    stop.store(true, Ordering::SeqCst);
+    *deadline.lock().expect("deadline lock") = Some(Instant::now() + options.heal_timeout);
+    for client in clients {
+        client.await.context("a client task panicked")??;
+    }
+    let observation = settled_observation(&cluster, &users, &record, options.heal_timeout).await?;
+
+    let initial = users
+        .iter()
+        .map(|user| (user.account.clone(), OPENING))
+        .collect();
+    let mut checker = Checker::new(initial);
+    let (payments, committed, aborted, attempts) = {
+        let record = record.lock().expect("record lock");
+        for (txn, outcome) in &record.acknowledged {
+            checker.acknowledged(*txn, *outcome)?;
+        }
+        let count = |wanted| {
+            record
+                .acknowledged
+                .values()
+                .filter(|outcome| **outcome == wanted)
+                .count() as u64
+        };
+        (
+            record.sent.len() as u64,
+            count(Outcome::Committed),
+            count(Outcome::Aborted),
+            record.attempts,
+        )
+    };
+    checker.check_healed(&observation)?;
+    tokio::task::block_in_place(|| cluster.stop())?;
+    Ok(ChaosReport {
+        seed: options.seed,
+        kills,
+        payments,
+        committed,
+        aborted,
+        attempts,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Polls the servers until nothing is in flight (every payment settled at
+/// the gateway, nothing in doubt at any bank) or the timeout passes, and
+/// returns what they then report.
+async fn settled_observation(
+    cluster: &LocalCluster,
+    users: &[User],
+    record: &Mutex<Record>,
+    timeout: Duration,
+) -> anyhow::Result<Observation> {
+    let tls = TlsDir::new(&cluster.tls_dir());
+    let mut gateway =
+        proto::gateway_client::GatewayClient::new(gateway_channel(&cluster.gateway_url(), &tls)?);
+    let mut keys = Vec::new();
+    for user in users {
+        keys.push(
+            login(&mut gateway, user)
+                .await
+                .with_context(|| format!("log in {} after healing", user.name))?,
+        );
+    }
+    let sent: Vec<(TxnKey, usize)> = record
+        .lock()
+        .expect("record lock")
+        .sent
+        .iter()
+        .map(|(txn, (user, _))| (*txn, *user))
+        .collect();
+    let give_up = Instant::now() + timeout;
+    loop {
+        let observation = observe(cluster, &mut gateway, &keys, &sent).await?;
+        let settled = observation.gateway.as_ref().is_some_and(|payments| {
+            payments
+                .values()
+                .all(|entry| entry.ended && entry.outcome != Outcome::Initiated)
+        }) && observation.banks.iter().all(|bank| bank.in_doubt == 0);
+        if settled || Instant::now() > give_up {
+            return Ok(observation);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn observe(
+    cluster: &LocalCluster,
+    gateway: &mut proto::gateway_client::GatewayClient<Channel>,
+    keys: &[String],
+    sent: &[(TxnKey, usize)],
+) -> anyhow::Result<Observation> {
+    let mut banks = Vec::new();
+    for name in BANKS {
+        let mut client = cluster.bank_client(name).await?;
+        let mut view = BankView {
+            name: name.to_owned(),
+            ..BankView::default()
+        };
+        for user in users().iter().filter(|user| user.account.bank == name) {
+            let account = client
+                .get_account(proto::GetAccountRequest {
+                    account_no: user.account.account.clone(),
+                })
+                .await
+                .with_context(|| format!("{name}: GetAccount"))?
+                .into_inner();
+            view.accounts.insert(
+                user.account.account.clone(),
+                (account.balance, account.available),
+            );
+        }
+        view.in_doubt = client
+            .list_in_doubt(proto::ListInDoubtRequest {})
+            .await
+            .with_context(|| format!("{name}: ListInDoubt"))?
+            .into_inner()
+            .txns
+            .len();
+        banks.push(view);
+    }
+    let mut payments = BTreeMap::new();
+    for (txn, user) in sent {
+        let request = proto::GetPaymentRequest {
+            txn_id: txn.to_string(),
+        };
+        match gateway.get_payment(authorized(request, &keys[*user])).await {
+            Ok(response) => {
+                let payment = response.into_inner();
+                let outcome = match payment.status() {
+                    proto::PaymentStatus::Committed => Outcome::Committed,
+                    proto::PaymentStatus::Aborted => Outcome::Aborted,
+                    _ => Outcome::Initiated,
+                };
+                payments.insert(
+                    *txn,
+                    GatewayEntry {
+                        movement: Movement {
+                            from: AccountRef {
+                                bank: payment.from_bank,
+                                account: payment.from_account,
+                            },
+                            to: AccountRef {
+                                bank: payment.to_bank,
+                                account: payment.to_account,
+                            },
+                            amount: payment.amount,
+                        },
+                        outcome,
+                        ended: payment.settled,
+                    },
+                );
+            }
+            // Never reached the gateway durably (its first request was lost
+            // with a crash before an answer): nothing may have moved for it.
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) => bail!("GetPayment {txn}: {status}"),
+        }
+    }
+    Ok(Observation {
+        banks,
+        gateway: Some(payments),
+        complete: true,
+    })
+}
+
+/// `minipay chaos`.
+pub async fn main(args: ChaosArgs) -> anyhow::Result<()> {
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("minipay-chaos-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    eprintln!(
+        "chaos: seed {seed}, {} kills, cluster in {}",
+        args.kills,
+        dir.display()
+    );
+    let exe = std::env::current_exe().context("find the minipay executable")?;
+    let options = ChaosOptions {
+        kills: args.kills,
+        seed,
+        heal_timeout: Duration::from_secs(120),
+    };
+    match run(Servers::ReExec(exe), &dir, &options).await {
+        Ok(report) => {
+            println!("ok: {report}");
+            if args.dir.is_none() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            Ok(())
+        }
+        Err(error) => Err(error.context(format!(
+            "chaos seed {seed} failed; logs and data are in {}",
+            dir.display()
+        ))),
+    }
+}
