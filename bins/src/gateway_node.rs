@@ -216,7 +216,7 @@ impl GatewayConfig {
     }
 }
 
-struct SystemClock;
+pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
@@ -225,7 +225,7 @@ impl Clock for SystemClock {
 }
 
 /// The operating system's CSPRNG.
-struct OsEntropy;
+pub struct OsEntropy;
 
 impl Entropy for OsEntropy {
     fn fill(&self, bytes: &mut [u8]) {

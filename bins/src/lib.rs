@@ -13,6 +13,7 @@ pub mod client;
 pub mod client_queue;
 pub mod cluster;
 pub mod demo;
+pub mod fuzzing;
 pub mod gateway_node;
 pub mod gateway_service;
 pub mod invariants;

@@ -660,3 +660,82 @@ fn a_repeat_of_an_in_flight_txn_id_waits_for_its_outcome_and_never_starts_a_seco
         Some(BankTxn::Committed)
     );
 }
+
+/// Found by the simulation (seed 501): a repeated request was answered with
+/// a decision that was only in memory; its sync then failed, and after the
+/// restart the payment was ABORTED. Nobody may hear a decision before it is
+/// durable.
+#[test]
+fn no_one_hears_a_decision_whose_sync_failed() {
+    let banks = GatedBanks {
+        inner: Banks::default(),
+        gate: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
+        entered: Arc::new((Mutex::new(0), std::sync::Condvar::new())),
+    };
+    let storage = SimStorage::new();
+    let gateway = Arc::new(
+        Gateway::open(
+            Arc::new(storage.clone()),
+            options(),
+            banks.clone(),
+            Arc::new(TestClock(AtomicU64::new(1_000))),
+            Arc::new(TestEntropy(AtomicU64::new(7))),
+            setup_users,
+        )
+        .unwrap(),
+    );
+    let first = {
+        let gateway = Arc::clone(&gateway);
+        std::thread::spawn(move || {
+            block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500)))
+        })
+    };
+    {
+        let (count, changed) = &*banks.entered;
+        let mut count = count.lock().unwrap();
+        while *count == 0 {
+            count = changed.wait(count).unwrap();
+        }
+    }
+    let repeat = {
+        let gateway = Arc::clone(&gateway);
+        std::thread::spawn(move || {
+            block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500)))
+        })
+    };
+    while gateway.waiting_on(txn(1)) == 0 {
+        std::thread::yield_now();
+    }
+    // INITIATED is durable; the decision's sync will fail.
+    storage.fail_syncs_after(0);
+    {
+        let (open, changed) = &*banks.gate;
+        *open.lock().unwrap() = true;
+        changed.notify_all();
+    }
+    assert!(matches!(
+        first.join().unwrap(),
+        Err(GatewayError::Storage(_))
+    ));
+    assert!(matches!(
+        repeat.join().unwrap(),
+        Err(GatewayError::Storage(_))
+    ));
+    assert!(matches!(
+        block_on(gateway.decision(txn(1))),
+        Err(GatewayError::Storage(_))
+    ));
+    assert_eq!(gateway.current(txn(1)).unwrap().status, Status::Initiated);
+    assert!(matches!(
+        block_on(gateway.phase_two(txn(1))),
+        Err(GatewayError::Storage(_))
+    ));
+    assert_eq!(
+        banks.inner.state("bank_b", txn(1)),
+        Some(BankTxn::Prepared),
+        "no bank was told COMMIT"
+    );
+    drop(gateway);
+    let restarted = open(&storage.crash(), banks.inner.clone());
+    assert_eq!(restarted.current(txn(1)).unwrap().status, Status::Aborted);
+}

@@ -50,7 +50,10 @@ pub use log::{
     Options, PAYLOAD_LEN_LIMIT, Recovered, RecoveryReport, SYNCS_IN_FLIGHT_LIMIT, Wal, inspect,
     read_records,
 };
-pub use record::{Invalid, Lsn, RECORD_HEADER_LEN, RecordKind, RecordRef, framed_len};
+pub use record::{
+    Invalid, Lsn, RECORD_HEADER_LEN, RecordKind, RecordRef, decode_any as decode_record,
+    encode as encode_record, framed_len,
+};
 pub use recovery::{Damage, Scan, SegmentInfo};
 pub use repair::{RepairOutcome, repair};
 pub use segment::{SEGMENT_HEADER_LEN, segment_name};
