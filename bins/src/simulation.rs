@@ -745,14 +745,11 @@ impl World {
         for txn in settled {
             self.active.remove(&txn);
             let key = txn_key(txn);
-            for (index, view) in observation.banks.iter().enumerate() {
+            for view in &observation.banks {
                 if let Some(BankTxn::Posted { net }) =
                     view.txns.as_ref().and_then(|txns| txns.get(&key))
+                    && let Some(bank) = BANKS.iter().position(|name| *name == view.name)
                 {
-                    let bank = BANKS
-                        .iter()
-                        .position(|name| *name == view.name)
-                        .unwrap_or(index);
                     self.settled_net[bank] += net;
                 }
             }
@@ -764,13 +761,13 @@ impl World {
     fn start_bank(&mut self, index: usize) -> Result<(), Violation> {
         let name = BANKS[index];
         let seeds: Vec<Seed> = self
-            .checker_initial()
-            .into_iter()
-            .filter(|(account, _)| account.bank == name)
-            .map(|(account, balance)| Seed {
-                account: ledger::AccountNo::parse(&account.account).expect("valid account"),
-                owner: format!("user_{}", account.account),
-                balance: ledger::Amount(balance),
+            .clients
+            .iter()
+            .filter(|client| client.account.bank == name)
+            .map(|client| Seed {
+                account: ledger::AccountNo::parse(&client.account.account).expect("valid account"),
+                owner: client.user.clone(),
+                balance: ledger::Amount(self.checker.initial_balance(&client.account)),
             })
             .collect();
         let node = &mut self.banks[index].node;
@@ -797,21 +794,6 @@ impl World {
                 detail: format!("{name} could not recover its log: {error}"),
             }),
         }
-    }
-
-    fn checker_initial(&self) -> Vec<(AccountRef, u64)> {
-        self.clients
-            .iter()
-            .map(|client| client.account.clone())
-            .map(|account| {
-                let balance = self.initial_balance(&account);
-                (account, balance)
-            })
-            .collect()
-    }
-
-    fn initial_balance(&self, account: &AccountRef) -> u64 {
-        self.checker.initial_balance(account)
     }
 
     fn start_gateway(&mut self) -> Result<(), Violation> {
@@ -1141,7 +1123,7 @@ impl World {
             .collect();
         let to = others[self.rng.random_range(0..others.len())].clone();
         let from = self.clients[index].account.clone();
-        let opening = self.initial_balance(&from);
+        let opening = self.checker.initial_balance(&from);
         // Mostly affordable; sometimes more than the account could hold.
         let amount = if self.rng.random_ratio(1, 10) {
             opening * 3
