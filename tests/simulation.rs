@@ -33,10 +33,11 @@ fn every_seed_holds_all_six_invariants_through_faults_and_healing() {
             println!("seeds {from}..{}: {summary}", from + count);
             assert_eq!(summary.seeds, count);
             // The faults really happened: a run without them proves little.
-            assert!(summary.crashes > count, "{summary}");
-            assert!(summary.failed_syncs > count / 2, "{summary}");
-            assert!(summary.dropped > 0 && summary.duplicated > 0, "{summary}");
-            assert!(summary.committed > 0 && summary.aborted > 0, "{summary}");
+            let counts = &summary.counts;
+            assert!(counts.crashes > count, "{summary}");
+            assert!(counts.failed_syncs > count / 2, "{summary}");
+            assert!(counts.dropped > 0 && counts.duplicated > 0, "{summary}");
+            assert!(counts.committed > 0 && counts.aborted > 0, "{summary}");
         }
         Err(failure) => panic!("{failure}"),
     }

@@ -85,10 +85,9 @@ impl Default for SimConfig {
     }
 }
 
-/// What one seed did.
+/// What happened in one seed, or summed over many.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SimReport {
-    pub seed: u64,
+pub struct Counts {
     pub steps: u64,
     pub payments: u64,
     pub committed: u64,
@@ -98,7 +97,45 @@ pub struct SimReport {
     pub duplicated: u64,
     pub crashes: u64,
     pub failed_syncs: u64,
-    pub torn_writes: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.steps += other.steps;
+        self.payments += other.payments;
+        self.committed += other.committed;
+        self.aborted += other.aborted;
+        self.messages += other.messages;
+        self.dropped += other.dropped;
+        self.duplicated += other.duplicated;
+        self.crashes += other.crashes;
+        self.failed_syncs += other.failed_syncs;
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} steps: {} payments ({} committed, {} aborted), {} messages ({} dropped, {} duplicated), {} crashes, {} failed syncs injected",
+            self.steps,
+            self.payments,
+            self.committed,
+            self.aborted,
+            self.messages,
+            self.dropped,
+            self.duplicated,
+            self.crashes,
+            self.failed_syncs
+        )
+    }
+}
+
+/// What one seed did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimReport {
+    pub seed: u64,
+    pub counts: Counts,
     /// A hash of every event in order: equal digests, identical runs.
     pub digest: u64,
 }
@@ -173,13 +210,11 @@ enum Msg {
         txn: coordinator::TxnId,
         legs: Vec<coordinator::Leg>,
     },
-    Commit {
-        call: u64,
+    /// Phase 2 (a call awaiting its ack), or the answer to `AskDecision`.
+    Decide {
+        call: Option<u64>,
         txn: coordinator::TxnId,
-    },
-    Abort {
-        call: u64,
-        txn: coordinator::TxnId,
+        decision: Decision,
     },
     Reply {
         call: u64,
@@ -188,10 +223,6 @@ enum Msg {
     AskDecision {
         bank: usize,
         txn: coordinator::TxnId,
-    },
-    Decision {
-        txn: coordinator::TxnId,
-        decision: Decision,
     },
     Pay {
         client: usize,
@@ -370,12 +401,7 @@ impl Participant for SimParticipant {
         txn: coordinator::TxnId,
         timeout: Duration,
     ) -> CallFuture<'a, ()> {
-        self.call(
-            bank,
-            timeout,
-            |call| Msg::Commit { call, txn },
-            move |reply| ack(bank, reply),
-        )
+        self.decide(bank, txn, Decision::Commit, timeout)
     }
 
     fn abort<'a>(
@@ -384,20 +410,28 @@ impl Participant for SimParticipant {
         txn: coordinator::TxnId,
         timeout: Duration,
     ) -> CallFuture<'a, ()> {
-        self.call(
-            bank,
-            timeout,
-            |call| Msg::Abort { call, txn },
-            move |reply| ack(bank, reply),
-        )
+        self.decide(bank, txn, Decision::Abort, timeout)
     }
 }
 
-fn ack(bank: &str, reply: Reply) -> Result<(), CallError> {
-    match reply {
-        Reply::Ack => Ok(()),
-        Reply::Refused(detail) => Err(refused(bank, detail)),
-        Reply::Vote(_) => Err(refused(bank, "a vote answered a decision".into())),
+impl SimParticipant {
+    fn decide<'a>(
+        &'a self,
+        bank: &'a str,
+        txn: coordinator::TxnId,
+        decision: Decision,
+        timeout: Duration,
+    ) -> CallFuture<'a, ()> {
+        let message = move |call| Msg::Decide {
+            call: Some(call),
+            txn,
+            decision,
+        };
+        self.call(bank, timeout, message, move |reply| match reply {
+            Reply::Ack => Ok(()),
+            Reply::Refused(detail) => Err(refused(bank, detail)),
+            Reply::Vote(_) => Err(refused(bank, "a vote answered a decision".into())),
+        })
     }
 }
 
@@ -605,12 +639,15 @@ impl World {
     fn report(&self) -> SimReport {
         let net = lock(&self.net);
         SimReport {
-            steps: self.step,
-            messages: net.sent,
-            dropped: net.dropped,
-            duplicated: net.duplicated,
+            seed: self.report.seed,
+            counts: Counts {
+                steps: self.step,
+                messages: net.sent,
+                dropped: net.dropped,
+                duplicated: net.duplicated,
+                ..self.report.counts.clone()
+            },
             digest: self.digest,
-            ..self.report.clone()
         }
     }
 
@@ -905,7 +942,12 @@ impl World {
                 self.spawn(Dest::Gateway, async move {
                     match gateway.decision(txn).await {
                         Ok(decision) => {
-                            lock(&net).send(now, Dest::Bank(bank), Msg::Decision { txn, decision })
+                            let answer = Msg::Decide {
+                                call: None,
+                                txn,
+                                decision,
+                            };
+                            lock(&net).send(now, Dest::Bank(bank), answer)
                         }
                         Err(GatewayError::Storage(_)) => failed.store(true, Ordering::SeqCst),
                         Err(_) => {}
@@ -984,27 +1026,21 @@ impl World {
                     lock(&net).send(now, Dest::Gateway, Msg::Reply { call, reply });
                 });
             }
-            Msg::Commit { call, txn } => {
-                self.spawn(Dest::Bank(index), async move {
-                    let result = bank.commit(to_ledger_txn(txn), now).await;
-                    finish(result, Some(call));
-                });
-            }
-            Msg::Abort { call, txn } => {
-                self.spawn(Dest::Bank(index), async move {
-                    let result = bank.abort(to_ledger_txn(txn), now).await;
-                    finish(result, Some(call));
-                });
-            }
-            Msg::Decision { txn, decision } => {
-                self.event(format!("{}: decision {decision:?} for {txn}", BANKS[index]));
+            Msg::Decide {
+                call,
+                txn,
+                decision,
+            } => {
+                if call.is_none() {
+                    self.event(format!("{}: decision {decision:?} for {txn}", BANKS[index]));
+                }
                 self.spawn(Dest::Bank(index), async move {
                     let txn = to_ledger_txn(txn);
                     let result = match decision {
                         Decision::Commit => bank.commit(txn, now).await,
                         Decision::Abort => bank.abort(txn, now).await,
                     };
-                    finish(result, None);
+                    finish(result, call);
                 });
             }
             other => panic!("a bank cannot receive {other:?}"),
@@ -1036,8 +1072,8 @@ impl World {
         {
             state.outstanding = None;
             match outcome {
-                Outcome::Committed => self.report.committed += 1,
-                _ => self.report.aborted += 1,
+                Outcome::Committed => self.report.counts.committed += 1,
+                _ => self.report.counts.aborted += 1,
             }
         }
         Ok(())
@@ -1092,7 +1128,7 @@ impl World {
                 "client {index}: pay {} {} -> {} {}",
                 request.txn, request.from.account, request.to.account, request.amount.0
             ));
-            self.report.payments += 1;
+            self.report.counts.payments += 1;
             self.requested.insert(request.txn, request.clone());
             self.active.insert(request.txn);
             let pause = self.rng.random_range(0..400);
@@ -1228,7 +1264,7 @@ impl World {
                     }
                 };
                 storage.fail_syncs_after(0);
-                self.report.failed_syncs += 1;
+                self.report.counts.failed_syncs += 1;
                 let name = node_name(target);
                 self.event(format!("{name}: its next sync will fail"));
             }
@@ -1248,7 +1284,6 @@ impl World {
             };
             if failed {
                 let sectors = self.rng.random_range(0..4);
-                self.report.torn_writes += 1;
                 self.crash(
                     target,
                     CrashMode::TearUnsynced { sectors },
@@ -1274,7 +1309,7 @@ impl World {
         if !was_up {
             return;
         }
-        self.report.crashes += 1;
+        self.report.counts.crashes += 1;
         self.tasks.retain(|(owner, _)| *owner != dest);
         match target {
             0 => {
@@ -1450,48 +1485,12 @@ fn bank_txn(state: &TxnState) -> BankTxn {
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
     pub seeds: u64,
-    pub steps: u64,
-    pub payments: u64,
-    pub committed: u64,
-    pub aborted: u64,
-    pub messages: u64,
-    pub dropped: u64,
-    pub duplicated: u64,
-    pub crashes: u64,
-    pub failed_syncs: u64,
-}
-
-impl Summary {
-    fn add(&mut self, report: &SimReport) {
-        self.seeds += 1;
-        self.steps += report.steps;
-        self.payments += report.payments;
-        self.committed += report.committed;
-        self.aborted += report.aborted;
-        self.messages += report.messages;
-        self.dropped += report.dropped;
-        self.duplicated += report.duplicated;
-        self.crashes += report.crashes;
-        self.failed_syncs += report.failed_syncs;
-    }
+    pub counts: Counts,
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} seeds, {} steps: {} payments ({} committed, {} aborted), {} messages ({} dropped, {} duplicated), {} crashes, {} failed syncs",
-            self.seeds,
-            self.steps,
-            self.payments,
-            self.committed,
-            self.aborted,
-            self.messages,
-            self.dropped,
-            self.duplicated,
-            self.crashes,
-            self.failed_syncs
-        )
+        write!(f, "{} seeds, {}", self.seeds, self.counts)
     }
 }
 
@@ -1532,7 +1531,10 @@ pub fn run_seeds(
     let mut summary = Summary::default();
     for result in results {
         match result {
-            Ok(report) => summary.add(&report),
+            Ok(report) => {
+                summary.seeds += 1;
+                summary.counts.add(&report.counts);
+            }
             Err(failure) => return Err(Box::new(failure)),
         }
     }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use coordinator::{
     Amount, CallError, CallFuture, Clock, Decision, Direction, Endpoint, Entropy, Gateway,
-    GatewayError, GatewayOptions, Leg, Participant, PaymentRequest, SetupUser, Status, TxnId, Vote,
+    GatewayError, GatewayOptions, Leg, Participant, Payment, PaymentRequest, SetupUser, Status,
+    TxnId, Vote,
 };
 use wal::block_on;
 use wal::sim::SimStorage;
@@ -600,31 +601,37 @@ impl Participant for GatedBanks {
     }
 }
 
-#[test]
-fn a_repeat_of_an_in_flight_txn_id_waits_for_its_outcome_and_never_starts_a_second_2pc() {
-    let banks = GatedBanks {
-        inner: Banks::default(),
-        gate: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
-        entered: Arc::new((Mutex::new(0), std::sync::Condvar::new())),
-    };
-    let gateway = Arc::new(
-        Gateway::open(
-            Arc::new(SimStorage::new()),
-            options(),
-            banks.clone(),
-            Arc::new(TestClock(AtomicU64::new(1_000))),
-            Arc::new(TestEntropy(AtomicU64::new(7))),
-            setup_users,
-        )
-        .unwrap(),
-    );
-    let first = {
-        let gateway = Arc::clone(&gateway);
+type PayThread = std::thread::JoinHandle<Result<Payment, GatewayError>>;
+
+impl GatedBanks {
+    fn new() -> GatedBanks {
+        GatedBanks {
+            inner: Banks::default(),
+            gate: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
+            entered: Arc::new((Mutex::new(0), std::sync::Condvar::new())),
+        }
+    }
+
+    fn open_gate(&self) {
+        let (open, changed) = &*self.gate;
+        *open.lock().unwrap() = true;
+        changed.notify_all();
+    }
+}
+
+/// Starts alice's payment 1 and, once it is held in its prepare phase, a
+/// repeat of it that waits on the outcome. Returns both threads.
+fn pay_and_repeat_while_prepare_is_held(
+    gateway: &Arc<Gateway<GatedBanks>>,
+    banks: &GatedBanks,
+) -> (PayThread, PayThread) {
+    let spawn = || {
+        let gateway = Arc::clone(gateway);
         std::thread::spawn(move || {
             block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500)))
         })
     };
-    // Wait until the first request is inside its prepare phase.
+    let first = spawn();
     {
         let (count, changed) = &*banks.entered;
         let mut count = count.lock().unwrap();
@@ -632,23 +639,35 @@ fn a_repeat_of_an_in_flight_txn_id_waits_for_its_outcome_and_never_starts_a_seco
             count = changed.wait(count).unwrap();
         }
     }
-    let repeat = {
-        let gateway = Arc::clone(&gateway);
-        std::thread::spawn(move || {
-            block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500)))
-        })
-    };
+    let repeat = spawn();
     assert_eq!(gateway.current(txn(1)).unwrap().status, Status::Initiated);
-    // The repeat parks on the outcome (a waker is registered) before the
-    // first request is allowed to finish.
+    // The repeat parks on the outcome (a waker is registered).
     while gateway.waiting_on(txn(1)) == 0 {
         std::thread::yield_now();
     }
-    {
-        let (open, changed) = &*banks.gate;
-        *open.lock().unwrap() = true;
-        changed.notify_all();
-    }
+    (first, repeat)
+}
+
+fn open_gated(storage: &SimStorage, banks: &GatedBanks) -> Arc<Gateway<GatedBanks>> {
+    Arc::new(
+        Gateway::open(
+            Arc::new(storage.clone()),
+            options(),
+            banks.clone(),
+            Arc::new(TestClock(AtomicU64::new(1_000))),
+            Arc::new(TestEntropy(AtomicU64::new(7))),
+            setup_users,
+        )
+        .unwrap(),
+    )
+}
+
+#[test]
+fn a_repeat_of_an_in_flight_txn_id_waits_for_its_outcome_and_never_starts_a_second_2pc() {
+    let banks = GatedBanks::new();
+    let gateway = open_gated(&SimStorage::new(), &banks);
+    let (first, repeat) = pay_and_repeat_while_prepare_is_held(&gateway, &banks);
+    banks.open_gate();
     let first = first.join().unwrap().unwrap();
     let repeat = repeat.join().unwrap().unwrap();
     assert_eq!((first.status, first.replayed), (Status::Committed, false));
@@ -667,52 +686,13 @@ fn a_repeat_of_an_in_flight_txn_id_waits_for_its_outcome_and_never_starts_a_seco
 /// durable.
 #[test]
 fn no_one_hears_a_decision_whose_sync_failed() {
-    let banks = GatedBanks {
-        inner: Banks::default(),
-        gate: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
-        entered: Arc::new((Mutex::new(0), std::sync::Condvar::new())),
-    };
+    let banks = GatedBanks::new();
     let storage = SimStorage::new();
-    let gateway = Arc::new(
-        Gateway::open(
-            Arc::new(storage.clone()),
-            options(),
-            banks.clone(),
-            Arc::new(TestClock(AtomicU64::new(1_000))),
-            Arc::new(TestEntropy(AtomicU64::new(7))),
-            setup_users,
-        )
-        .unwrap(),
-    );
-    let first = {
-        let gateway = Arc::clone(&gateway);
-        std::thread::spawn(move || {
-            block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500)))
-        })
-    };
-    {
-        let (count, changed) = &*banks.entered;
-        let mut count = count.lock().unwrap();
-        while *count == 0 {
-            count = changed.wait(count).unwrap();
-        }
-    }
-    let repeat = {
-        let gateway = Arc::clone(&gateway);
-        std::thread::spawn(move || {
-            block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500)))
-        })
-    };
-    while gateway.waiting_on(txn(1)) == 0 {
-        std::thread::yield_now();
-    }
+    let gateway = open_gated(&storage, &banks);
+    let (first, repeat) = pay_and_repeat_while_prepare_is_held(&gateway, &banks);
     // INITIATED is durable; the decision's sync will fail.
     storage.fail_syncs_after(0);
-    {
-        let (open, changed) = &*banks.gate;
-        *open.lock().unwrap() = true;
-        changed.notify_all();
-    }
+    banks.open_gate();
     assert!(matches!(
         first.join().unwrap(),
         Err(GatewayError::Storage(_))
