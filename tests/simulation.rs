@@ -38,6 +38,7 @@ fn every_seed_holds_all_six_invariants_through_faults_and_healing() {
             assert!(counts.failed_syncs > count / 2, "{summary}");
             assert!(counts.dropped > 0 && counts.duplicated > 0, "{summary}");
             assert!(counts.committed > 0 && counts.aborted > 0, "{summary}");
+            assert!(counts.reuses_refused > 0, "{summary}");
         }
         Err(failure) => panic!("{failure}"),
     }

@@ -97,6 +97,8 @@ pub struct Counts {
     pub duplicated: u64,
     pub crashes: u64,
     pub failed_syncs: u64,
+    /// Answered ids sent again for another amount, and refused.
+    pub reuses_refused: u64,
 }
 
 impl Counts {
@@ -110,6 +112,7 @@ impl Counts {
         self.duplicated += other.duplicated;
         self.crashes += other.crashes;
         self.failed_syncs += other.failed_syncs;
+        self.reuses_refused += other.reuses_refused;
     }
 }
 
@@ -117,7 +120,7 @@ impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} steps: {} payments ({} committed, {} aborted), {} messages ({} dropped, {} duplicated), {} crashes, {} failed syncs injected",
+            "{} steps: {} payments ({} committed, {} aborted), {} messages ({} dropped, {} duplicated), {} crashes, {} failed syncs injected, {} reused ids refused",
             self.steps,
             self.payments,
             self.committed,
@@ -126,7 +129,8 @@ impl std::fmt::Display for Counts {
             self.dropped,
             self.duplicated,
             self.crashes,
-            self.failed_syncs
+            self.failed_syncs,
+            self.reuses_refused
         )
     }
 }
@@ -224,13 +228,17 @@ enum Msg {
         bank: usize,
         txn: coordinator::TxnId,
     },
+    /// `reused`: the client misuses an id it already had answered, with
+    /// another amount; the gateway must refuse it and move nothing.
     Pay {
         client: usize,
         request: PaymentRequest,
+        reused: bool,
     },
     PayAnswer {
         txn: coordinator::TxnId,
         answer: Result<Status, String>,
+        reused: bool,
     },
 }
 
@@ -474,6 +482,8 @@ struct Client {
     account: AccountRef,
     /// The payment being sent until it has an outcome, and when to resend.
     outstanding: Option<(PaymentRequest, u64, u64)>,
+    /// The last payment that got its outcome (its id is sometimes misused).
+    last_answered: Option<PaymentRequest>,
     next_payment_at: u64,
 }
 
@@ -580,6 +590,7 @@ impl World {
                     user: format!("user_{}", account.account),
                     account,
                     outstanding: None,
+                    last_answered: None,
                     next_payment_at: EPOCH_MS + rng.random_range(0..500),
                 });
             }
@@ -917,7 +928,11 @@ impl World {
             Msg::Reply { call, reply } => {
                 lock(&net).replies.insert(call, reply);
             }
-            Msg::Pay { client, request } => {
+            Msg::Pay {
+                client,
+                request,
+                reused,
+            } => {
                 self.event(format!("gateway: pay {}", request.txn));
                 let user = self.clients[client].user.clone();
                 let clock = self.clock.clone();
@@ -934,7 +949,11 @@ impl World {
                     lock(&net).send(
                         clock.now(),
                         Dest::Client(client),
-                        Msg::PayAnswer { txn, answer },
+                        Msg::PayAnswer {
+                            txn,
+                            answer,
+                            reused,
+                        },
                     );
                 });
             }
@@ -1048,9 +1067,29 @@ impl World {
     }
 
     fn client_answer(&mut self, client: usize, msg: Msg) -> Result<(), Violation> {
-        let Msg::PayAnswer { txn, answer } = msg else {
+        let Msg::PayAnswer {
+            txn,
+            answer,
+            reused,
+        } = msg
+        else {
             panic!("a client cannot receive {msg:?}");
         };
+        if reused {
+            return match answer {
+                Err(message) if message.contains("already used for a different payment") => {
+                    self.event(format!("client {client}: reuse of {txn} refused"));
+                    self.report.counts.reuses_refused += 1;
+                    Ok(())
+                }
+                other => Err(Violation {
+                    invariant: crate::invariants::Invariant::ExactlyOnce,
+                    detail: format!(
+                        "txn id {txn} reused for another amount was answered {other:?}"
+                    ),
+                }),
+            };
+        }
         let outcome = match answer {
             Ok(Status::Committed) => Outcome::Committed,
             Ok(Status::Aborted) => Outcome::Aborted,
@@ -1070,7 +1109,7 @@ impl World {
             .as_ref()
             .is_some_and(|(request, _, _)| request.txn == txn)
         {
-            state.outstanding = None;
+            state.last_answered = state.outstanding.take().map(|(request, _, _)| request);
             match outcome {
                 Outcome::Committed => self.report.counts.committed += 1,
                 _ => self.report.counts.aborted += 1,
@@ -1115,6 +1154,7 @@ impl World {
                     Msg::Pay {
                         client: index,
                         request,
+                        reused: false,
                     },
                 );
                 continue;
@@ -1122,6 +1162,25 @@ impl World {
             let client = &self.clients[index];
             if !self.faults || client.outstanding.is_some() || now < client.next_payment_at {
                 continue;
+            }
+            if let Some(answered) = &client.last_answered
+                && self.rng.random_ratio(1, 20)
+            {
+                let mut misuse = answered.clone();
+                misuse.amount.0 += 1;
+                self.event(format!(
+                    "client {index}: reuses {} for another amount",
+                    misuse.txn
+                ));
+                lock(&self.net).send(
+                    now,
+                    Dest::Gateway,
+                    Msg::Pay {
+                        client: index,
+                        request: misuse,
+                        reused: true,
+                    },
+                );
             }
             let request = self.new_payment(index);
             self.event(format!(
@@ -1145,6 +1204,7 @@ impl World {
                 Msg::Pay {
                     client: index,
                     request,
+                    reused: false,
                 },
             );
         }
