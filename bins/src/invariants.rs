@@ -680,6 +680,42 @@ mod tests {
     }
 
     #[test]
+    fn only_a_complete_observation_may_prove_a_decision_forgotten() {
+        let mut checker = checker();
+        checker.acknowledged(T, Outcome::Committed).unwrap();
+        let mut in_flight_only = Observation {
+            banks: Vec::new(),
+            gateway: Some(BTreeMap::new()),
+            complete: false,
+        };
+        checker.check(&in_flight_only).unwrap();
+        in_flight_only.complete = true;
+        assert_eq!(
+            checker.check(&in_flight_only).unwrap_err().invariant,
+            Invariant::Durability
+        );
+    }
+
+    #[test]
+    fn money_moved_by_unlisted_transactions_is_counted() {
+        // bank a's settled payments took 10 away; they are no longer listed.
+        let mut settled = bank("a", "1", 90, &[]);
+        settled.unlisted_net = -10;
+        let observation = Observation {
+            banks: vec![settled, bank("b", "2", 50, &[])],
+            gateway: Some(BTreeMap::new()),
+            complete: false,
+        };
+        checker().check(&observation).unwrap();
+        let mut forgot = observation.clone();
+        forgot.banks[0].unlisted_net = 0;
+        assert_eq!(
+            checker().check(&forgot).unwrap_err().invariant,
+            Invariant::Conservation
+        );
+    }
+
+    #[test]
     fn a_decision_may_not_change_between_observations() {
         let mut checker = checker();
         let first = Observation {
