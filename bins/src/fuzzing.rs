@@ -14,6 +14,7 @@ use ledger::{Bank, BankOptions, Seed};
 use minipay_proto::v1 as proto;
 use prost::Message;
 use proto::bank_server::Bank as _;
+use proto::decisions_server::Decisions as _;
 use proto::gateway_server::Gateway as _;
 use tonic::{Code, Request, Status};
 use wal::sim::SimStorage;
@@ -22,7 +23,7 @@ use wal::{Lsn, RecordKind, Wal};
 use crate::bank_clients::BankClients;
 use crate::bank_service::BankService;
 use crate::gateway_node::{OsEntropy, SystemClock};
-use crate::gateway_service::{GatewayService, SessionUser};
+use crate::gateway_service::{DecisionService, GatewayService, SessionUser};
 use crate::tls::TlsDir;
 
 const MAX_PAYLOAD: u32 = 1 << 12;
@@ -295,7 +296,7 @@ fn certificates() -> &'static std::path::Path {
 
 /// Every Gateway RPC through its handler with arbitrary requests, as user
 /// alice (the session layer's job is done by attaching her identity; Logout
-/// gets whatever key the input carries). Its one bank is unreachable, so
+/// gets whatever key the input carries), and a bank's GetDecision. Its one bank is unreachable, so
 /// payments abort and registrations fail: with precise statuses, no panic.
 pub fn gateway_requests(data: &[u8]) {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -336,13 +337,15 @@ pub fn gateway_requests(data: &[u8]) {
         .expect("a new gateway opens");
         let failed = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&failed);
+        let gateway = Arc::new(gateway);
+        let decisions = DecisionService::new(Arc::clone(&gateway));
         let service = GatewayService::new(
-            Arc::new(gateway),
+            gateway,
             banks,
             Arc::new(move || stop.store(true, Ordering::SeqCst)),
         );
         for (selector, payload) in requests(data) {
-            let answer: Option<Result<(), Status>> = match selector % 6 {
+            let answer: Option<Result<(), Status>> = match selector % 7 {
                 0 => match message(selector, payload, |fields| proto::RegisterRequest {
                     username: fields.text(&["alice", "dave", ""]),
                     password: fields.text(&["pass123", "short"]),
@@ -385,12 +388,24 @@ pub fn gateway_requests(data: &[u8]) {
                     }
                     None => None,
                 },
-                _ => match message(selector, payload, |fields| proto::GetPaymentRequest {
+                5 => match message(selector, payload, |fields| proto::GetPaymentRequest {
                     txn_id: fields.txn(),
                 }) {
                     Some(request) => Some(
                         service
                             .get_payment(as_alice(Request::new(request)))
+                            .await
+                            .map(drop),
+                    ),
+                    None => None,
+                },
+                // A bank's in-doubt question (the Decisions service).
+                _ => match message(selector, payload, |fields| proto::GetDecisionRequest {
+                    txn_id: fields.txn(),
+                }) {
+                    Some(request) => Some(
+                        decisions
+                            .get_decision(Request::new(request))
                             .await
                             .map(drop),
                     ),
