@@ -283,14 +283,24 @@ fn as_alice<T>(mut request: Request<T>) -> Request<T> {
     request
 }
 
-/// A development CA and certificates, made once per process: the gateway's
-/// bank clients need them even though no bank answers here.
+/// A development CA and certificates (the gateway's bank clients need them
+/// even though no bank answers here), shared by every run on this machine:
+/// made in a private directory, then renamed into place whole, so a reader
+/// never sees a half-written set and no run leaves its own copy behind.
 fn certificates() -> &'static std::path::Path {
     static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("minipay-fuzz-tls-{}", std::process::id()));
-        crate::certs::generate(&dir, &["bank_a".to_owned()]).expect("generate certificates");
-        dir
+        let shared = std::env::temp_dir().join("minipay-fuzz-tls");
+        if !shared.join("ca.pem").exists() {
+            let mine =
+                std::env::temp_dir().join(format!("minipay-fuzz-tls.{}", std::process::id()));
+            crate::certs::generate(&mine, &["bank_a".to_owned()]).expect("generate certificates");
+            if std::fs::rename(&mine, &shared).is_err() {
+                // Another run put its set in place first.
+                let _ = std::fs::remove_dir_all(&mine);
+            }
+        }
+        shared
     })
 }
 
