@@ -19,6 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::client::authorized;
 use crate::cluster::{LocalCluster, Servers};
 use crate::invariants::{
     AccountRef, BankView, Checker, GatewayEntry, Movement, Observation, Outcome, TxnKey,
@@ -142,17 +143,6 @@ fn gateway_channel(url: &str, tls: &TlsDir) -> anyhow::Result<Channel> {
         .connect_lazy())
 }
 
-fn authorized<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}")
-            .parse()
-            .expect("a session key is a valid header value"),
-    );
-    request
-}
-
 async fn login(
     client: &mut proto::gateway_client::GatewayClient<Channel>,
     user: &User,
@@ -228,7 +218,7 @@ async fn client_loop(
                     amount,
                     currency: "INR".into(),
                 };
-                match tokio::time::timeout(CALL_TIMEOUT, client.pay(authorized(request, session)))
+                match tokio::time::timeout(CALL_TIMEOUT, client.pay(authorized(request, session)?))
                     .await
                 {
                     Ok(Ok(response)) => {
@@ -453,7 +443,10 @@ async fn observe(
         let request = proto::GetPaymentRequest {
             txn_id: txn.to_string(),
         };
-        match gateway.get_payment(authorized(request, &keys[*user])).await {
+        match gateway
+            .get_payment(authorized(request, &keys[*user])?)
+            .await
+        {
             Ok(response) => {
                 let payment = response.into_inner();
                 let outcome = match payment.status() {

@@ -211,12 +211,13 @@ async fn connect(
     Ok(proto::gateway_client::GatewayClient::new(channel))
 }
 
-fn authorized<T>(message: T, session: &Session) -> anyhow::Result<tonic::Request<T>> {
+/// `message` with the session key as its bearer token (the one way every
+/// client here authorizes a gateway call).
+pub fn authorized<T>(message: T, session_key: &str) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", session.session_key).parse()?,
-    );
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {session_key}").parse()?);
     Ok(request)
 }
 
@@ -372,7 +373,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
             if let Some(session) = remembered {
                 let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
                 if let Err(status) = client
-                    .logout(authorized(proto::LogoutRequest {}, &session)?)
+                    .logout(authorized(proto::LogoutRequest {}, &session.session_key)?)
                     .await
                     && status.code() != Code::Unauthenticated
                 {
@@ -386,7 +387,10 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
             let session = require_session(&profile)?;
             let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
             let balance = client
-                .get_balance(authorized(proto::GetBalanceRequest {}, &session)?)
+                .get_balance(authorized(
+                    proto::GetBalanceRequest {},
+                    &session.session_key,
+                )?)
                 .await
                 .map_err(|status| refusal(&status))?
                 .into_inner();
@@ -479,7 +483,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
                     proto::GetPaymentRequest {
                         txn_id: txn_id.clone(),
                     },
-                    &session,
+                    &session.session_key,
                 )?)
                 .await
             {
@@ -584,11 +588,15 @@ async fn send(
     };
     // The whole attempt, connection and TLS handshake included, is bounded:
     // a gateway that accepts connections but never answers must not hang us.
-    let answer =
-        match tokio::time::timeout(timeout, client.pay(authorized(request, session)?)).await {
-            Err(_) => return Ok(false),
-            Ok(answer) => answer,
-        };
+    let answer = match tokio::time::timeout(
+        timeout,
+        client.pay(authorized(request, &session.session_key)?),
+    )
+    .await
+    {
+        Err(_) => return Ok(false),
+        Ok(answer) => answer,
+    };
     match answer {
         Ok(response) => {
             let response = response.into_inner();

@@ -13,6 +13,7 @@ use minipay_proto::v1 as proto;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::client::authorized;
 use crate::cluster::LocalCluster;
 use crate::tls::TlsDir;
 
@@ -76,14 +77,6 @@ async fn gateway_client(
         .await
         .with_context(|| format!("connect to the gateway at {url}"))?;
     Ok(proto::gateway_client::GatewayClient::new(channel))
-}
-
-fn authorized<T>(message: T, key: &str) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse()?);
-    Ok(request)
 }
 
 /// Registers and logs in one user per client, alternating banks.

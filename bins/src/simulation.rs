@@ -1148,15 +1148,7 @@ impl World {
             };
             if let Some(request) = resend {
                 self.event(format!("client {index}: resend {}", request.txn));
-                lock(&self.net).send(
-                    now,
-                    Dest::Gateway,
-                    Msg::Pay {
-                        client: index,
-                        request,
-                        reused: false,
-                    },
-                );
+                self.send_pay(now, index, request, false);
                 continue;
             }
             let client = &self.clients[index];
@@ -1172,15 +1164,7 @@ impl World {
                     "client {index}: reuses {} for another amount",
                     misuse.txn
                 ));
-                lock(&self.net).send(
-                    now,
-                    Dest::Gateway,
-                    Msg::Pay {
-                        client: index,
-                        request: misuse,
-                        reused: true,
-                    },
-                );
+                self.send_pay(now, index, misuse, true);
             }
             let request = self.new_payment(index);
             self.event(format!(
@@ -1198,16 +1182,17 @@ impl World {
                 CLIENT_RETRY_MIN_MS,
             ));
             client.next_payment_at = now + pause;
-            lock(&self.net).send(
-                now,
-                Dest::Gateway,
-                Msg::Pay {
-                    client: index,
-                    request,
-                    reused: false,
-                },
-            );
+            self.send_pay(now, index, request, false);
         }
+    }
+
+    fn send_pay(&self, now: u64, client: usize, request: PaymentRequest, reused: bool) {
+        let pay = Msg::Pay {
+            client,
+            request,
+            reused,
+        };
+        lock(&self.net).send(now, Dest::Gateway, pay);
     }
 
     fn new_payment(&mut self, index: usize) -> PaymentRequest {
