@@ -164,6 +164,146 @@ async fn every_rpc_works_for_the_gateway_over_mtls() {
     assert_eq!(bank.stop().await, Stopped::Shutdown);
 }
 
+fn item(code: Code, message: &str) -> proto::ItemStatus {
+    proto::ItemStatus {
+        code: code as i32,
+        message: message.into(),
+    }
+}
+
+fn ok() -> proto::ItemStatus {
+    item(Code::Ok, "")
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_item_as_its_single_call_would() {
+    let scratch = Scratch::new(&["bank_a"], SETUP);
+    let bank = start(&scratch).await;
+    let mut client = bank_client(&scratch.tls(), "gateway", bank.address).await;
+    let transfer = |txn: u32, amount: u64| proto::PrepareRequest {
+        txn_id: txn_id(txn),
+        legs: vec![
+            leg("123", Direction::Debit, amount),
+            leg("456", Direction::Credit, amount),
+        ],
+    };
+    let prepares = vec![
+        transfer(11, 1_000),
+        transfer(12, 10_000_000),
+        proto::PrepareRequest {
+            txn_id: "not-a-txn-id".into(),
+            legs: vec![leg("123", Direction::Debit, 5)],
+        },
+        transfer(14, 2_000),
+    ];
+    let outcomes = client
+        .prepare_batch(proto::PrepareBatchRequest { prepares })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcomes;
+    let statuses: Vec<_> = outcomes
+        .iter()
+        .map(|outcome| outcome.status.clone())
+        .collect();
+    assert_eq!(statuses[0], Some(ok()));
+    assert_eq!(statuses[1], Some(ok()));
+    assert_eq!(statuses[3], Some(ok()));
+    let bad = statuses[2].clone().unwrap();
+    assert_eq!(bad.code, Code::InvalidArgument as i32, "{bad:?}");
+    let votes: Vec<_> = outcomes
+        .iter()
+        .map(|outcome| outcome.vote.clone().map(|vote| (vote.vote, vote.reason)))
+        .collect();
+    assert_eq!(votes[0], Some((proto::Vote::Yes as i32, String::new())));
+    assert_eq!(
+        votes[1],
+        Some((
+            proto::Vote::No as i32,
+            "insufficient funds in account 123".into()
+        ))
+    );
+    assert_eq!(votes[2], None);
+    assert_eq!(votes[3], Some((proto::Vote::Yes as i32, String::new())));
+    assert_eq!(balance(&mut client, "123").await, (100_000, 97_000));
+
+    let finish = |txn: u32, decision: proto::Decision| proto::Finish {
+        txn_id: txn_id(txn),
+        decision: decision as i32,
+    };
+    let finishes = vec![
+        finish(11, proto::Decision::Commit),
+        finish(14, proto::Decision::Abort),
+        finish(15, proto::Decision::Commit),
+        finish(12, proto::Decision::Unspecified),
+    ];
+    let outcomes = client
+        .finish_batch(proto::FinishBatchRequest { finishes })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcomes;
+    assert_eq!(outcomes[0], ok());
+    assert_eq!(outcomes[1], ok());
+    assert_eq!(
+        outcomes[2].code,
+        Code::FailedPrecondition as i32,
+        "commit of a txn never prepared: {:?}",
+        outcomes[2]
+    );
+    assert_eq!(
+        outcomes[3],
+        item(Code::InvalidArgument, "the decision is missing")
+    );
+    assert_eq!(outcomes.len(), 4);
+    assert_eq!(balance(&mut client, "123").await, (99_000, 99_000));
+    assert_eq!(balance(&mut client, "456").await, (2_250, 2_250));
+    assert!(
+        client
+            .list_in_doubt(proto::ListInDoubtRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .txns
+            .is_empty()
+    );
+
+    // A repeated finish is acknowledged again and moves nothing.
+    let outcomes = client
+        .finish_batch(proto::FinishBatchRequest {
+            finishes: vec![finish(11, proto::Decision::Commit)],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcomes;
+    assert_eq!(outcomes, vec![ok()]);
+    assert_eq!(balance(&mut client, "123").await, (99_000, 99_000));
+
+    // Whole-batch bad input: empty, or more items than allowed.
+    let empty = client
+        .prepare_batch(proto::PrepareBatchRequest { prepares: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    let too_many = client
+        .finish_batch(proto::FinishBatchRequest {
+            finishes: (0..=minipay::bank_service::BATCH_LEN_MAX as u32)
+                .map(|txn| finish(1_000 + txn, proto::Decision::Abort))
+                .collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), Code::InvalidArgument);
+    assert!(
+        too_many.message().contains("at most"),
+        "{}",
+        too_many.message()
+    );
+    assert_eq!(balance(&mut client, "123").await, (99_000, 99_000));
+    assert_eq!(bank.stop().await, Stopped::Shutdown);
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_precise_status_and_changes_nothing() {
     let scratch = Scratch::new(&["bank_a"], SETUP);

@@ -1,39 +1,78 @@
 //! The gateway's side of each bank: mTLS gRPC clients (gateway certificate),
 //! and [`coordinator::Participant`] over them with per-call deadlines.
+//!
+//! Prepares and phase-2 decisions are batched per bank: a call joins its
+//! bank's queue, and a sender task sends everything queued as one
+//! `PrepareBatch` or `FinishBatch` call, with at most
+//! [`BATCHES_IN_FLIGHT`] calls to a bank at once. Under load the queue fills
+//! while earlier calls are in flight, so one call carries many payments (one
+//! TLS record, one HTTP/2 stream, one bank task); a lone payment goes out at
+//! once, alone. Each item keeps its own deadline and its own answer.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use coordinator::{CallError, CallFuture, Leg, Participant, TxnId, Vote};
 use minipay_proto::v1 as proto;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::bank_service::BATCH_LEN_MAX;
 use crate::tls::TlsDir;
 
 /// How long connecting to a bank may take before a call counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Batch calls in flight to one bank, per kind (prepare, finish).
+pub const BATCHES_IN_FLIGHT: usize = 1;
+
+/// One call waiting in a bank's queue.
+struct Queued<T, R> {
+    item: T,
+    timeout: Duration,
+    reply: oneshot::Sender<Result<R, CallError>>,
+}
+
+type Queue<T, R> = mpsc::UnboundedSender<Queued<T, R>>;
+
+/// One bank: its channel and its two batch queues.
+#[derive(Clone)]
+struct BankLink {
+    channel: Channel,
+    prepares: Queue<proto::PrepareRequest, Vote>,
+    finishes: Queue<proto::Finish, ()>,
+}
+
 /// One lazily connected channel per bank; a bank that is down does not
-/// stop the gateway from starting or serving the others.
+/// stop the gateway from starting or serving the others. Must be created
+/// inside a tokio runtime (it starts the batch senders).
 #[derive(Clone)]
 pub struct BankClients {
-    banks: HashMap<String, Channel>,
+    banks: HashMap<String, BankLink>,
 }
 
 impl BankClients {
     /// `banks`: (name, URL) pairs.
     pub fn new(banks: &[(String, String)], tls: &TlsDir) -> anyhow::Result<BankClients> {
-        let mut channels = HashMap::new();
+        let mut links = HashMap::new();
         for (name, url) in banks {
             let endpoint = Endpoint::from_shared(url.clone())
                 .with_context(|| format!("bank {name}: bad URL {url:?}"))?
                 .tls_config(tls.client("gateway")?)
                 .with_context(|| format!("bank {name}: TLS"))?
                 .connect_timeout(CONNECT_TIMEOUT);
-            channels.insert(name.clone(), endpoint.connect_lazy());
+            let channel = endpoint.connect_lazy();
+            let link = BankLink {
+                prepares: start_sender(name, channel.clone(), send_prepares),
+                finishes: start_sender(name, channel.clone(), send_finishes),
+                channel,
+            };
+            links.insert(name.clone(), link);
         }
-        Ok(BankClients { banks: channels })
+        Ok(BankClients { banks: links })
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -45,18 +84,171 @@ impl BankClients {
     pub fn client(&self, bank: &str) -> Option<proto::bank_client::BankClient<Channel>> {
         self.banks
             .get(bank)
-            .cloned()
-            .map(proto::bank_client::BankClient::new)
+            .map(|link| proto::bank_client::BankClient::new(link.channel.clone()))
     }
 
-    fn call_client(
-        &self,
-        bank: &str,
-    ) -> Result<proto::bank_client::BankClient<Channel>, CallError> {
-        self.client(bank).ok_or_else(|| CallError::Refused {
+    fn link(&self, bank: &str) -> Result<&BankLink, CallError> {
+        self.banks.get(bank).ok_or_else(|| CallError::Refused {
             bank: bank.to_owned(),
             detail: "unknown bank".into(),
         })
+    }
+}
+
+/// Puts one call in a bank's queue and waits for its answer, at most `timeout`.
+async fn queue_call<T, R>(
+    bank: &str,
+    queue: &Queue<T, R>,
+    item: T,
+    timeout: Duration,
+) -> Result<R, CallError> {
+    let (reply, answer) = oneshot::channel();
+    let unreachable = || CallError::Unreachable {
+        bank: bank.to_owned(),
+        detail: "the gateway is shutting down".into(),
+    };
+    queue
+        .send(Queued {
+            item,
+            timeout,
+            reply,
+        })
+        .map_err(|_| unreachable())?;
+    match tokio::time::timeout(timeout, answer).await {
+        Err(_) => Err(CallError::Timeout {
+            bank: bank.to_owned(),
+            timeout,
+        }),
+        Ok(Err(_)) => Err(unreachable()),
+        Ok(Ok(result)) => result,
+    }
+}
+
+/// What a batch call produced: an answer per item, in order, or one error
+/// for all of them.
+type BatchAnswer<R> = Result<Vec<Result<R, CallError>>, CallError>;
+
+/// Starts the task that drains one bank's queue into batch calls.
+fn start_sender<T, R, F, Fut>(bank: &str, channel: Channel, call: F) -> Queue<T, R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(String, proto::bank_client::BankClient<Channel>, Vec<T>, Duration) -> Fut
+        + Send
+        + 'static,
+    Fut: Future<Output = BatchAnswer<R>> + Send + 'static,
+{
+    let (queue, mut queued) = mpsc::unbounded_channel::<Queued<T, R>>();
+    let bank = bank.to_owned();
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+        while let Some(first) = queued.recv().await {
+            // Waiting for a slot is what lets the next batch gather.
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < BATCH_LEN_MAX {
+                match queued.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            // Callers that gave up (deadline passed) are not sent.
+            batch.retain(|queued| !queued.reply.is_closed());
+            let Some(timeout) = batch.iter().map(|queued| queued.timeout).max() else {
+                continue;
+            };
+            let (items, replies): (Vec<T>, Vec<_>) = batch
+                .into_iter()
+                .map(|queued| (queued.item, queued.reply))
+                .unzip();
+            let client = proto::bank_client::BankClient::new(channel.clone());
+            let answer = call(bank.clone(), client, items, timeout);
+            let bank = bank.clone();
+            tokio::spawn(async move {
+                let expected = replies.len();
+                let answers = match answer.await {
+                    Ok(answers) if answers.len() == expected => answers,
+                    Ok(answers) => {
+                        let error = CallError::Refused {
+                            bank: bank.clone(),
+                            detail: format!("answered {} of {expected} items", answers.len()),
+                        };
+                        (0..expected).map(|_| Err(error.clone())).collect()
+                    }
+                    Err(error) => (0..expected).map(|_| Err(error.clone())).collect(),
+                };
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(answer);
+                }
+                drop(slot);
+            });
+        }
+    });
+    queue
+}
+
+async fn send_prepares(
+    bank: String,
+    mut client: proto::bank_client::BankClient<Channel>,
+    prepares: Vec<proto::PrepareRequest>,
+    timeout: Duration,
+) -> BatchAnswer<Vote> {
+    let request = tonic::Request::new(proto::PrepareBatchRequest { prepares });
+    let response = with_deadline(&bank, timeout, client.prepare_batch(request)).await?;
+    Ok(response
+        .outcomes
+        .into_iter()
+        .map(|outcome| {
+            item_result(&bank, outcome.status, timeout)?;
+            let vote = outcome.vote.unwrap_or_default();
+            match proto::Vote::try_from(vote.vote) {
+                Ok(proto::Vote::Yes) => Ok(Vote::Yes),
+                Ok(proto::Vote::No) => Ok(Vote::No {
+                    reason: vote.reason,
+                }),
+                Ok(proto::Vote::Unspecified) | Err(_) => Err(CallError::Refused {
+                    bank: bank.clone(),
+                    detail: "vote missing".into(),
+                }),
+            }
+        })
+        .collect())
+}
+
+async fn send_finishes(
+    bank: String,
+    mut client: proto::bank_client::BankClient<Channel>,
+    finishes: Vec<proto::Finish>,
+    timeout: Duration,
+) -> BatchAnswer<()> {
+    let request = tonic::Request::new(proto::FinishBatchRequest { finishes });
+    let response = with_deadline(&bank, timeout, client.finish_batch(request)).await?;
+    Ok(response
+        .outcomes
+        .into_iter()
+        .map(|status| item_result(&bank, Some(status), timeout))
+        .collect())
+}
+
+/// One item's status, classified as a whole call's would be.
+fn item_result(
+    bank: &str,
+    status: Option<proto::ItemStatus>,
+    timeout: Duration,
+) -> Result<(), CallError> {
+    let status = status.unwrap_or(proto::ItemStatus {
+        code: tonic::Code::Unknown as i32,
+        message: "item status missing".into(),
+    });
+    match tonic::Code::from_i32(status.code) {
+        tonic::Code::Ok => Ok(()),
+        code => Err(call_error(
+            bank,
+            tonic::Status::new(code, status.message),
+            timeout,
+        )),
     }
 }
 
@@ -81,7 +273,7 @@ fn legs_to_proto(legs: &[Leg]) -> Vec<proto::Leg> {
 async fn with_deadline<T>(
     bank: &str,
     timeout: Duration,
-    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, CallError> {
     match tokio::time::timeout(timeout, call).await {
         Err(_) => Err(CallError::Timeout {
@@ -89,25 +281,30 @@ async fn with_deadline<T>(
             timeout,
         }),
         Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => match status.code() {
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
-                Err(CallError::Unreachable {
-                    bank: bank.to_owned(),
-                    detail: status.message().to_owned(),
-                })
+        Ok(Err(status)) => Err(call_error(bank, status, timeout)),
+    }
+}
+
+/// What a failed call (or batch item) means to the coordinator.
+fn call_error(bank: &str, status: tonic::Status, timeout: Duration) -> CallError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+            CallError::Unreachable {
+                bank: bank.to_owned(),
+                detail: status.message().to_owned(),
             }
-            tonic::Code::DeadlineExceeded => Err(CallError::Timeout {
-                bank: bank.to_owned(),
-                timeout,
-            }),
-            _ => Err(CallError::Refused {
-                bank: bank.to_owned(),
-                detail: format!(
-                    "{} ({})",
-                    status.message(),
-                    crate::request_log::code_name(status.code())
-                ),
-            }),
+        }
+        tonic::Code::DeadlineExceeded => CallError::Timeout {
+            bank: bank.to_owned(),
+            timeout,
+        },
+        _ => CallError::Refused {
+            bank: bank.to_owned(),
+            detail: format!(
+                "{} ({})",
+                status.message(),
+                crate::request_log::code_name(status.code())
+            ),
         },
     }
 }
@@ -121,47 +318,39 @@ impl Participant for BankClients {
         timeout: Duration,
     ) -> CallFuture<'a, Vote> {
         Box::pin(async move {
-            let mut client = self.call_client(bank)?;
-            let message = proto::PrepareRequest {
+            let link = self.link(bank)?;
+            let prepare = proto::PrepareRequest {
                 txn_id: txn_text(txn),
                 legs: legs_to_proto(&legs),
             };
-            let response =
-                with_deadline(bank, timeout, client.prepare(tonic::Request::new(message))).await?;
-            match proto::Vote::try_from(response.vote) {
-                Ok(proto::Vote::Yes) => Ok(Vote::Yes),
-                Ok(proto::Vote::No) => Ok(Vote::No {
-                    reason: response.reason,
-                }),
-                Ok(proto::Vote::Unspecified) | Err(_) => Err(CallError::Refused {
-                    bank: bank.to_owned(),
-                    detail: "vote missing".into(),
-                }),
-            }
+            queue_call(bank, &link.prepares, prepare, timeout).await
         })
     }
 
     fn commit<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()> {
-        Box::pin(async move {
-            let mut client = self.call_client(bank)?;
-            let message = proto::CommitRequest {
-                txn_id: txn_text(txn),
-            };
-            with_deadline(bank, timeout, client.commit(tonic::Request::new(message)))
-                .await
-                .map(|_| ())
-        })
+        self.finish(bank, txn, proto::Decision::Commit, timeout)
     }
 
     fn abort<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()> {
+        self.finish(bank, txn, proto::Decision::Abort, timeout)
+    }
+}
+
+impl BankClients {
+    fn finish<'a>(
+        &'a self,
+        bank: &'a str,
+        txn: TxnId,
+        decision: proto::Decision,
+        timeout: Duration,
+    ) -> CallFuture<'a, ()> {
         Box::pin(async move {
-            let mut client = self.call_client(bank)?;
-            let message = proto::AbortRequest {
+            let link = self.link(bank)?;
+            let finish = proto::Finish {
                 txn_id: txn_text(txn),
+                decision: decision as i32,
             };
-            with_deadline(bank, timeout, client.abort(tonic::Request::new(message)))
-                .await
-                .map(|_| ())
+            queue_call(bank, &link.finishes, finish, timeout).await
         })
     }
 }

@@ -10,20 +10,24 @@ use ledger::{
 };
 use minipay_proto::v1 as proto;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::request_log::note;
 
-/// What the service needs besides the ledger.
+/// What the service needs besides the ledger. Cheap to clone: a batch
+/// hands each item its own handle.
+#[derive(Clone)]
 pub struct BankService {
     bank: Arc<Bank>,
-    currency: String,
+    currency: Arc<str>,
     /// Called when the log fails: the process must stop (fail-stop).
     on_storage_failure: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl BankService {
     pub fn new(bank: Arc<Bank>, on_storage_failure: Arc<dyn Fn() + Send + Sync>) -> BankService {
-        let currency = bank.currency();
+        let currency = bank.currency().into();
         BankService {
             bank,
             currency,
@@ -127,6 +131,129 @@ pub fn now_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
+/// The most items one batch call may carry.
+pub const BATCH_LEN_MAX: usize = 1024;
+
+fn check_batch_len(len: usize) -> Result<(), Status> {
+    match len {
+        0 => Err(Status::invalid_argument("the batch is empty")),
+        len if len > BATCH_LEN_MAX => Err(Status::invalid_argument(format!(
+            "the batch has {len} items; at most {BATCH_LEN_MAX} are allowed"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn item_status(result: Result<(), Status>) -> proto::ItemStatus {
+    match result {
+        Ok(()) => proto::ItemStatus {
+            code: tonic::Code::Ok as i32,
+            message: String::new(),
+        },
+        Err(status) => proto::ItemStatus {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+        },
+    }
+}
+
+impl BankService {
+    /// One prepare, for the single call and for each item of a batch; notes
+    /// its txn, legs, amount and vote on the current span.
+    async fn prepare_one(
+        &self,
+        request: proto::PrepareRequest,
+    ) -> Result<proto::PrepareResponse, Status> {
+        note("txn_id", &request.txn_id);
+        let txn = parse_txn(&request.txn_id)?;
+        let legs = legs_from_proto(&request.legs)?;
+        note("legs", describe_legs(&legs, &self.currency));
+        if let Some(largest) = legs.iter().map(|leg| leg.amount).max() {
+            note("amount", self.money(largest));
+        }
+        let vote = self
+            .bank
+            .prepare(txn, &legs, now_ms())
+            .await
+            .map_err(|error| self.fail(error))?;
+        let (vote, reason) = match vote {
+            Vote::Yes => (proto::Vote::Yes, String::new()),
+            Vote::No(reason) => (proto::Vote::No, reason.to_string()),
+        };
+        note(
+            "vote",
+            if reason.is_empty() {
+                "YES".to_owned()
+            } else {
+                format!("NO ({reason})")
+            },
+        );
+        Ok(proto::PrepareResponse {
+            vote: vote as i32,
+            reason,
+        })
+    }
+
+    /// One phase-2 decision, for the single calls and for each item of a batch.
+    async fn finish_one(&self, txn: &str, decision: proto::Decision) -> Result<(), Status> {
+        note("txn_id", txn);
+        let txn = parse_txn(txn)?;
+        let result = match decision {
+            proto::Decision::Commit => self.bank.commit(txn, now_ms()).await,
+            proto::Decision::Abort => self.bank.abort(txn, now_ms()).await,
+            proto::Decision::Unspecified => {
+                return Err(Status::invalid_argument("the decision is missing"));
+            }
+        };
+        if let Err(BankError::Refused(error)) = &result {
+            tracing::error!(%error, "coordinator protocol violation");
+        }
+        result.map_err(|error| self.fail(error))
+    }
+
+    /// Runs `handle` on every item concurrently (their log appends share
+    /// syncs), each in its own `item` span that logs one line when it is
+    /// answered; returns the answers in request order.
+    async fn each_item<T, R, F, Fut>(&self, items: Vec<T>, handle: F) -> Result<Vec<R>, Status>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: Fn(BankService, T) -> Fut,
+        Fut: std::future::Future<Output = R> + Send + 'static,
+    {
+        let tasks: Vec<_> = items
+            .into_iter()
+            .map(|item| {
+                let span = tracing::info_span!(
+                    "item",
+                    txn_id = Empty,
+                    amount = Empty,
+                    legs = Empty,
+                    vote = Empty
+                );
+                let answer = handle(self.clone(), item);
+                tokio::spawn(
+                    async move {
+                        let answer = answer.await;
+                        tracing::info!("item answered");
+                        answer
+                    }
+                    .instrument(span),
+                )
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            match task.await {
+                Ok(answer) => answers.push(answer),
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(_) => return Err(Status::unavailable("the bank is shutting down")),
+            }
+        }
+        Ok(answers)
+    }
+}
+
 #[tonic::async_trait]
 impl proto::bank_server::Bank for BankService {
     async fn open_account(
@@ -164,7 +291,7 @@ impl proto::bank_server::Bank for BankService {
             owner: account.owner.clone(),
             balance: account.balance.0,
             available: account.available().0,
-            currency: self.currency.clone(),
+            currency: self.currency.to_string(),
         }))
     }
 
@@ -172,48 +299,17 @@ impl proto::bank_server::Bank for BankService {
         &self,
         request: Request<proto::PrepareRequest>,
     ) -> Result<Response<proto::PrepareResponse>, Status> {
-        let request = request.into_inner();
-        note("txn_id", &request.txn_id);
-        let txn = parse_txn(&request.txn_id)?;
-        let legs = legs_from_proto(&request.legs)?;
-        note("legs", describe_legs(&legs, &self.currency));
-        if let Some(largest) = legs.iter().map(|leg| leg.amount).max() {
-            note("amount", self.money(largest));
-        }
-        let vote = self
-            .bank
-            .prepare(txn, &legs, now_ms())
+        self.prepare_one(request.into_inner())
             .await
-            .map_err(|error| self.fail(error))?;
-        let (vote, reason) = match vote {
-            Vote::Yes => (proto::Vote::Yes, String::new()),
-            Vote::No(reason) => (proto::Vote::No, reason.to_string()),
-        };
-        note(
-            "vote",
-            if reason.is_empty() {
-                "YES".to_owned()
-            } else {
-                format!("NO ({reason})")
-            },
-        );
-        Ok(Response::new(proto::PrepareResponse {
-            vote: vote as i32,
-            reason,
-        }))
+            .map(Response::new)
     }
 
     async fn commit(
         &self,
         request: Request<proto::CommitRequest>,
     ) -> Result<Response<proto::CommitResponse>, Status> {
-        note("txn_id", &request.get_ref().txn_id);
-        let txn = parse_txn(&request.get_ref().txn_id)?;
-        let result = self.bank.commit(txn, now_ms()).await;
-        if let Err(BankError::Refused(error)) = &result {
-            tracing::error!(%error, "coordinator protocol violation");
-        }
-        result.map_err(|error| self.fail(error))?;
+        let txn = &request.get_ref().txn_id;
+        self.finish_one(txn, proto::Decision::Commit).await?;
         Ok(Response::new(proto::CommitResponse {}))
     }
 
@@ -221,14 +317,48 @@ impl proto::bank_server::Bank for BankService {
         &self,
         request: Request<proto::AbortRequest>,
     ) -> Result<Response<proto::AbortResponse>, Status> {
-        note("txn_id", &request.get_ref().txn_id);
-        let txn = parse_txn(&request.get_ref().txn_id)?;
-        let result = self.bank.abort(txn, now_ms()).await;
-        if let Err(BankError::Refused(error)) = &result {
-            tracing::error!(%error, "coordinator protocol violation");
-        }
-        result.map_err(|error| self.fail(error))?;
+        let txn = &request.get_ref().txn_id;
+        self.finish_one(txn, proto::Decision::Abort).await?;
         Ok(Response::new(proto::AbortResponse {}))
+    }
+
+    async fn prepare_batch(
+        &self,
+        request: Request<proto::PrepareBatchRequest>,
+    ) -> Result<Response<proto::PrepareBatchResponse>, Status> {
+        let prepares = request.into_inner().prepares;
+        check_batch_len(prepares.len())?;
+        let outcomes = self
+            .each_item(prepares, |service, prepare| async move {
+                match service.prepare_one(prepare).await {
+                    Ok(vote) => proto::PrepareOutcome {
+                        status: Some(item_status(Ok(()))),
+                        vote: Some(vote),
+                    },
+                    Err(error) => proto::PrepareOutcome {
+                        status: Some(item_status(Err(error))),
+                        vote: None,
+                    },
+                }
+            })
+            .await?;
+        Ok(Response::new(proto::PrepareBatchResponse { outcomes }))
+    }
+
+    async fn finish_batch(
+        &self,
+        request: Request<proto::FinishBatchRequest>,
+    ) -> Result<Response<proto::FinishBatchResponse>, Status> {
+        let finishes = request.into_inner().finishes;
+        check_batch_len(finishes.len())?;
+        let outcomes = self
+            .each_item(finishes, |service, finish| async move {
+                let decision = proto::Decision::try_from(finish.decision)
+                    .unwrap_or(proto::Decision::Unspecified);
+                item_status(service.finish_one(&finish.txn_id, decision).await)
+            })
+            .await?;
+        Ok(Response::new(proto::FinishBatchResponse { outcomes }))
     }
 
     async fn list_in_doubt(

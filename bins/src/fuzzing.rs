@@ -175,6 +175,11 @@ fn check_refusal(status: &Status) {
     );
 }
 
+/// One batch item's status: OK or, like a refused call, precise.
+fn check_item(status: proto::ItemStatus) {
+    check_refusal(&Status::new(Code::from_i32(status.code), status.message));
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -219,7 +224,7 @@ pub fn bank_requests(data: &[u8]) {
     );
     runtime().block_on(async {
         for (selector, payload) in requests(data) {
-            let answer: Option<Result<(), Status>> = match selector % 6 {
+            let answer: Option<Result<(), Status>> = match selector % 8 {
                 0 => match message(selector, payload, |fields| proto::OpenAccountRequest {
                     owner: fields.text(&["carol", ""]),
                     initial_balance: fields.u64(),
@@ -255,6 +260,42 @@ pub fn bank_requests(data: &[u8]) {
                     txn_id: fields.txn(),
                 }) {
                     Some(request) => Some(service.abort(Request::new(request)).await.map(drop)),
+                    None => None,
+                },
+                6 => match message(selector, payload, |fields| proto::PrepareBatchRequest {
+                    prepares: (0..fields.u64() % 4)
+                        .map(|_| proto::PrepareRequest {
+                            txn_id: fields.txn(),
+                            legs: fields.legs(),
+                        })
+                        .collect(),
+                }) {
+                    Some(request) => Some(service.prepare_batch(Request::new(request)).await.map(
+                        |answer| {
+                            for outcome in answer.into_inner().outcomes {
+                                check_item(outcome.status.unwrap_or_default());
+                            }
+                        },
+                    )),
+                    None => None,
+                },
+                7 => match message(selector, payload, |fields| proto::FinishBatchRequest {
+                    finishes: (0..fields.u64() % 4)
+                        .map(|_| proto::Finish {
+                            txn_id: fields.txn(),
+                            decision: (fields.u64() % 4) as i32,
+                        })
+                        .collect(),
+                }) {
+                    Some(request) => Some(service.finish_batch(Request::new(request)).await.map(
+                        |answer| {
+                            answer
+                                .into_inner()
+                                .outcomes
+                                .into_iter()
+                                .for_each(check_item)
+                        },
+                    )),
                     None => None,
                 },
                 _ => Some(
