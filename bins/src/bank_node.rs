@@ -211,6 +211,7 @@ fn open_bank(config: &BankConfig) -> anyhow::Result<Bank> {
     let storage = wal::FsStorage::open_locked(&config.data_dir.join("wal"))
         .with_context(|| format!("open data directory {}", config.data_dir.display()))?;
     let options = BankOptions {
+        wal: crate::process::server_wal_options(),
         snapshot_every: config.snapshot_every,
         ..BankOptions::default()
     };

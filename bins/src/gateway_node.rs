@@ -243,7 +243,7 @@ fn open_gateway(
     let storage = wal::FsStorage::open_locked(&config.data_dir.join("wal"))
         .with_context(|| format!("open data directory {}", config.data_dir.display()))?;
     let options = GatewayOptions {
-        wal: wal::Options::default(),
+        wal: crate::process::server_wal_options(),
         prepare_timeout: config.prepare_timeout,
         commit_timeout: config.commit_timeout,
         currency: config.currency.clone(),
