@@ -98,10 +98,11 @@ async fn start(scratch: &Scratch, prepare_timeout: &str) -> Cluster {
         prepare_timeout,
         "1s",
     );
-    let gateway = Process::start(
+    let gateway = Process::start_with_env(
         env!("CARGO_BIN_EXE_gateway"),
         &args,
         &scratch.dir.path().join("gateway.log"),
+        &[("RUST_LOG", VOTES_LOGGED)],
     );
     let mut client = proto::gateway_client::GatewayClient::new(
         channel(&scratch.tls(), "client", gateway.address).await,
@@ -172,6 +173,10 @@ async fn a_bank_that_stops_answering_during_prepare_aborts_the_payment_after_the
         (50_000, 50_000)
     );
 }
+
+/// The gateway's log filter in these tests: each vote is logged as it
+/// arrives (YES votes are debug lines).
+const VOTES_LOGGED: &str = "info,coordinator=debug";
 
 /// Whether the gateway has logged `bank`'s YES for payment `txn`. A bank
 /// listing the transaction as in doubt is not enough: its answer may still

@@ -19,6 +19,17 @@ impl ServerProcess {
     /// Starts `program` with `args`, appending its stderr to `log`, and waits
     /// for its `listening ADDRESS` line.
     pub fn start(program: &Path, args: &[String], log: &Path) -> anyhow::Result<ServerProcess> {
+        ServerProcess::start_with_env(program, args, log, &[])
+    }
+
+    /// [`ServerProcess::start`] with extra environment variables (say, a
+    /// `RUST_LOG` filter).
+    pub fn start_with_env(
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<ServerProcess> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -26,6 +37,7 @@ impl ServerProcess {
             .with_context(|| format!("open {}", log.display()))?;
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()

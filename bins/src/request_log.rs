@@ -1,7 +1,8 @@
 //! A tower layer that logs every gRPC request and response: method, peer
 //! address, the domain fields handlers note (txn id, amount with currency,
-//! vote, user), status code and latency. One `request` line when a call
-//! arrives, one `response` line when it is answered.
+//! vote, user), status code and latency: one `response` line (info) when a
+//! call is answered, carrying the request's fields too, like an access log;
+//! with `RUST_LOG=debug` also a `request` line when it arrives.
 //!
 //! Handlers add fields with [`note`]; they never log by themselves. Nothing
 //! secret is ever noted: session keys, passwords and keys stay out.
@@ -103,7 +104,7 @@ where
             reason = Empty,
         );
         let started = Instant::now();
-        span.in_scope(|| tracing::info!("request"));
+        span.in_scope(|| tracing::debug!("request"));
         let future = {
             let _entered = span.enter();
             self.inner.call(request)

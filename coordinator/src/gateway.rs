@@ -983,7 +983,8 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
 /// which banks had answered when a payment was decided.
 fn log_vote(txn: TxnId, bank: &str, vote: &Result<Vote, CallError>) {
     match vote {
-        Ok(Vote::Yes) => tracing::info!(txn_id = %txn, bank, "vote YES"),
+        // The common case: a debug line (the payment's own line says how it ended).
+        Ok(Vote::Yes) => tracing::debug!(txn_id = %txn, bank, "vote YES"),
         Ok(Vote::No { reason }) => tracing::info!(txn_id = %txn, bank, reason, "vote NO"),
         Err(error) => tracing::warn!(txn_id = %txn, bank, %error, "no vote"),
     }

@@ -83,7 +83,19 @@ impl std::ops::DerefMut for Process {
 
 impl Process {
     pub fn start(program: &str, args: &[String], log: &Path) -> Process {
-        Process(minipay::cluster::ServerProcess::start(Path::new(program), args, log).unwrap())
+        Process::start_with_env(program, args, log, &[])
+    }
+
+    pub fn start_with_env(
+        program: &str,
+        args: &[String],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Process {
+        Process(
+            minipay::cluster::ServerProcess::start_with_env(Path::new(program), args, log, env)
+                .unwrap(),
+        )
     }
 
     pub fn signal(&self, name: &str) {
