@@ -304,6 +304,51 @@ async fn a_batch_answers_each_item_as_its_single_call_would() {
     assert_eq!(bank.stop().await, Stopped::Shutdown);
 }
 
+/// The gateway's bank client under a burst: more queued prepares than fit
+/// in one message the bank accepts. Each still gets its own vote.
+#[tokio::test]
+async fn a_burst_of_prepares_larger_than_one_message_gets_every_vote() {
+    use coordinator::{Amount, Direction as Way, Leg, Participant, TxnId, Vote};
+    let scratch = Scratch::new(&["bank_a"], SETUP);
+    let bank = start(&scratch).await;
+    let clients = minipay::bank_clients::BankClients::new(
+        &[("bank_a".into(), format!("https://{}", bank.address))],
+        &minipay::tls::TlsDir::new(&scratch.tls()),
+    )
+    .unwrap();
+    // Unknown 64-character accounts: every vote is NO, and every prepare is
+    // as large as a prepare can be with one leg.
+    let payments = 2_000u32;
+    let votes: Vec<_> = (0..payments)
+        .map(|index| {
+            let clients = clients.clone();
+            tokio::spawn(async move {
+                let txn = TxnId(
+                    *uuid::Uuid::parse_str(&txn_id(10_000 + index))
+                        .unwrap()
+                        .as_bytes(),
+                );
+                let leg = Leg {
+                    account: format!("{index:0>64}"),
+                    direction: Way::Credit,
+                    amount: Amount(1),
+                };
+                clients
+                    .prepare("bank_a", txn, vec![leg], Duration::from_secs(30))
+                    .await
+            })
+        })
+        .collect();
+    for vote in votes {
+        match vote.await.unwrap() {
+            Ok(Vote::No { reason }) => assert!(reason.contains("unknown account"), "{reason}"),
+            other => panic!("every prepare gets its own NO vote, not {other:?}"),
+        }
+    }
+    drop(clients);
+    assert_eq!(bank.stop().await, Stopped::Shutdown);
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_precise_status_and_changes_nothing() {
     let scratch = Scratch::new(&["bank_a"], SETUP);

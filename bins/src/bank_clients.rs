@@ -121,6 +121,16 @@ async fn queue_call<T, R>(
     }
 }
 
+/// The most encoded bytes of items one batch call carries: half of what a
+/// bank accepts in one message, leaving room for framing.
+const BATCH_BYTES_MAX: usize = crate::bank_node::BANK_MESSAGE_LEN_MAX / 2;
+
+/// An item's share of its batch message: its encoding, tag and length.
+fn item_len(item: &impl prost::Message) -> usize {
+    let len = item.encoded_len();
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
 /// What a batch call produced: an answer per item, in order, or one error
 /// for all of them.
 type BatchAnswer<R> = Result<Vec<Result<R, CallError>>, CallError>;
@@ -128,7 +138,7 @@ type BatchAnswer<R> = Result<Vec<Result<R, CallError>>, CallError>;
 /// Starts the task that drains one bank's queue into batch calls.
 fn start_sender<T, R, F, Fut>(bank: &str, channel: Channel, call: F) -> Queue<T, R>
 where
-    T: Send + 'static,
+    T: prost::Message + Send + 'static,
     R: Send + 'static,
     F: Fn(String, proto::bank_client::BankClient<Channel>, Vec<T>, Duration) -> Fut
         + Send
@@ -138,14 +148,29 @@ where
     let (queue, mut queued) = mpsc::unbounded_channel::<Queued<T, R>>();
     let bank = bank.to_owned();
     tokio::spawn(async move {
-        // One call in flight: what queues meanwhile is the next batch.
-        while let Some(first) = queued.recv().await {
+        // One call in flight: what queues meanwhile is the next batch, up to
+        // the item and byte bounds; an item that would overflow it opens the
+        // batch after.
+        let mut carried: Option<Queued<T, R>> = None;
+        loop {
+            let first = match carried.take() {
+                Some(first) => first,
+                None => match queued.recv().await {
+                    Some(first) => first,
+                    None => return,
+                },
+            };
+            let mut bytes = item_len(&first.item);
             let mut batch = vec![first];
             while batch.len() < BATCH_LEN_MAX {
-                match queued.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+                let Ok(next) = queued.try_recv() else { break };
+                let len = item_len(&next.item);
+                if bytes + len > BATCH_BYTES_MAX {
+                    carried = Some(next);
+                    break;
                 }
+                bytes += len;
+                batch.push(next);
             }
             // Callers that gave up (deadline passed) are not sent.
             batch.retain(|queued| !queued.reply.is_closed());
