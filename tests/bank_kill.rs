@@ -8,7 +8,9 @@ mod common;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{Process, SETUP, Scratch, bank_args, bank_client, leg, txn_id, wait_until};
+use common::{
+    Process, SETUP, Scratch, bank_args, bank_client, in_doubt_txns, leg, txn_id, wait_until,
+};
 use minipay::tls::{Role, TlsDir, require_role};
 use minipay_proto::v1::{self as proto, Direction};
 use tonic::transport::Server;
@@ -92,12 +94,8 @@ async fn a_hold_survives_kill_9_and_resolves_through_get_decision() {
         (100_000, 75_000),
         "the hold survived"
     );
-    let in_doubt = client
-        .list_in_doubt(proto::ListInDoubtRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(in_doubt.txns.len(), 1);
+    let in_doubt = in_doubt_txns(&mut client).await;
+    assert_eq!(in_doubt.len(), 1);
 
     // The bank keeps asking while the gateway has no answer; it never
     // decides alone.
@@ -106,29 +104,12 @@ async fn a_hold_survives_kill_9_and_resolves_through_get_decision() {
         async move { asked >= 2 }
     })
     .await;
-    assert_eq!(
-        client
-            .list_in_doubt(proto::ListInDoubtRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .txns
-            .len(),
-        1
-    );
+    assert_eq!(in_doubt_txns(&mut client).await.len(), 1);
 
     *gateway.decision.lock().unwrap() = Some(proto::Decision::Commit);
     wait_until("the decision to be applied", || {
         let mut client = client.clone();
-        async move {
-            client
-                .list_in_doubt(proto::ListInDoubtRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .txns
-                .is_empty()
-        }
+        async move { in_doubt_txns(&mut client).await.is_empty() }
     })
     .await;
     let alice = client

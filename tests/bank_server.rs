@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{SETUP, Scratch, bank_client, leg, txn_id};
+use common::{SETUP, Scratch, bank_client, in_doubt_txns, leg, txn_id};
 use minipay::bank_node::{self, BankConfig, Stopped};
 use minipay_proto::v1::{self as proto, Direction};
 use tokio::sync::oneshot;
@@ -113,14 +113,10 @@ async fn every_rpc_works_for_the_gateway_over_mtls() {
         .into_inner();
     assert_eq!(vote.vote, proto::Vote::Yes as i32);
     assert_eq!(balance(&mut client, "123").await, (100_000, 97_500));
-    let in_doubt = client
-        .list_in_doubt(proto::ListInDoubtRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(in_doubt.txns.len(), 1);
-    assert_eq!(in_doubt.txns[0].txn_id, txn_id(1));
-    assert_eq!(in_doubt.txns[0].legs, legs);
+    let in_doubt = in_doubt_txns(&mut client).await;
+    assert_eq!(in_doubt.len(), 1);
+    assert_eq!(in_doubt[0].txn_id, txn_id(1));
+    assert_eq!(in_doubt[0].legs, legs);
 
     client
         .commit(proto::CommitRequest { txn_id: txn_id(1) })
@@ -152,15 +148,7 @@ async fn every_rpc_works_for_the_gateway_over_mtls() {
         .await
         .unwrap();
     assert_eq!(balance(&mut client, "123").await, (97_500, 97_500));
-    assert!(
-        client
-            .list_in_doubt(proto::ListInDoubtRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .txns
-            .is_empty()
-    );
+    assert!(in_doubt_txns(&mut client).await.is_empty());
     assert_eq!(bank.stop().await, Stopped::Shutdown);
 }
 
@@ -258,15 +246,7 @@ async fn a_batch_answers_each_item_as_its_single_call_would() {
     assert_eq!(outcomes.len(), 4);
     assert_eq!(balance(&mut client, "123").await, (99_000, 99_000));
     assert_eq!(balance(&mut client, "456").await, (2_250, 2_250));
-    assert!(
-        client
-            .list_in_doubt(proto::ListInDoubtRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .txns
-            .is_empty()
-    );
+    assert!(in_doubt_txns(&mut client).await.is_empty());
 
     // A repeated finish is acknowledged again and moves nothing.
     let outcomes = client

@@ -330,15 +330,13 @@ impl proto::bank_server::Bank for BankService {
         check_batch_len(prepares.len())?;
         let outcomes = self
             .each_item(prepares, |service, prepare| async move {
-                match service.prepare_one(prepare).await {
-                    Ok(vote) => proto::PrepareOutcome {
-                        status: Some(item_status(Ok(()))),
-                        vote: Some(vote),
-                    },
-                    Err(error) => proto::PrepareOutcome {
-                        status: Some(item_status(Err(error))),
-                        vote: None,
-                    },
+                let (status, vote) = match service.prepare_one(prepare).await {
+                    Ok(vote) => (Ok(()), Some(vote)),
+                    Err(error) => (Err(error), None),
+                };
+                proto::PrepareOutcome {
+                    status: Some(item_status(status)),
+                    vote,
                 }
             })
             .await?;

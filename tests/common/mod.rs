@@ -65,6 +65,18 @@ pub async fn bank_client(
     proto::bank_client::BankClient::new(channel(tls, identity, address).await)
 }
 
+/// The transactions a bank lists as in doubt.
+pub async fn in_doubt_txns(
+    client: &mut proto::bank_client::BankClient<Channel>,
+) -> Vec<proto::InDoubtTxn> {
+    client
+        .list_in_doubt(proto::ListInDoubtRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .txns
+}
+
 /// A real server process, killed when dropped (see `minipay::cluster`).
 pub struct Process(minipay::cluster::ServerProcess);
 
