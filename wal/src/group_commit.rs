@@ -61,6 +61,9 @@ pub(crate) struct Limits {
 /// which costs tens of microseconds on virtual machines.
 const SPIN_WAIT_MAX: Duration = Duration::from_micros(500);
 
+/// The page size writes are padded to.
+const PAGE_LEN: u64 = 4096;
+
 /// Counters of group commit's work, for benchmarks and operators.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitStats {
@@ -118,6 +121,19 @@ impl Batch {
         }
     }
 
+    /// Extends every chunk with zeros to the end of its last page (within
+    /// the segment). The bytes after the tail are zeros already, so this
+    /// changes nothing on disk, but whole-page writes never make the kernel
+    /// read a page that is not cached (segments are zero-filled around the
+    /// page cache) before overwriting part of it.
+    fn pad_to_pages(&mut self, segment_size: u64) {
+        for chunk in &mut self.chunks {
+            let end = chunk.offset + chunk.bytes.len() as u64;
+            let padded = end.next_multiple_of(PAGE_LEN).min(segment_size);
+            chunk.bytes.resize((padded - chunk.offset) as usize, 0);
+        }
+    }
+
     fn clear(&mut self) {
         if let Some(mut first) = self.chunks.drain(..).next() {
             first.bytes.clear();
@@ -171,6 +187,9 @@ pub(crate) struct State {
     /// durable, when it is handed the writing role, or on poison or close.
     sleepers: Vec<Sleeper>,
     flushers_idle: usize,
+    /// Idle flushers already notified and not yet running: appends that
+    /// find one on its way do not notify again (each notify is a syscall).
+    flushers_notified: usize,
     /// Someone holds the next write back to let a batch gather.
     gathering: bool,
     /// Records the next batch is expected to reach: those of the last batch
@@ -238,6 +257,7 @@ impl Shared {
                 space_waiters: Vec::new(),
                 sleepers: Vec::new(),
                 flushers_idle: 0,
+                flushers_notified: 0,
                 gathering: false,
                 gather_target: 0,
                 idle_since: Instant::now(),
@@ -435,8 +455,8 @@ impl Shared {
         kind: RecordKind,
         payload: &[u8],
     ) -> Result<Lsn, AppendError> {
-        let (state, lsn) = self.enqueue_when_space(kind, payload, true)?;
-        self.wake_flusher(&state);
+        let (mut state, lsn) = self.enqueue_when_space(kind, payload, true)?;
+        self.wake_flusher(&mut state);
         Ok(lsn)
     }
 
@@ -481,8 +501,9 @@ impl Shared {
         self.lock()
     }
 
-    pub(crate) fn wake_flusher(&self, state: &State) {
-        if state.flushers_idle > 0 && self.can_write(state) {
+    pub(crate) fn wake_flusher(&self, state: &mut State) {
+        if state.flushers_idle > state.flushers_notified && self.can_write(state) {
+            state.flushers_notified += 1;
             self.work.notify_one();
         }
     }
@@ -530,6 +551,7 @@ impl Shared {
         });
         drop(state);
 
+        batch.pad_to_pages(self.limits.segment_size);
         let started = Instant::now();
         let written = self.write_batch(&batch, slot);
 
@@ -681,7 +703,7 @@ impl Shared {
         let mut state = self.lock();
         let result = self.enqueue(&mut state, kind, payload, true);
         match (&result, waker) {
-            (Ok(_), _) => self.wake_flusher(&state),
+            (Ok(_), _) => self.wake_flusher(&mut state),
             (Err(EnqueueError::Full), Some(waker)) => state.space_waiters.push(waker.clone()),
             (Err(_), _) => {}
         }
@@ -700,6 +722,7 @@ impl Shared {
                 state.flushers_idle += 1;
                 state = self.work.wait(state).expect("wal state lock");
                 state.flushers_idle -= 1;
+                state.flushers_notified = state.flushers_notified.saturating_sub(1);
                 continue;
             }
             state = match self.flush_readiness(&state) {

@@ -31,9 +31,6 @@ pub enum SyncPolicy {
     NeverNotDurable,
 }
 
-/// Bytes of zeros written per call when preparing a segment.
-const ZERO_FILL_CHUNK: usize = 1 << 20;
-
 type Spare = (String, Box<dyn StorageFile>);
 
 struct SpareSlot {
@@ -320,14 +317,7 @@ fn prepare_spare(
     };
     let file = storage.open(&name, true).map_err(failed("create"))?;
     file.set_len(0).map_err(failed("truncate"))?;
-    let zeros = vec![0u8; ZERO_FILL_CHUNK.min(size as usize)];
-    let mut offset = 0;
-    while offset < size {
-        let len = (size - offset).min(zeros.len() as u64) as usize;
-        file.write_at(offset, &zeros[..len])
-            .map_err(failed("zero-fill"))?;
-        offset += len as u64;
-    }
+    file.zero_fill(size).map_err(failed("zero-fill"))?;
     if sync == SyncPolicy::Always {
         file.sync_data().map_err(failed("fdatasync"))?;
     }
