@@ -142,7 +142,8 @@ impl SegmentWriter {
         segment_size: u64,
         sync: SyncPolicy,
     ) -> Result<(), IoFailure> {
-        let (name, file) = prepare_spare(storage, 0, segment_size, sync)?;
+        let (name, file) = prepare_spare(storage, 0, segment_size, sync, &|| false)?
+            .expect("never abandoned");
         install(storage, name, &*file, first, sync)
     }
 
@@ -210,7 +211,8 @@ impl SegmentWriter {
 
     fn take_spare(&mut self) -> Result<Spare, IoFailure> {
         let Some(pipeline) = &self.pipeline else {
-            return prepare_spare(&*self.storage, 0, self.segment_size, self.sync);
+            return prepare_spare(&*self.storage, 0, self.segment_size, self.sync, &|| false)
+                .map(|spare| spare.expect("never abandoned"));
         };
         let mut slot = pipeline.lock();
         slot.wanted = true;
@@ -295,7 +297,11 @@ fn run_preparer(storage: &dyn Storage, pipeline: &SparePipeline, size: u64, sync
             slot.counter += 1;
             slot.counter
         };
-        let prepared = prepare_spare(storage, counter, size, sync);
+        let closed = || pipeline.lock().closed;
+        let Some(prepared) = prepare_spare(storage, counter, size, sync, &closed).transpose()
+        else {
+            return;
+        };
         let mut slot = pipeline.lock();
         slot.ready = Some(prepared);
         slot.wanted = false;
@@ -303,13 +309,19 @@ fn run_preparer(storage: &dyn Storage, pipeline: &SparePipeline, size: u64, sync
     }
 }
 
-/// Creates a zero-filled file of `size` bytes under a temporary name.
+/// Bytes zero-filled between checks whether preparing was abandoned.
+const ZERO_FILL_STEP: u64 = 1 << 20;
+
+/// Creates a zero-filled file of `size` bytes under a temporary name;
+/// `None` (and no file) if `abandon` says so between steps, so closing a log
+/// never waits for a whole segment to be zeroed.
 fn prepare_spare(
     storage: &dyn Storage,
     counter: u64,
     size: u64,
     sync: SyncPolicy,
-) -> Result<Spare, IoFailure> {
+    abandon: &dyn Fn() -> bool,
+) -> Result<Option<Spare>, IoFailure> {
     let name = format!("{SPARE_PREFIX}{counter}{TEMP_SUFFIX}");
     let failed = |op| {
         let path = storage.describe(&name);
@@ -317,11 +329,21 @@ fn prepare_spare(
     };
     let file = storage.open(&name, true).map_err(failed("create"))?;
     file.set_len(0).map_err(failed("truncate"))?;
-    file.zero_fill(size).map_err(failed("zero-fill"))?;
+    let mut offset = 0;
+    while offset < size {
+        if abandon() {
+            drop(file);
+            storage.remove(&name).map_err(failed("remove"))?;
+            return Ok(None);
+        }
+        let len = (size - offset).min(ZERO_FILL_STEP);
+        file.zero_fill(offset, len).map_err(failed("zero-fill"))?;
+        offset += len;
+    }
     if sync == SyncPolicy::Always {
         file.sync_data().map_err(failed("fdatasync"))?;
     }
-    Ok((name, file))
+    Ok(Some((name, file)))
 }
 
 /// Turns a prepared spare into the segment starting at `first`.

@@ -46,20 +46,20 @@ pub trait StorageFile: Send + Sync {
     fn size(&self) -> io::Result<u64>;
     /// Truncates or extends the file.
     fn set_len(&self, len: u64) -> io::Result<()>;
-    /// Writes zeros over the first `len` bytes (not synced).
-    fn zero_fill(&self, len: u64) -> io::Result<()> {
-        write_zeros(self, len)
+    /// Writes `len` zeros at `offset` (not synced).
+    fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
+        write_zeros(self, offset, len)
     }
 }
 
 /// Zero-fills through ordinary positional writes.
-fn write_zeros<F: StorageFile + ?Sized>(file: &F, len: u64) -> io::Result<()> {
+fn write_zeros<F: StorageFile + ?Sized>(file: &F, offset: u64, len: u64) -> io::Result<()> {
     let zeros = vec![0u8; ZERO_FILL_CHUNK.min(len as usize)];
-    let mut offset = 0;
-    while offset < len {
-        let chunk = (len - offset).min(zeros.len() as u64) as usize;
-        file.write_at(offset, &zeros[..chunk])?;
-        offset += chunk as u64;
+    let mut done = 0;
+    while done < len {
+        let chunk = (len - done).min(zeros.len() as u64) as usize;
+        file.write_at(offset + done, &zeros[..chunk])?;
+        done += chunk as u64;
     }
     Ok(())
 }
@@ -204,33 +204,33 @@ impl StorageFile for FsFile {
     /// zeros bypass the page cache: copying them in costs a third of the
     /// CPU of a busy log. Falls back to buffered writes where the file
     /// system has no direct I/O (tmpfs) or the length is not aligned.
-    fn zero_fill(&self, len: u64) -> io::Result<()> {
+    fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
+        let aligned = |value: u64| value.is_multiple_of(DIRECT_IO_ALIGN as u64);
         let direct = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
             .open(&self.path);
         let direct = match direct {
-            Ok(file) if len.is_multiple_of(DIRECT_IO_ALIGN as u64) => file,
-            _ => return write_zeros(self, len),
+            Ok(file) if aligned(offset) && aligned(len) => file,
+            _ => return write_zeros(self, offset, len),
         };
         let buffer = vec![0u8; ZERO_FILL_CHUNK + DIRECT_IO_ALIGN];
         let start = buffer.as_ptr().align_offset(DIRECT_IO_ALIGN);
         let zeros = &buffer[start..start + ZERO_FILL_CHUNK];
-        let mut offset = 0;
-        while offset < len {
-            let chunk = (len - offset).min(zeros.len() as u64) as usize;
-            match direct.write_all_at(&zeros[..chunk], offset) {
-                Ok(()) => offset += chunk as u64,
-                Err(error) if offset == 0 && error.raw_os_error() == Some(libc::EINVAL) => {
-                    return write_zeros(self, len);
+        let mut done = 0;
+        while done < len {
+            let chunk = (len - done).min(zeros.len() as u64) as usize;
+            match direct.write_all_at(&zeros[..chunk], offset + done) {
+                Ok(()) => done += chunk as u64,
+                Err(error) if done == 0 && error.raw_os_error() == Some(libc::EINVAL) => {
+                    return write_zeros(self, offset, len);
                 }
                 Err(error) => return Err(error),
             }
         }
         Ok(())
-    }
-}
+    }}
 
 #[cfg(test)]
 mod tests {
@@ -241,13 +241,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = FsStorage::open_locked(dir.path()).unwrap();
         // Aligned lengths take the direct-I/O path, others the buffered one.
-        for len in [3 * ZERO_FILL_CHUNK as u64 / 2, 8192, 5000] {
+        for (offset, len) in [(0, 3 * ZERO_FILL_CHUNK as u64 / 2), (4096, 8192), (100, 5000)] {
             let file = storage.open("spare", true).unwrap();
-            file.write_at(0, &vec![0xA5; len as usize + 100]).unwrap();
-            file.zero_fill(len).unwrap();
+            let end = (offset + len) as usize;
+            file.write_at(0, &vec![0xA5; end + 100]).unwrap();
+            file.zero_fill(offset, len).unwrap();
             let view = storage.read("spare").unwrap();
-            let first_stale = view.iter().position(|byte| *byte != 0);
-            assert_eq!(first_stale, Some(len as usize), "len {len}");
+            let zeroed: Vec<usize> = (0..view.len()).filter(|&at| view[at] == 0).collect();
+            assert_eq!(zeroed.first(), Some(&(offset as usize)), "{offset}+{len}");
+            assert_eq!(zeroed.len(), len as usize, "{offset}+{len}");
             drop(view);
             storage.remove("spare").unwrap();
         }
