@@ -212,15 +212,24 @@ impl BankService {
     }
 
     /// Runs `handle` on every item concurrently (their log appends share
-    /// syncs), each in its own `item` span that logs one line when it is
-    /// answered; returns the answers in request order.
-    async fn each_item<T, R, F, Fut>(&self, items: Vec<T>, handle: F) -> Result<Vec<R>, Status>
+    /// syncs), each in its own `item` span; returns the answers in request
+    /// order. An item that `notable` picks out (refused, failed, voted NO)
+    /// logs a line at info, the others at debug: the call's own `response`
+    /// line counts them, and at thousands of items a second one line each
+    /// would cost more than the work.
+    async fn each_item<T, R, F, Fut>(
+        &self,
+        items: Vec<T>,
+        handle: F,
+        notable: fn(&R) -> bool,
+    ) -> Result<Vec<R>, Status>
     where
         T: Send + 'static,
         R: Send + 'static,
         F: Fn(BankService, T) -> Fut,
         Fut: std::future::Future<Output = R> + Send + 'static,
     {
+        note("items", items.len());
         let tasks: Vec<_> = items
             .into_iter()
             .map(|item| {
@@ -235,7 +244,11 @@ impl BankService {
                 tokio::spawn(
                     async move {
                         let answer = answer.await;
-                        tracing::info!("item answered");
+                        if notable(&answer) {
+                            tracing::info!("item answered");
+                        } else {
+                            tracing::debug!("item answered");
+                        }
                         answer
                     }
                     .instrument(span),
@@ -329,16 +342,30 @@ impl proto::bank_server::Bank for BankService {
         let prepares = request.into_inner().prepares;
         check_batch_len(prepares.len())?;
         let outcomes = self
-            .each_item(prepares, |service, prepare| async move {
-                let (status, vote) = match service.prepare_one(prepare).await {
-                    Ok(vote) => (Ok(()), Some(vote)),
-                    Err(error) => (Err(error), None),
-                };
-                proto::PrepareOutcome {
-                    status: Some(item_status(status)),
-                    vote,
-                }
-            })
+            .each_item(
+                prepares,
+                |service, prepare| async move {
+                    let (status, vote) = match service.prepare_one(prepare).await {
+                        Ok(vote) => (Ok(()), Some(vote)),
+                        Err(error) => (Err(error), None),
+                    };
+                    proto::PrepareOutcome {
+                        status: Some(item_status(status)),
+                        vote,
+                    }
+                },
+                |outcome| {
+                    let refused = outcome
+                        .status
+                        .as_ref()
+                        .is_some_and(|status| status.code != 0);
+                    let no = outcome
+                        .vote
+                        .as_ref()
+                        .is_some_and(|vote| vote.vote != proto::Vote::Yes as i32);
+                    refused || no
+                },
+            )
             .await?;
         Ok(Response::new(proto::PrepareBatchResponse { outcomes }))
     }
@@ -350,11 +377,15 @@ impl proto::bank_server::Bank for BankService {
         let finishes = request.into_inner().finishes;
         check_batch_len(finishes.len())?;
         let outcomes = self
-            .each_item(finishes, |service, finish| async move {
-                let decision = proto::Decision::try_from(finish.decision)
-                    .unwrap_or(proto::Decision::Unspecified);
-                item_status(service.finish_one(&finish.txn_id, decision).await)
-            })
+            .each_item(
+                finishes,
+                |service, finish| async move {
+                    let decision = proto::Decision::try_from(finish.decision)
+                        .unwrap_or(proto::Decision::Unspecified);
+                    item_status(service.finish_one(&finish.txn_id, decision).await)
+                },
+                |status| status.code != 0,
+            )
             .await?;
         Ok(Response::new(proto::FinishBatchResponse { outcomes }))
     }

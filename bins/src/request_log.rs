@@ -18,7 +18,8 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 /// Records `value` as span field `field` (one of the fields the layer
-/// declares: `txn_id`, `amount`, `legs`, `vote`, `user`, `retry`, `reason`).
+/// declares: `txn_id`, `amount`, `legs`, `items`, `vote`, `user`, `retry`,
+/// `reason`).
 pub fn note(field: &'static str, value: impl std::fmt::Display) {
     tracing::Span::current().record(field, tracing::field::display(value));
 }
@@ -99,6 +100,7 @@ where
             txn_id = Empty,
             amount = Empty,
             legs = Empty,
+            items = Empty,
             vote = Empty,
             retry = Empty,
             reason = Empty,

@@ -142,8 +142,8 @@ impl SegmentWriter {
         segment_size: u64,
         sync: SyncPolicy,
     ) -> Result<(), IoFailure> {
-        let (name, file) = prepare_spare(storage, 0, segment_size, sync, &|| false)?
-            .expect("never abandoned");
+        let (name, file) =
+            prepare_spare(storage, 0, segment_size, sync, &|| false)?.expect("never abandoned");
         install(storage, name, &*file, first, sync)
     }
 

@@ -230,7 +230,8 @@ impl StorageFile for FsFile {
             }
         }
         Ok(())
-    }}
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -241,7 +242,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = FsStorage::open_locked(dir.path()).unwrap();
         // Aligned lengths take the direct-I/O path, others the buffered one.
-        for (offset, len) in [(0, 3 * ZERO_FILL_CHUNK as u64 / 2), (4096, 8192), (100, 5000)] {
+        for (offset, len) in [
+            (0, 3 * ZERO_FILL_CHUNK as u64 / 2),
+            (4096, 8192),
+            (100, 5000),
+        ] {
             let file = storage.open("spare", true).unwrap();
             let end = (offset + len) as usize;
             file.write_at(0, &vec![0xA5; end + 100]).unwrap();
