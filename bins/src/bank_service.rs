@@ -144,6 +144,10 @@ fn check_batch_len(len: usize) -> Result<(), Status> {
     }
 }
 
+fn item_failed(status: &proto::ItemStatus) -> bool {
+    status.code != tonic::Code::Ok as i32
+}
+
 fn item_status(result: Result<(), Status>) -> proto::ItemStatus {
     match result {
         Ok(()) => proto::ItemStatus {
@@ -355,15 +359,11 @@ impl proto::bank_server::Bank for BankService {
                     }
                 },
                 |outcome| {
-                    let refused = outcome
-                        .status
-                        .as_ref()
-                        .is_some_and(|status| status.code != 0);
-                    let no = outcome
-                        .vote
-                        .as_ref()
-                        .is_some_and(|vote| vote.vote != proto::Vote::Yes as i32);
-                    refused || no
+                    outcome.status.as_ref().is_some_and(item_failed)
+                        || outcome
+                            .vote
+                            .as_ref()
+                            .is_some_and(|vote| vote.vote != proto::Vote::Yes as i32)
                 },
             )
             .await?;
@@ -384,7 +384,7 @@ impl proto::bank_server::Bank for BankService {
                         .unwrap_or(proto::Decision::Unspecified);
                     item_status(service.finish_one(&finish.txn_id, decision).await)
                 },
-                |status| status.code != 0,
+                item_failed,
             )
             .await?;
         Ok(Response::new(proto::FinishBatchResponse { outcomes }))

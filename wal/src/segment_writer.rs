@@ -309,11 +309,8 @@ fn run_preparer(storage: &dyn Storage, pipeline: &SparePipeline, size: u64, sync
     }
 }
 
-/// Bytes zero-filled between checks whether preparing was abandoned.
-const ZERO_FILL_STEP: u64 = 1 << 20;
-
 /// Creates a zero-filled file of `size` bytes under a temporary name;
-/// `None` (and no file) if `abandon` says so between steps, so closing a log
+/// `None` (and no file) if `abandon` says so between chunks, so closing a log
 /// never waits for a whole segment to be zeroed.
 fn prepare_spare(
     storage: &dyn Storage,
@@ -329,16 +326,13 @@ fn prepare_spare(
     };
     let file = storage.open(&name, true).map_err(failed("create"))?;
     file.set_len(0).map_err(failed("truncate"))?;
-    let mut offset = 0;
-    while offset < size {
-        if abandon() {
-            drop(file);
-            storage.remove(&name).map_err(failed("remove"))?;
-            return Ok(None);
-        }
-        let len = (size - offset).min(ZERO_FILL_STEP);
-        file.zero_fill(offset, len).map_err(failed("zero-fill"))?;
-        offset += len;
+    if !file
+        .zero_fill(0, size, abandon)
+        .map_err(failed("zero-fill"))?
+    {
+        drop(file);
+        storage.remove(&name).map_err(failed("remove"))?;
+        return Ok(None);
     }
     if sync == SyncPolicy::Always {
         file.sync_data().map_err(failed("fdatasync"))?;

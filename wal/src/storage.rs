@@ -46,22 +46,45 @@ pub trait StorageFile: Send + Sync {
     fn size(&self) -> io::Result<u64>;
     /// Truncates or extends the file.
     fn set_len(&self, len: u64) -> io::Result<()>;
-    /// Writes `len` zeros at `offset` (not synced).
-    fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
-        write_zeros(self, offset, len)
+    /// Writes `len` zeros at `offset` (not synced), a chunk at a time,
+    /// asking `abandon` before each: `Ok(false)` if it said stop.
+    fn zero_fill(&self, offset: u64, len: u64, abandon: &dyn Fn() -> bool) -> io::Result<bool> {
+        write_zeros(self, offset, len, abandon)
     }
 }
 
 /// Zero-fills through ordinary positional writes.
-fn write_zeros<F: StorageFile + ?Sized>(file: &F, offset: u64, len: u64) -> io::Result<()> {
+fn write_zeros<F: StorageFile + ?Sized>(
+    file: &F,
+    offset: u64,
+    len: u64,
+    abandon: &dyn Fn() -> bool,
+) -> io::Result<bool> {
     let zeros = vec![0u8; ZERO_FILL_CHUNK.min(len as usize)];
+    fill_chunks(offset, len, &zeros, abandon, |at, bytes| {
+        file.write_at(at, bytes)
+    })
+}
+
+/// Writes `len` zeros at `offset` in chunks of `zeros.len()` through
+/// `write`, asking `abandon` before each chunk.
+fn fill_chunks(
+    offset: u64,
+    len: u64,
+    zeros: &[u8],
+    abandon: &dyn Fn() -> bool,
+    mut write: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<bool> {
     let mut done = 0;
     while done < len {
+        if abandon() {
+            return Ok(false);
+        }
         let chunk = (len - done).min(zeros.len() as u64) as usize;
-        file.write_at(offset + done, &zeros[..chunk])?;
+        write(offset + done, &zeros[..chunk])?;
         done += chunk as u64;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Bytes of zeros written per call when zero-filling a file.
@@ -204,7 +227,7 @@ impl StorageFile for FsFile {
     /// zeros bypass the page cache: copying them in costs a third of the
     /// CPU of a busy log. Falls back to buffered writes where the file
     /// system has no direct I/O (tmpfs) or the length is not aligned.
-    fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
+    fn zero_fill(&self, offset: u64, len: u64, abandon: &dyn Fn() -> bool) -> io::Result<bool> {
         use std::os::unix::fs::OpenOptionsExt;
         let aligned = |value: u64| value.is_multiple_of(DIRECT_IO_ALIGN as u64);
         let direct = OpenOptions::new()
@@ -213,23 +236,21 @@ impl StorageFile for FsFile {
             .open(&self.path);
         let direct = match direct {
             Ok(file) if aligned(offset) && aligned(len) => file,
-            _ => return write_zeros(self, offset, len),
+            _ => return write_zeros(self, offset, len, abandon),
         };
         let buffer = vec![0u8; ZERO_FILL_CHUNK + DIRECT_IO_ALIGN];
         let start = buffer.as_ptr().align_offset(DIRECT_IO_ALIGN);
         let zeros = &buffer[start..start + ZERO_FILL_CHUNK];
-        let mut done = 0;
-        while done < len {
-            let chunk = (len - done).min(zeros.len() as u64) as usize;
-            match direct.write_all_at(&zeros[..chunk], offset + done) {
-                Ok(()) => done += chunk as u64,
-                Err(error) if done == 0 && error.raw_os_error() == Some(libc::EINVAL) => {
-                    return write_zeros(self, offset, len);
-                }
-                Err(error) => return Err(error),
+        match fill_chunks(offset, len, zeros, abandon, |at, bytes| {
+            direct.write_all_at(bytes, at)
+        }) {
+            // Direct I/O refused after all: zeros written so far are
+            // rewritten, which changes nothing.
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                write_zeros(self, offset, len, abandon)
             }
+            filled => filled,
         }
-        Ok(())
     }
 }
 
@@ -250,7 +271,7 @@ mod tests {
             let file = storage.open("spare", true).unwrap();
             let end = (offset + len) as usize;
             file.write_at(0, &vec![0xA5; end + 100]).unwrap();
-            file.zero_fill(offset, len).unwrap();
+            file.zero_fill(offset, len, &|| false).unwrap();
             let view = storage.read("spare").unwrap();
             let zeroed: Vec<usize> = (0..view.len()).filter(|&at| view[at] == 0).collect();
             assert_eq!(zeroed.first(), Some(&(offset as usize)), "{offset}+{len}");
