@@ -395,11 +395,15 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
                 .map_err(|status| refusal(&status))?
                 .into_inner();
             println!(
-                "{}/{}: {} (available {})",
+                "{}/{}: {} (available {}){}",
                 balance.bank,
                 balance.account_no,
                 money(balance.balance, &balance.currency),
-                money(balance.available, &balance.currency)
+                money(balance.available, &balance.currency),
+                match balance.unsettled {
+                    0 => String::new(),
+                    count => format!("; {count} decided payment(s) not applied by the bank yet"),
+                }
             );
         }
         ClientCommand::Pay {

@@ -369,6 +369,7 @@ pub fn gateway_requests(data: &[u8]) {
             snapshot_every: 1_000,
             retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
             password_cost: coordinator::users::HashCost::SIMULATION_ONLY,
+            unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
         };
         let gateway = Gateway::open(
             Arc::new(SimStorage::new()),

@@ -253,6 +253,7 @@ fn open_gateway(
         snapshot_every: config.snapshot_every,
         retention_ms: config.retention.as_millis() as u64,
         password_cost: Default::default(),
+        unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
     };
     let setup = config.setup.clone();
     let mut setup_error = None;

@@ -132,6 +132,8 @@ pub struct GatewayService {
     currency: String,
     /// How long a repeated in-flight txn id waits for its outcome.
     outcome_wait: Duration,
+    /// How long a balance read waits for decided payments to be applied.
+    commit_timeout: Duration,
     on_storage_failure: Arc<dyn Fn() + Send + Sync>,
     /// Usernames being registered right now: a second concurrent Register of
     /// the same name is refused before it opens a bank account.
@@ -162,11 +164,13 @@ impl GatewayService {
         let options = gateway.options();
         let currency = options.currency.clone();
         let outcome_wait = options.prepare_timeout + options.commit_timeout;
+        let commit_timeout = options.commit_timeout;
         GatewayService {
             gateway,
             banks,
             currency,
             outcome_wait,
+            commit_timeout,
             on_storage_failure,
             registering: Arc::default(),
         }
@@ -340,6 +344,14 @@ impl proto::gateway_server::Gateway for GatewayService {
             .banks
             .client(&bank)
             .ok_or_else(|| Status::unavailable(format!("bank {bank} is not configured")))?;
+        // Read your writes: payments already decided (and so perhaps
+        // answered) are applied at the bank before it is asked.
+        let decided = self.gateway.unacknowledged(&bank, &account);
+        if !decided.is_empty() {
+            let applied = self.gateway.acknowledged_by(&bank, decided);
+            let _ = tokio::time::timeout(self.commit_timeout, applied).await;
+        }
+        let unsettled = self.gateway.unacknowledged(&bank, &account).len();
         let found = client
             .get_account(proto::GetAccountRequest {
                 account_no: account.clone(),
@@ -355,6 +367,7 @@ impl proto::gateway_server::Gateway for GatewayService {
             balance: found.balance,
             available: found.available,
             currency: found.currency,
+            unsettled: u32::try_from(unsettled).unwrap_or(u32::MAX),
         }))
     }
 
@@ -392,10 +405,20 @@ impl proto::gateway_server::Gateway for GatewayService {
             currency: request.currency,
         };
         // The 2PC runs in its own task: a client hanging up must never leave
-        // a payment half-coordinated.
+        // a payment half-coordinated. The task answers once the decision is
+        // durable, then runs phase 2.
         let gateway = Arc::clone(&self.gateway);
-        let task = tokio::spawn(async move { gateway.pay(&user, payment).await });
-        let outcome = match tokio::time::timeout(self.outcome_wait, task).await {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let paid = gateway.pay(&user, payment).await;
+            let phase_two = matches!(&paid, Ok(paid) if paid.phase_two_pending);
+            let _ = answer.send(paid.map(|paid| paid.payment));
+            if phase_two && let Err(error) = gateway.phase_two(txn).await {
+                // The decision log failed; the retry loop stops the gateway.
+                tracing::error!(txn_id = %txn, %error, "phase 2 could not finish");
+            }
+        });
+        let outcome = match tokio::time::timeout(self.outcome_wait, answered).await {
             Ok(joined) => joined
                 .map_err(|_| Status::internal("payment task failed"))?
                 .map_err(|error| self.fail(error))?,

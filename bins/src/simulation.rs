@@ -866,6 +866,8 @@ impl World {
             snapshot_every: 64,
             retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
             password_cost: coordinator::users::HashCost::SIMULATION_ONLY,
+            // Small, so both ways of answering (before and after phase 2) run.
+            unsettled_max: 4,
         };
         let participant = SimParticipant {
             net: Arc::clone(&self.net),
@@ -938,13 +940,13 @@ impl World {
                 let clock = self.clock.clone();
                 self.spawn(Dest::Gateway, async move {
                     let txn = request.txn;
-                    let answer = match gateway.pay(&user, request).await {
-                        Ok(payment) => Ok(payment.status),
+                    let (answer, phase_two) = match gateway.pay(&user, request).await {
+                        Ok(paid) => (Ok(paid.payment.status), paid.phase_two_pending),
                         Err(GatewayError::Storage(_)) => {
                             failed.store(true, Ordering::SeqCst);
                             return;
                         }
-                        Err(other) => Err(other.to_string()),
+                        Err(other) => (Err(other.to_string()), false),
                     };
                     lock(&net).send(
                         clock.now(),
@@ -955,6 +957,11 @@ impl World {
                             reused,
                         },
                     );
+                    // Answered at the durable decision; phase 2 follows.
+                    if phase_two && let Err(GatewayError::Storage(_)) = gateway.phase_two(txn).await
+                    {
+                        failed.store(true, Ordering::SeqCst);
+                    }
                 });
             }
             Msg::AskDecision { bank, txn } => {

@@ -6,7 +6,7 @@
 //! [`Participant`], time a [`Clock`], randomness an [`Entropy`]; async
 //! methods only await the participant's and the log's futures.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,7 +39,13 @@ pub struct GatewayOptions {
     pub retention_ms: u64,
     /// The cost of hashing a password (setup users, registration).
     pub password_cost: users::HashCost,
+    /// Payments answered before their phase 2 is over, at most; past this a
+    /// payment is answered after its first phase-2 round. 0: always after.
+    pub unsettled_max: usize,
 }
+
+/// The default bound on payments answered but not yet settled.
+pub const UNSETTLED_MAX_DEFAULT: usize = 4096;
 
 /// Seven days, the default retention of finished payments.
 pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3_600_000;
@@ -108,6 +114,9 @@ struct Entry {
     decided_lsn: Lsn,
     decided_at_ms: u64,
     ended: bool,
+    /// The banks (by their place in [`legs_per_bank`]) that acknowledged
+    /// phase 2 so far; in memory only (after a restart phase 2 is resent).
+    acked: u8,
 }
 
 struct State {
@@ -118,7 +127,28 @@ struct State {
     lockout: Lockout,
     sessions: Sessions,
     payments: HashMap<TxnId, Entry>,
+    /// Payments decided but not ended: phase 2 is running or to be retried.
+    settling: BTreeSet<TxnId>,
+    /// Woken when a txn is decided, acknowledged by a bank, or ended.
     waiters: HashMap<TxnId, Vec<Waker>>,
+}
+
+impl State {
+    fn wake(&mut self, txn: TxnId) {
+        for waker in self.waiters.remove(&txn).unwrap_or_default() {
+            waker.wake();
+        }
+    }
+}
+
+/// What `pay` answers with.
+#[derive(Debug)]
+pub struct Paid {
+    pub payment: Payment,
+    /// This call decided the payment and answers before its phase 2: the
+    /// caller runs [`Gateway::phase_two`] next (if it does not, the retry
+    /// loop, [`Gateway::resume`], will).
+    pub phase_two_pending: bool,
 }
 
 pub struct Gateway<P> {
@@ -167,6 +197,7 @@ impl<P: Participant> Gateway<P> {
             lockout: Lockout::new(options.login),
             sessions: Sessions::new(options.sessions),
             payments: HashMap::new(),
+            settling: BTreeSet::new(),
             waiters: HashMap::new(),
         };
         if let Some(snapshot) = &recovered.snapshot {
@@ -391,8 +422,10 @@ impl<P: Participant> Gateway<P> {
         }
     }
 
-    /// Makes a payment exactly once per txn id (see the idempotency table).
-    pub async fn pay(&self, user: &str, request: PaymentRequest) -> Result<Payment, GatewayError> {
+    /// Makes a payment exactly once per txn id (see the idempotency table);
+    /// answers once the decision is durable (see "When the client is
+    /// answered" in docs/gateway-coordinator.md).
+    pub async fn pay(&self, user: &str, request: PaymentRequest) -> Result<Paid, GatewayError> {
         self.check_request(user, &request)?;
         let txn = request.txn;
         let seen = {
@@ -414,18 +447,22 @@ impl<P: Participant> Gateway<P> {
                 Seen::New(self.record(&mut state, record)?)
             }
         };
+        let answered = |payment| Paid {
+            payment,
+            phase_two_pending: false,
+        };
         let lsn = match seen {
             Seen::New(lsn) => lsn,
             // Same id still in flight: wait for its outcome, never a second 2PC.
-            Seen::InFlight => return self.outcome(txn).await,
+            Seen::InFlight => return self.outcome(txn).await.map(answered),
             Seen::Finished(stored, decided_lsn) => {
                 self.wal.wait_durable(decided_lsn).await?;
-                return Ok(*stored);
+                return Ok(answered(*stored));
             }
         };
         self.wal.wait_durable(lsn).await?;
         let (decision, reason) = self.phase_one(&request).await;
-        let lsn = {
+        let (lsn, answer_early) = {
             let mut state = self.lock();
             let now = self.clock.now_ms();
             let record = GatewayRecord::Decided {
@@ -435,19 +472,22 @@ impl<P: Participant> Gateway<P> {
                 at_ms: now,
             };
             let lsn = self.record(&mut state, record)?;
-            for waker in state.waiters.remove(&txn).unwrap_or_default() {
-                waker.wake();
-            }
-            lsn
+            state.wake(txn);
+            (lsn, state.settling.len() <= self.options.unsettled_max)
         };
         self.wal.wait_durable(lsn).await?;
-        self.phase_two(txn).await?;
+        if !answer_early {
+            self.phase_two(txn).await?;
+        }
         let state = self.lock();
         let payment = state.payments[&txn]
             .payment
             .clone()
             .expect("a paid txn has its request");
-        Ok(payment)
+        Ok(Paid {
+            phase_two_pending: answer_early && !payment.ended,
+            payment,
+        })
     }
 
     /// Prepares every involved bank in parallel; the decision and its reason.
@@ -509,9 +549,19 @@ impl<P: Participant> Gateway<P> {
         let acks = join_all(
             banks
                 .iter()
-                .map(|bank| match decision {
-                    Decision::Commit => self.participant.commit(bank, txn, timeout),
-                    Decision::Abort => self.participant.abort(bank, txn, timeout),
+                .enumerate()
+                .map(|(place, bank)| {
+                    let call = match decision {
+                        Decision::Commit => self.participant.commit(bank, txn, timeout),
+                        Decision::Abort => self.participant.abort(bank, txn, timeout),
+                    };
+                    Box::pin(async move {
+                        let ack = call.await;
+                        if ack.is_ok() {
+                            self.acknowledged(txn, place);
+                        }
+                        ack
+                    }) as CallFuture<'_, ()>
                 })
                 .collect(),
         )
@@ -528,21 +578,54 @@ impl<P: Participant> Gateway<P> {
         Ok(true)
     }
 
+    /// Notes that the bank at `place` in the txn's [`legs_per_bank`]
+    /// acknowledged phase 2.
+    fn acknowledged(&self, txn: TxnId, place: usize) {
+        let mut state = self.lock();
+        if let Some(entry) = state.payments.get_mut(&txn) {
+            entry.acked |= 1 << place;
+            state.wake(txn);
+        }
+    }
+
     /// Transactions decided but not yet acknowledged by every bank: phase 2
     /// is retried for each (after a restart, or after a bank was down).
     /// In id order, so a simulation replays identically.
     pub fn unfinished(&self) -> Vec<TxnId> {
+        self.lock().settling.iter().copied().collect()
+    }
+
+    /// Decided payments touching `account` at `bank` that this bank has not
+    /// acknowledged yet: a balance read now may not show them.
+    pub fn unacknowledged(&self, bank: &str, account: &str) -> Vec<TxnId> {
         let state = self.lock();
-        let mut unfinished: Vec<TxnId> = state
-            .payments
+        state
+            .settling
             .iter()
-            .filter(|(_, entry)| {
-                entry.decision.is_some() && !entry.ended && entry.payment.is_some()
+            .filter(|txn| {
+                state.payments.get(txn).is_some_and(|entry| {
+                    entry.payment.as_ref().is_some_and(|payment| {
+                        touches(&payment.request, bank, account)
+                            && !acked_by(entry, &payment.request, bank)
+                    })
+                })
             })
-            .map(|(txn, _)| *txn)
-            .collect();
-        unfinished.sort();
-        unfinished
+            .copied()
+            .collect()
+    }
+
+    /// Resolves once `bank` has acknowledged phase 2 of every one of
+    /// `txns` (or they ended), so a balance read after it shows them all.
+    pub fn acknowledged_by<'a>(
+        &'a self,
+        bank: &'a str,
+        txns: Vec<TxnId>,
+    ) -> impl Future<Output = ()> + 'a {
+        AcknowledgedFuture {
+            gateway: self,
+            bank,
+            txns,
+        }
     }
 
     /// Retries phase 2 once for every unfinished transaction; returns how
@@ -777,6 +860,7 @@ fn restore(state: &mut State, bytes: &[u8]) -> Result<(), wal::codec::DecodeErro
             1 => true,
             _ => return Err(DecodeError("bad ended flag")),
         };
+        let settling = payment.is_some() && decision.is_some() && !ended;
         let payment = payment.map(|mut payment| {
             if let Some((decision, reason)) = &decision {
                 payment.status = match decision {
@@ -796,8 +880,12 @@ fn restore(state: &mut State, bytes: &[u8]) -> Result<(), wal::codec::DecodeErro
                 decided_lsn: Lsn(0),
                 decided_at_ms,
                 ended,
+                acked: 0,
             },
         );
+        if settling {
+            state.settling.insert(txn);
+        }
     }
     reader.finish()
 }
@@ -868,6 +956,55 @@ fn replay_of(entry: &Entry, user: &str, request: &PaymentRequest) -> Result<Paym
     Ok(stored)
 }
 
+/// Whether a payment moves money in or out of `account` at `bank`.
+fn touches(request: &PaymentRequest, bank: &str, account: &str) -> bool {
+    (request.from.bank == bank && request.from.account == account)
+        || (request.to.bank == bank && request.to.account == account)
+}
+
+/// Whether `bank` acknowledged the payment's phase 2 (its place in
+/// [`legs_per_bank`]: the payer's bank first).
+fn acked_by(entry: &Entry, request: &PaymentRequest, bank: &str) -> bool {
+    let place = if request.from.bank == bank { 0 } else { 1 };
+    entry.ended || entry.acked & (1 << place) != 0
+}
+
+/// Resolves once a bank acknowledged phase 2 of every txn in a list.
+struct AcknowledgedFuture<'a, P> {
+    gateway: &'a Gateway<P>,
+    bank: &'a str,
+    txns: Vec<TxnId>,
+}
+
+impl<P: Participant> Future for AcknowledgedFuture<'_, P> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let mut state = this.gateway.lock();
+        this.txns.retain(|txn| {
+            state.payments.get(txn).is_some_and(|entry| {
+                entry
+                    .payment
+                    .as_ref()
+                    .is_some_and(|payment| !acked_by(entry, &payment.request, this.bank))
+            })
+        });
+        match this.txns.first() {
+            None => Poll::Ready(()),
+            Some(txn) => {
+                let txn = *txn;
+                state
+                    .waiters
+                    .entry(txn)
+                    .or_default()
+                    .push(context.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
 /// The legs each bank must prepare: one prepare per bank.
 fn legs_per_bank(request: &PaymentRequest) -> Vec<(String, Vec<Leg>)> {
     let debit = Leg {
@@ -934,6 +1071,7 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
                     decided_lsn: Lsn(0),
                     decided_at_ms: 0,
                     ended: false,
+                    acked: 0,
                 },
             );
         }
@@ -949,6 +1087,7 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
                 decided_lsn: Lsn(0),
                 decided_at_ms: 0,
                 ended: false,
+                acked: 0,
             });
             entry.decided_at_ms = *at_ms;
             entry.decided_lsn = lsn;
@@ -965,6 +1104,9 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
                     Status::Aborted
                 };
                 payment.reason = reason.clone();
+                if !entry.ended {
+                    state.settling.insert(*txn);
+                }
             }
         }
         GatewayRecord::Ended { txn } => {
@@ -974,6 +1116,8 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
                     payment.ended = true;
                 }
             }
+            state.settling.remove(txn);
+            state.wake(*txn);
         }
     }
 }

@@ -19,6 +19,8 @@ pub mod sessions;
 pub mod users;
 
 pub use environment::{Clock, Entropy};
-pub use gateway::{Decision, Gateway, GatewayError, GatewayOpenError, GatewayOptions, SetupUser};
+pub use gateway::{
+    Decision, Gateway, GatewayError, GatewayOpenError, GatewayOptions, Paid, SetupUser,
+};
 pub use participant::{CallError, CallFuture, Direction, Leg, Participant, Vote};
 pub use payment::{Amount, Endpoint, Payment, PaymentRequest, Status, TxnId};

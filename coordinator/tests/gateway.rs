@@ -203,6 +203,7 @@ fn options() -> GatewayOptions {
         snapshot_every: 1_000_000,
         retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
         password_cost: Default::default(),
+        unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
     }
 }
 
@@ -241,6 +242,23 @@ fn open(storage: &SimStorage, banks: Banks) -> Gateway<Banks> {
     .unwrap()
 }
 
+/// Pays, then runs phase 2 if the answer left it pending (as the gateway
+/// service does right after answering); the payment as stored after that.
+fn pay_then_settle<P: Participant>(
+    gateway: &Gateway<P>,
+    user: &str,
+    request: PaymentRequest,
+) -> Result<Payment, GatewayError> {
+    let txn = request.txn;
+    let paid = block_on(gateway.pay(user, request))?;
+    if !paid.phase_two_pending {
+        return Ok(paid.payment);
+    }
+    assert!(!paid.payment.ended, "answered before phase 2");
+    block_on(gateway.phase_two(txn))?;
+    gateway.payment(user, txn)
+}
+
 fn txn(n: u8) -> TxnId {
     TxnId([n; 16])
 }
@@ -265,7 +283,7 @@ fn payment(n: u8, to_bank: &str, to_account: &str, amount: u64) -> PaymentReques
 fn a_cross_bank_payment_commits_at_both_banks_when_both_vote_yes() {
     let banks = Banks::default();
     let gateway = open(&SimStorage::new(), banks.clone());
-    let paid = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+    let paid = pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 2_500)).unwrap();
     assert_eq!(
         (paid.status, paid.replayed, paid.ended),
         (Status::Committed, false, true)
@@ -279,7 +297,7 @@ fn a_cross_bank_payment_commits_at_both_banks_when_both_vote_yes() {
 fn a_same_bank_payment_is_one_prepare_with_two_legs() {
     let banks = Banks::default();
     let gateway = open(&SimStorage::new(), banks.clone());
-    let paid = block_on(gateway.pay("alice", payment(1, "bank_a", "321", 100))).unwrap();
+    let paid = pay_then_settle(&gateway, "alice", payment(1, "bank_a", "321", 100)).unwrap();
     assert_eq!(paid.status, Status::Committed);
     let txns = banks.txns.lock().unwrap();
     let (_, legs) = &txns[&("bank_a".to_owned(), txn(1))];
@@ -307,7 +325,7 @@ fn a_no_vote_a_timeout_and_a_bank_down_each_abort_everywhere_with_the_reason() {
         let banks = Banks::default();
         banks.set("bank_b", behaviour);
         let gateway = open(&SimStorage::new(), banks.clone());
-        let paid = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+        let paid = pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 2_500)).unwrap();
         assert_eq!(
             (paid.status, paid.reason.as_str()),
             (Status::Aborted, reason),
@@ -326,29 +344,29 @@ fn a_no_vote_a_timeout_and_a_bank_down_each_abort_everywhere_with_the_reason() {
 fn a_txn_id_pays_once_and_cannot_be_reused_for_anything_else() {
     let banks = Banks::default();
     let gateway = open(&SimStorage::new(), banks.clone());
-    let first = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+    let first = pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 2_500)).unwrap();
     let calls = banks.calls.load(Ordering::SeqCst);
-    let again = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+    let again = pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 2_500)).unwrap();
     assert_eq!((again.status, again.replayed), (first.status, true));
     assert_eq!(banks.calls.load(Ordering::SeqCst), calls, "no second 2PC");
     let other_amount =
-        block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_600))).unwrap_err();
+        pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 2_600)).unwrap_err();
     assert!(
         matches!(other_amount, GatewayError::InvalidArgument(_)),
         "{other_amount}"
     );
     let mut from_dave = payment(1, "bank_b", "456", 2_500);
     from_dave.from.account = "321".into();
-    let other_user = block_on(gateway.pay("dave", from_dave)).unwrap_err();
+    let other_user = pay_then_settle(&gateway, "dave", from_dave).unwrap_err();
     assert!(
         matches!(other_user, GatewayError::AlreadyExists(_)),
         "{other_user}"
     );
     // An abort is pinned to its id too.
     banks.set("bank_b", Behaviour::VoteNo);
-    let aborted = block_on(gateway.pay("alice", payment(2, "bank_b", "456", 1))).unwrap();
+    let aborted = pay_then_settle(&gateway, "alice", payment(2, "bank_b", "456", 1)).unwrap();
     banks.set("bank_b", Behaviour::Normal);
-    let repeat = block_on(gateway.pay("alice", payment(2, "bank_b", "456", 1))).unwrap();
+    let repeat = pay_then_settle(&gateway, "alice", payment(2, "bank_b", "456", 1)).unwrap();
     assert_eq!(
         (aborted.status, repeat.status, repeat.replayed),
         (Status::Aborted, Status::Aborted, true)
@@ -372,7 +390,7 @@ fn bad_payments_are_refused_before_anything_is_written() {
     ];
     for request in cases {
         assert!(
-            block_on(gateway.pay("alice", request.clone())).is_err(),
+            pay_then_settle(&gateway, "alice", request.clone()).is_err(),
             "{request:?}"
         );
         assert!(gateway.payment("alice", request.txn).is_err());
@@ -390,7 +408,7 @@ fn phase_two_is_retried_until_every_bank_acknowledges_and_a_commit_never_becomes
             banks.set("bank_b", Behaviour::Down);
         }
     }));
-    let paid = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+    let paid = pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 2_500)).unwrap();
     assert_eq!((paid.status, paid.ended), (Status::Committed, false));
     assert_eq!(gateway.unfinished(), vec![txn(1)]);
     assert_eq!(block_on(gateway.resume()).unwrap(), 1, "still down");
@@ -401,11 +419,108 @@ fn phase_two_is_retried_until_every_bank_acknowledges_and_a_commit_never_becomes
     assert!(gateway.payment("alice", txn(1)).unwrap().ended);
 }
 
+/// Whether a future is still pending after one poll.
+fn pending<F: std::future::Future>(future: F) -> bool {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::pin!(future).poll(&mut context).is_pending()
+}
+
+#[test]
+fn pay_answers_at_the_durable_decision_and_phase_two_follows() {
+    let storage = SimStorage::new();
+    let banks = Banks::default();
+    let gateway = open(&storage, banks.clone());
+    let paid = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+    assert!(paid.phase_two_pending);
+    assert_eq!(
+        (paid.payment.status, paid.payment.ended),
+        (Status::Committed, false),
+        "final, not yet settled"
+    );
+    // Both banks only hold the money so far.
+    assert_eq!(banks.state("bank_a", txn(1)), Some(BankTxn::Prepared));
+    assert_eq!(banks.state("bank_b", txn(1)), Some(BankTxn::Prepared));
+    assert_eq!(gateway.unacknowledged("bank_a", "123"), vec![txn(1)]);
+    assert_eq!(gateway.unacknowledged("bank_b", "456"), vec![txn(1)]);
+    assert_eq!(
+        gateway.unacknowledged("bank_a", "321"),
+        vec![],
+        "not touched"
+    );
+    assert!(pending(gateway.acknowledged_by("bank_a", vec![txn(1)])));
+    // The answer is durable: a crash now resumes phase 2 from the decision.
+    let recovered = open(&storage.crash(), banks.snapshot());
+    assert_eq!(recovered.unfinished(), vec![txn(1)]);
+    drop(recovered);
+    assert!(block_on(gateway.phase_two(txn(1))).unwrap());
+    assert_eq!(banks.state("bank_a", txn(1)), Some(BankTxn::Committed));
+    assert_eq!(banks.state("bank_b", txn(1)), Some(BankTxn::Committed));
+    assert!(!pending(gateway.acknowledged_by("bank_a", vec![txn(1)])));
+    assert_eq!(gateway.unacknowledged("bank_b", "456"), vec![]);
+    assert!(gateway.payment("alice", txn(1)).unwrap().ended);
+    let again = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+    assert!(!again.phase_two_pending, "a repeat never runs phase 2");
+    assert!(again.payment.replayed && again.payment.ended);
+}
+
+#[test]
+fn a_balance_waits_only_for_its_own_bank_acknowledging_phase_two() {
+    let banks = Banks::default();
+    let gateway = open(&SimStorage::new(), banks.clone());
+    let paid = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+    assert!(paid.phase_two_pending);
+    banks.set("bank_b", Behaviour::Down);
+    assert!(
+        !block_on(gateway.phase_two(txn(1))).unwrap(),
+        "bank_b missed it"
+    );
+    // bank_a applied the commit: the payer's balance need not wait.
+    assert_eq!(gateway.unacknowledged("bank_a", "123"), vec![]);
+    assert!(!pending(gateway.acknowledged_by("bank_a", vec![txn(1)])));
+    // The payee's bank did not: its balance would not show the payment yet.
+    assert_eq!(gateway.unacknowledged("bank_b", "456"), vec![txn(1)]);
+    let waiting = gateway.acknowledged_by("bank_b", vec![txn(1)]);
+    banks.set("bank_b", Behaviour::Normal);
+    assert_eq!(block_on(gateway.resume()).unwrap(), 0);
+    block_on(waiting);
+    assert_eq!(gateway.unacknowledged("bank_b", "456"), vec![]);
+}
+
+#[test]
+fn past_the_unsettled_bound_a_payment_is_answered_after_its_phase_two() {
+    let banks = Banks::default();
+    let gateway = Gateway::open(
+        Arc::new(SimStorage::new()),
+        GatewayOptions {
+            unsettled_max: 1,
+            ..options()
+        },
+        banks.clone(),
+        Arc::new(TestClock(AtomicU64::new(1_000))),
+        Arc::new(TestEntropy(AtomicU64::new(7))),
+        setup_users,
+    )
+    .unwrap();
+    let first = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 5))).unwrap();
+    assert!(first.phase_two_pending, "within the bound: answered early");
+    // The first is still unsettled (its phase 2 not run), so the second
+    // is over the bound: settled before it is answered.
+    let second = block_on(gateway.pay("alice", payment(2, "bank_b", "456", 5))).unwrap();
+    assert!(!second.phase_two_pending);
+    assert_eq!(
+        (second.payment.status, second.payment.ended),
+        (Status::Committed, true)
+    );
+    assert_eq!(banks.state("bank_b", txn(2)), Some(BankTxn::Committed));
+    assert_eq!(banks.state("bank_b", txn(1)), Some(BankTxn::Prepared));
+    assert_eq!(gateway.unfinished(), vec![txn(1)]);
+}
+
 #[test]
 fn get_decision_answers_the_decision_and_unknown_ids_stay_aborted() {
     let storage = SimStorage::new();
     let gateway = open(&storage, Banks::default());
-    block_on(gateway.pay("alice", payment(1, "bank_b", "456", 5))).unwrap();
+    pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 5)).unwrap();
     assert_eq!(
         block_on(gateway.decision(txn(1))).unwrap(),
         Decision::Commit
@@ -414,7 +529,7 @@ fn get_decision_answers_the_decision_and_unknown_ids_stay_aborted() {
     drop(gateway);
     let gateway = open(&storage.crash(), Banks::default());
     assert_eq!(block_on(gateway.decision(txn(9))).unwrap(), Decision::Abort);
-    let late = block_on(gateway.pay("alice", payment(9, "bank_b", "456", 5)));
+    let late = pay_then_settle(&gateway, "alice", payment(9, "bank_b", "456", 5));
     assert!(
         matches!(late, Err(GatewayError::AlreadyExists(_))),
         "{late:?}"
@@ -483,7 +598,7 @@ fn a_crash_after_each_decision_log_record_recovers_to_all_or_nothing_at_both_ban
                     .push((storage.crash(), banks.snapshot()));
             }));
         }
-        block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+        pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 2_500)).unwrap();
         *banks.on_call.lock().unwrap() = None;
         images
             .lock()
@@ -537,24 +652,24 @@ fn checkpoints_keep_users_and_recent_payments_and_forget_old_finished_ones() {
         .unwrap()
     };
     let gateway = open_at(&storage);
-    block_on(gateway.pay("alice", payment(1, "bank_b", "456", 5))).unwrap();
+    pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 5)).unwrap();
     assert!(
         gateway.checkpoint_if_due().unwrap(),
         "6 records since the start"
     );
     clock.0.store(20_000, Ordering::SeqCst);
-    block_on(gateway.pay("alice", payment(2, "bank_b", "456", 5))).unwrap();
+    pay_then_settle(&gateway, "alice", payment(2, "bank_b", "456", 5)).unwrap();
     assert!(gateway.checkpoint_if_due().unwrap());
     assert_eq!(
         gateway.remembered(),
         1,
         "payment 1 finished 19 s ago: forgotten"
     );
-    block_on(gateway.pay("alice", payment(3, "bank_b", "456", 5))).unwrap();
+    pay_then_settle(&gateway, "alice", payment(3, "bank_b", "456", 5)).unwrap();
     drop(gateway);
     let recovered = open_at(&storage.crash());
     assert_eq!(recovered.remembered(), 2, "snapshot (2) + replayed (3)");
-    let stored = block_on(recovered.pay("alice", payment(2, "bank_b", "456", 5))).unwrap();
+    let stored = pay_then_settle(&recovered, "alice", payment(2, "bank_b", "456", 5)).unwrap();
     assert_eq!((stored.status, stored.replayed), (Status::Committed, true));
     assert!(
         recovered.login("bob", "hunter22").is_ok(),
@@ -628,7 +743,7 @@ fn pay_and_repeat_while_prepare_is_held(
     let spawn = || {
         let gateway = Arc::clone(gateway);
         std::thread::spawn(move || {
-            block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500)))
+            pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 2_500))
         })
     };
     let first = spawn();
