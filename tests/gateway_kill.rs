@@ -256,13 +256,17 @@ async fn the_gateway_killed_after_its_decision_completes_phase_2_after_restart()
     .await;
     cluster.bank_b.signal("STOP");
     cluster.bank_a.signal("CONT");
-    // bank_a committing proves the decision is durable at the gateway.
+    // Answered at the durable decision, before the frozen bank_b applied it.
+    let paid = payment.await.unwrap().unwrap().into_inner();
+    assert_eq!(
+        (paid.status, paid.settled),
+        (PaymentStatus::Committed as i32, false)
+    );
     wait_until("bank_a to commit", || async {
         account(&scratch, a_address, "123").await == (97_500, 97_500)
     })
     .await;
     cluster.gateway.kill_9();
-    let _ = payment.await;
     cluster.bank_b.signal("CONT");
     assert_eq!(
         in_doubt(&scratch, b_address).await,
