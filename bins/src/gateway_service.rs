@@ -344,23 +344,29 @@ impl proto::gateway_server::Gateway for GatewayService {
             .banks
             .client(&bank)
             .ok_or_else(|| Status::unavailable(format!("bank {bank} is not configured")))?;
+        let mut ask = async || -> Result<proto::GetAccountResponse, Status> {
+            Ok(client
+                .get_account(proto::GetAccountRequest {
+                    account_no: account.clone(),
+                })
+                .await
+                .map_err(|bank_status| {
+                    Status::unavailable(format!("bank {bank}: {}", bank_status.message()))
+                })?
+                .into_inner())
+        };
         // Read your writes: payments already decided (and so perhaps
-        // answered) are applied at the bank before it is asked.
+        // answered) are applied at the bank before the balance is read. The
+        // bank is asked first, so that one that is down fails the call at
+        // once rather than after the wait.
         let decided = self.gateway.unacknowledged(&bank, &account);
+        let mut found = ask().await?;
         if !decided.is_empty() {
             let applied = self.gateway.acknowledged_by(&bank, decided);
             let _ = tokio::time::timeout(self.commit_timeout, applied).await;
+            found = ask().await?;
         }
         let unsettled = self.gateway.unacknowledged(&bank, &account).len();
-        let found = client
-            .get_account(proto::GetAccountRequest {
-                account_no: account.clone(),
-            })
-            .await
-            .map_err(|bank_status| {
-                Status::unavailable(format!("bank {bank}: {}", bank_status.message()))
-            })?
-            .into_inner();
         Ok(Response::new(proto::GetBalanceResponse {
             bank,
             account_no: account,
