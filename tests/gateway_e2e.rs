@@ -31,11 +31,7 @@ async fn login(client: &mut Client, username: &str, password: &str) -> String {
 /// already show it: the gateway answers `Pay` at its durable decision, and
 /// `GetBalance` waits for the account's bank to apply decided payments.
 async fn balance(client: &mut Client, key: &str) -> (u64, u64) {
-    let response = client
-        .get_balance(authorized(proto::GetBalanceRequest {}, key))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = common::gateway_balance(client, key).await;
     assert_eq!(
         response.unsettled, 0,
         "every bank is up: nothing left unsettled"

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    Process, SETUP, Scratch, authorized, bank_args, bank_client, channel, gateway_args, txn_id,
-    wait_until,
+    Process, SETUP, Scratch, authorized, bank_args, bank_client, channel, gateway_args,
+    gateway_balance, txn_id, wait_until,
 };
 use minipay_proto::v1::{self as proto, PaymentStatus};
 use tonic::transport::Channel;
@@ -33,11 +33,7 @@ fn restart_bank(scratch: &Scratch, name: &str, address: SocketAddr) -> Process {
 
 /// A user's balance, available and unsettled count, through the gateway.
 async fn balance(client: &mut Client, key: &str) -> (u64, u64, u32) {
-    let found = client
-        .get_balance(authorized(proto::GetBalanceRequest {}, key))
-        .await
-        .unwrap()
-        .into_inner();
+    let found = gateway_balance(client, key).await;
     (found.balance, found.available, found.unsettled)
 }
 

@@ -132,8 +132,6 @@ pub struct GatewayService {
     currency: String,
     /// How long a repeated in-flight txn id waits for its outcome.
     outcome_wait: Duration,
-    /// How long a balance read waits for decided payments to be applied.
-    commit_timeout: Duration,
     on_storage_failure: Arc<dyn Fn() + Send + Sync>,
     /// Usernames being registered right now: a second concurrent Register of
     /// the same name is refused before it opens a bank account.
@@ -164,13 +162,11 @@ impl GatewayService {
         let options = gateway.options();
         let currency = options.currency.clone();
         let outcome_wait = options.prepare_timeout + options.commit_timeout;
-        let commit_timeout = options.commit_timeout;
         GatewayService {
             gateway,
             banks,
             currency,
             outcome_wait,
-            commit_timeout,
             on_storage_failure,
             registering: Arc::default(),
         }
@@ -363,7 +359,8 @@ impl proto::gateway_server::Gateway for GatewayService {
         let mut found = ask().await?;
         if !decided.is_empty() {
             let applied = self.gateway.acknowledged_by(&bank, decided);
-            let _ = tokio::time::timeout(self.commit_timeout, applied).await;
+            let bound = self.gateway.options().commit_timeout;
+            let _ = tokio::time::timeout(bound, applied).await;
             found = ask().await?;
         }
         let unsettled = self.gateway.unacknowledged(&bank, &account).len();

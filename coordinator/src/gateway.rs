@@ -604,10 +604,11 @@ impl<P: Participant> Gateway<P> {
             .iter()
             .filter(|txn| {
                 state.payments.get(txn).is_some_and(|entry| {
-                    entry.payment.as_ref().is_some_and(|payment| {
-                        touches(&payment.request, bank, account)
-                            && !acked_by(entry, &payment.request, bank)
-                    })
+                    entry
+                        .payment
+                        .as_ref()
+                        .is_some_and(|payment| touches(&payment.request, bank, account))
+                        && awaits(entry, bank)
                 })
             })
             .copied()
@@ -962,11 +963,18 @@ fn touches(request: &PaymentRequest, bank: &str, account: &str) -> bool {
         || (request.to.bank == bank && request.to.account == account)
 }
 
-/// Whether `bank` acknowledged the payment's phase 2 (its place in
-/// [`legs_per_bank`]: the payer's bank first).
-fn acked_by(entry: &Entry, request: &PaymentRequest, bank: &str) -> bool {
-    let place = if request.from.bank == bank { 0 } else { 1 };
-    entry.ended || entry.acked & (1 << place) != 0
+/// Whether the payment still waits for `bank` to acknowledge its phase 2
+/// (the bank's place in [`legs_per_bank`]: the payer's bank first).
+fn awaits(entry: &Entry, bank: &str) -> bool {
+    let Some(payment) = &entry.payment else {
+        return false;
+    };
+    let place = if payment.request.from.bank == bank {
+        0
+    } else {
+        1
+    };
+    !entry.ended && entry.acked & (1 << place) == 0
 }
 
 /// Resolves once a bank acknowledged phase 2 of every txn in a list.
@@ -983,12 +991,10 @@ impl<P: Participant> Future for AcknowledgedFuture<'_, P> {
         let this = self.get_mut();
         let mut state = this.gateway.lock();
         this.txns.retain(|txn| {
-            state.payments.get(txn).is_some_and(|entry| {
-                entry
-                    .payment
-                    .as_ref()
-                    .is_some_and(|payment| !acked_by(entry, &payment.request, this.bank))
-            })
+            state
+                .payments
+                .get(txn)
+                .is_some_and(|entry| awaits(entry, this.bank))
         });
         match this.txns.first() {
             None => Poll::Ready(()),

@@ -161,6 +161,18 @@ pub fn authorized<T>(message: T, key: &str) -> tonic::Request<T> {
     request
 }
 
+/// The caller's balance through the gateway's `GetBalance`.
+pub async fn gateway_balance(
+    client: &mut proto::gateway_client::GatewayClient<Channel>,
+    key: &str,
+) -> proto::GetBalanceResponse {
+    client
+        .get_balance(authorized(proto::GetBalanceRequest {}, key))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Polls `condition` until it holds (a generous bound fails the test).
 pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
 where
