@@ -137,6 +137,22 @@ fn minipay_commit(c: &mut Criterion) {
             });
         }
     }
+    // The same 256 writers on a log whose owner checkpoints after every
+    // timed round (untimed), as the banks and the gateway do: segments are
+    // then reused instead of zero-filled while the writers append.
+    let payload = vec![0xA5u8; 256];
+    let log = open_minipay("minipay-256-async-checkpointed");
+    group.throughput(Throughput::Elements(256));
+    group.bench_function(
+        BenchmarkId::new("minipay/256_async_checkpointed", "256B"),
+        |b| {
+            b.iter_custom(|rounds| {
+                let elapsed = async_rounds(&runtime, &log, 256, rounds, &payload);
+                log.checkpoint(log.durable_lsn()).expect("checkpoint");
+                elapsed
+            })
+        },
+    );
     group.finish();
 }
 

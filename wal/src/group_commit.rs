@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{AppendError, IoFailure};
 use crate::record::{self, Lsn, RecordKind};
-use crate::segment::SEGMENT_HEADER_LEN;
+use crate::segment::{PAGE_LEN, SEGMENT_HEADER_LEN};
 use crate::segment_writer::{SegmentWriter, SyncTarget};
 
 /// The bounds group commit works within.
@@ -60,9 +60,6 @@ pub(crate) struct Limits {
 /// work to complete before it parks. Polling avoids a cross-CPU wake-up,
 /// which costs tens of microseconds on virtual machines.
 const SPIN_WAIT_MAX: Duration = Duration::from_micros(500);
-
-/// The page size writes are padded to.
-const PAGE_LEN: u64 = 4096;
 
 /// Counters of group commit's work, for benchmarks and operators.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,10 +119,10 @@ impl Batch {
     }
 
     /// Extends every chunk with zeros to the end of its last page (within
-    /// the segment). The bytes after the tail are zeros already, so this
-    /// changes nothing on disk, but whole-page writes never make the kernel
-    /// read a page that is not cached (segments are zero-filled around the
-    /// page cache) before overwriting part of it.
+    /// the segment). Whole-page writes never make the kernel read a page
+    /// that is not cached (segments are zero-filled around the page cache)
+    /// before overwriting part of it; and the zeros after the tail, to its
+    /// page end, are how recovery sees the end of a recycled segment.
     fn pad_to_pages(&mut self, segment_size: u64) {
         for chunk in &mut self.chunks {
             let end = chunk.offset + chunk.bytes.len() as u64;

@@ -318,8 +318,12 @@ impl Wal {
     }
 
     /// Declares that the owner's state up to `covered` is saved elsewhere:
-    /// deletes every segment holding only records up to `covered` (never
-    /// the open one). Returns how many segments were deleted.
+    /// removes every segment holding only records up to `covered` (never
+    /// the open one). Up to two of them are kept, renamed, to be reused as
+    /// the next segments instead of zero-filling new files; the rest are
+    /// deleted. A reused segment is overwritten, so no replay may still be
+    /// reading records up to `covered`. Returns how many segments were
+    /// removed.
     pub fn checkpoint(&self, covered: Lsn) -> Result<usize, CheckpointError> {
         let durable = self.durable_lsn();
         if covered > durable {

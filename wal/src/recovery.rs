@@ -13,12 +13,18 @@
 //! | non-zero bytes, nothing valid after, `s` is the last       | torn tail: zero from `o`, continue|
 //! | bad segment header, or first lsn not the expected one      | corrupt                           |
 //!
+//! In a *recycled* segment (header flag) "zeros" means zeros from `o` to the
+//! end of its page, and no record with an LSN of at least the expected one
+//! anywhere after `o`: what follows the page is stale, from the file's
+//! earlier life, and cannot decode as a record of this one. A torn tail there
+//! is zeroed to the end of its page.
+//!
 //! Scanning changes nothing; [`crate::Wal::open`] acts on the verdict. This
 //! module reads only; it knows nothing of appending or group commit.
 
 use crate::error::{CorruptReason, IoFailure, OpenError};
 use crate::record::{self, Invalid, Lsn, RECORD_ALIGN};
-use crate::segment::{self, SEGMENT_HEADER_LEN};
+use crate::segment::{self, PAGE_LEN, SEGMENT_HEADER_LEN};
 use crate::snapshot;
 use crate::storage::Storage;
 
@@ -221,10 +227,13 @@ fn scan_segment(
             records_after,
         }),
     };
-    if let Err(bad) = segment::check_header(bytes, first) {
-        let after = count_records_in(bytes, first, max_payload_len);
-        return corrupt_at(0, CorruptReason::SegmentHeader(bad), after);
-    }
+    let header = match segment::check_header(bytes, first) {
+        Ok(header) => header,
+        Err(bad) => {
+            let after = count_records_in(bytes, first, max_payload_len);
+            return corrupt_at(0, CorruptReason::SegmentHeader(bad), after);
+        }
+    };
     if first != expected {
         let after = count_records_in(bytes, first, max_payload_len);
         return corrupt_at(
@@ -249,9 +258,27 @@ fn scan_segment(
     };
     let records = lsn.0 - first.0;
     let end_offset = offset as u64;
-    let rest = &bytes[offset..];
+    // Where this life's bytes must be zeros: to the end of the file, or of
+    // the page holding the end in a recycled segment (stale bytes follow).
+    let zeros_end = if header.recycled {
+        (end_offset.next_multiple_of(PAGE_LEN) as usize).min(bytes.len())
+    } else {
+        bytes.len()
+    };
+    let rest = &bytes[offset..zeros_end];
     let damage = match rest.iter().rposition(|&byte| byte != 0) {
-        None => None,
+        None if !header.recycled => None,
+        None => match valid_records_after(bytes, offset, lsn, max_payload_len) {
+            (0, _) => None,
+            (records_after, next_valid_offset) => Some(SegmentDamage::Corrupt {
+                offset: end_offset,
+                reason: CorruptReason::ValidRecordAfterDamage {
+                    invalid,
+                    next_valid_offset,
+                },
+                records_after,
+            }),
+        },
         Some(_) if !is_last => {
             let (records_after, _) = valid_records_after(bytes, offset, lsn, max_payload_len);
             Some(SegmentDamage::Corrupt {
@@ -285,7 +312,9 @@ fn scan_segment(
 
 /// Counts well-formed records with an LSN of at least `expected` at aligned
 /// offsets after the damage at `damaged`; returns the count and the offset of
-/// the first one.
+/// the first one. Well-formed older records (stale, in a recycled segment)
+/// are stepped over whole: bytes of this life inside one would have broken
+/// its checksum.
 fn valid_records_after(
     bytes: &[u8],
     damaged: usize,
@@ -304,7 +333,8 @@ fn valid_records_after(
                 count += 1;
                 offset += framed;
             }
-            _ => offset += RECORD_ALIGN,
+            Ok((_, framed)) => offset += framed,
+            Err(_) => offset += RECORD_ALIGN,
         }
     }
     (count, first_offset)

@@ -154,7 +154,7 @@ fn cut(
         let first = scan.segments[0].first_lsn;
         let name = segment::segment_name(first);
         let file = storage.open(&name, true).map_err(failed("create", &name))?;
-        file.write_at(0, &segment::encode_header(first))
+        file.write_at(0, &segment::encode_header(first, false))
             .map_err(failed("write header", &name))?;
         file.sync_data().map_err(failed("fdatasync", &name))?;
     }

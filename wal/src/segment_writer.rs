@@ -1,6 +1,13 @@
 //! The write side of the log: the open segment, rotation into a new one, and
 //! a background thread that zero-fills the next segment ahead of need.
 //!
+//! Checkpointed segments are not always deleted: up to [`RECYCLE_MAX`] wait,
+//! renamed `recycled-<n>.tmp`, for the preparer to hand one out as the next
+//! spare instead of zero-filling a new file (the zeros would double what the
+//! disk writes). A recycled spare is installed with the *recycled* header
+//! flag and its first page written whole; recovery knows that stale bytes
+//! follow its end.
+//!
 //! Only the holder of the group-commit "flushing" role touches a
 //! [`SegmentWriter`], so it needs no locking of its own beyond the mutex that
 //! hands it over. Fsync order, which recovery depends on:
@@ -19,7 +26,7 @@ use std::thread::JoinHandle;
 
 use crate::error::IoFailure;
 use crate::record::Lsn;
-use crate::segment::{self, SPARE_PREFIX, TEMP_SUFFIX};
+use crate::segment::{self, RECYCLED_PREFIX, SPARE_PREFIX, TEMP_SUFFIX};
 use crate::storage::{Storage, StorageFile};
 
 /// When the log calls `fdatasync`.
@@ -31,18 +38,31 @@ pub enum SyncPolicy {
     NeverNotDurable,
 }
 
-type Spare = (String, Box<dyn StorageFile>);
+/// How many checkpointed segments wait for reuse at most; the others are
+/// deleted. One is enough when checkpoints keep pace with rotation.
+pub(crate) const RECYCLE_MAX: usize = 2;
+
+/// A file ready to become the next segment.
+struct Spare {
+    name: String,
+    file: Box<dyn StorageFile>,
+    /// An earlier segment of this log: stale bytes, not zeros, after the header.
+    recycled: bool,
+}
 
 struct SpareSlot {
     ready: Option<Result<Spare, IoFailure>>,
     wanted: bool,
     closed: bool,
     counter: u64,
+    /// Checkpointed segments renamed for reuse, oldest first.
+    recycled: Vec<String>,
 }
 
-/// A one-slot pipeline of zero-filled spare segments (after etcd's
-/// `file_pipeline`): rotation takes the spare, and the preparer thread starts
-/// on the next one at once.
+/// A one-slot pipeline of spare segments (after etcd's `file_pipeline`):
+/// rotation takes the spare, and the preparer thread starts on the next one
+/// at once, reusing a recycled segment if there is one, else zero-filling a
+/// new file.
 struct SparePipeline {
     slot: Mutex<SpareSlot>,
     changed: Condvar,
@@ -121,6 +141,7 @@ impl SegmentWriter {
                 wanted: true,
                 closed: false,
                 counter: 0,
+                recycled: Vec::new(),
             }),
             changed: Condvar::new(),
         });
@@ -142,9 +163,9 @@ impl SegmentWriter {
         segment_size: u64,
         sync: SyncPolicy,
     ) -> Result<(), IoFailure> {
-        let (name, file) =
+        let spare =
             prepare_spare(storage, 0, segment_size, sync, &|| false)?.expect("never abandoned");
-        install(storage, name, &*file, first, sync)
+        install(storage, &spare, first, segment_size, sync)
     }
 
     /// Writes `bytes` at `offset` of the open segment.
@@ -201,9 +222,9 @@ impl SegmentWriter {
     pub(crate) fn rotate(&mut self, first: Lsn) -> Result<(), IoFailure> {
         assert!(first > *self.segments.last().expect("live segment"));
         self.sync()?;
-        let (name, file) = self.take_spare()?;
-        install(&*self.storage, name, &*file, first, self.sync)?;
-        self.current = file;
+        let spare = self.take_spare()?;
+        install(&*self.storage, &spare, first, self.segment_size, self.sync)?;
+        self.current = spare.file;
         self.current_name = segment::segment_name(first);
         self.segments.push(first);
         Ok(())
@@ -227,15 +248,29 @@ impl SegmentWriter {
         }
     }
 
-    /// Deletes every segment whose records all have LSNs up to `covered`,
-    /// keeping the open one. Returns the names removed.
+    /// Removes every segment whose records all have LSNs up to `covered`,
+    /// keeping the open one, oldest first (a crash part-way leaves a
+    /// contiguous run). Each is deleted, or renamed for reuse while fewer
+    /// than [`RECYCLE_MAX`] wait and a preparer will hand them out. Returns
+    /// the names removed.
     pub(crate) fn remove_covered(&mut self, covered: Lsn) -> Result<Vec<String>, IoFailure> {
         let mut removed = Vec::new();
         while self.segments.len() > 1 && self.segments[1].0 <= covered.0 + 1 {
             let name = segment::segment_name(self.segments.remove(0));
-            self.storage
-                .remove(&name)
-                .map_err(|source| IoFailure::new("remove", self.storage.describe(&name), source))?;
+            let failed = |op| {
+                let path = self.storage.describe(&name);
+                move |source| IoFailure::new(op, path, source)
+            };
+            match self.recycle_name() {
+                Some(target) => {
+                    self.storage
+                        .rename(&name, &target)
+                        .map_err(failed("rename for reuse"))?;
+                    let pipeline = self.pipeline.as_ref().expect("recycling needs a preparer");
+                    pipeline.lock().recycled.push(target);
+                }
+                None => self.storage.remove(&name).map_err(failed("remove"))?,
+            }
             removed.push(name);
         }
         if !removed.is_empty() && self.sync == SyncPolicy::Always {
@@ -244,6 +279,17 @@ impl SegmentWriter {
                 .map_err(|source| IoFailure::new("fsync dir", self.storage.describe(""), source))?;
         }
         Ok(removed)
+    }
+
+    /// A name to keep a removed segment under for reuse, if one may wait.
+    fn recycle_name(&self) -> Option<String> {
+        let pipeline = self.pipeline.as_ref()?;
+        let mut slot = pipeline.lock();
+        if slot.closed || slot.recycled.len() >= RECYCLE_MAX {
+            return None;
+        }
+        slot.counter += 1;
+        Some(format!("{RECYCLED_PREFIX}{}{TEMP_SUFFIX}", slot.counter))
     }
 
     /// First LSN of the oldest live segment.
@@ -269,11 +315,16 @@ impl SegmentWriter {
         if let Some(handle) = self.preparer.take() {
             let _ = handle.join();
         }
-        if let Some(pipeline) = &self.pipeline
-            && let Some(Ok((name, _))) = pipeline.lock().ready.take()
-        {
-            // An unused spare is only zeros; a leftover is also removed on open.
-            let _ = self.storage.remove(&name);
+        if let Some(pipeline) = &self.pipeline {
+            let mut slot = pipeline.lock();
+            // Unused spares hold nothing of the log; leftovers are also
+            // removed on open.
+            if let Some(Ok(spare)) = slot.ready.take() {
+                let _ = self.storage.remove(&spare.name);
+            }
+            for name in slot.recycled.drain(..) {
+                let _ = self.storage.remove(&name);
+            }
         }
     }
 }
@@ -286,7 +337,7 @@ impl Drop for SegmentWriter {
 
 fn run_preparer(storage: &dyn Storage, pipeline: &SparePipeline, size: u64, sync: SyncPolicy) {
     loop {
-        let counter = {
+        let (counter, recycled) = {
             let mut slot = pipeline.lock();
             while !slot.closed && (slot.ready.is_some() || !slot.wanted) {
                 slot = pipeline.changed.wait(slot).expect("spare pipeline lock");
@@ -295,12 +346,19 @@ fn run_preparer(storage: &dyn Storage, pipeline: &SparePipeline, size: u64, sync
                 return;
             }
             slot.counter += 1;
-            slot.counter
+            let recycled = (!slot.recycled.is_empty()).then(|| slot.recycled.remove(0));
+            (slot.counter, recycled)
         };
-        let closed = || pipeline.lock().closed;
-        let Some(prepared) = prepare_spare(storage, counter, size, sync, &closed).transpose()
-        else {
-            return;
+        let reused = recycled.and_then(|name| reuse_spare(storage, name, size).transpose());
+        let prepared = match reused {
+            Some(reused) => reused,
+            None => {
+                let closed = || pipeline.lock().closed;
+                match prepare_spare(storage, counter, size, sync, &closed).transpose() {
+                    Some(prepared) => prepared,
+                    None => return,
+                }
+            }
         };
         let mut slot = pipeline.lock();
         slot.ready = Some(prepared);
@@ -337,30 +395,64 @@ fn prepare_spare(
     if sync == SyncPolicy::Always {
         file.sync_data().map_err(failed("fdatasync"))?;
     }
-    Ok(Some((name, file)))
+    Ok(Some(Spare {
+        name,
+        file,
+        recycled: false,
+    }))
 }
 
-/// Turns a prepared spare into the segment starting at `first`.
+/// Opens a recycled segment as the next spare. Its blocks are written
+/// already (it held records), so nothing needs writing until it is
+/// installed. One of another size (written under another segment size, or
+/// the header-only segment a repair starts) is deleted instead: `None`.
+fn reuse_spare(storage: &dyn Storage, name: String, size: u64) -> Result<Option<Spare>, IoFailure> {
+    let failed = |op| {
+        let path = storage.describe(&name);
+        move |source| IoFailure::new(op, path, source)
+    };
+    let file = storage.open(&name, false).map_err(failed("open"))?;
+    if file.size().map_err(failed("stat"))? != size {
+        drop(file);
+        storage.remove(&name).map_err(failed("remove"))?;
+        return Ok(None);
+    }
+    Ok(Some(Spare {
+        name,
+        file,
+        recycled: true,
+    }))
+}
+
+/// Turns a prepared spare into the segment starting at `first`: writes its
+/// first page whole (header, zeros), syncs, renames, syncs the directory.
 fn install(
     storage: &dyn Storage,
-    spare_name: String,
-    file: &dyn StorageFile,
+    spare: &Spare,
     first: Lsn,
+    segment_size: u64,
     sync: SyncPolicy,
 ) -> Result<(), IoFailure> {
     let name = segment::segment_name(first);
+    let spare_name = &spare.name;
     let failed = |op, file: &str| {
         let path = storage.describe(file);
         move |source| IoFailure::new(op, path, source)
     };
-    file.write_at(0, &segment::encode_header(first))
-        .map_err(failed("write header", &spare_name))?;
+    let page = segment::first_page(first, spare.recycled, segment_size);
+    spare
+        .file
+        .write_at(0, &page)
+        .map_err(failed("write header", spare_name))?;
     if sync == SyncPolicy::Always {
-        file.sync_data().map_err(failed("fdatasync", &spare_name))?;
+        spare
+            .file
+            .sync_data()
+            .map_err(failed("fdatasync", spare_name))?;
     }
     storage
-        .rename(&spare_name, &name)
-        .map_err(failed("rename", &spare_name))?;
+        .rename(spare_name, &name)
+        .map_err(failed("rename", spare_name))?;
     if sync == SyncPolicy::Always {
         storage.sync_dir().map_err(failed("fsync dir", ""))?;
     }
