@@ -180,3 +180,53 @@ fn bad_options_are_rejected_at_open() {
     let error = Wal::open(dir.path(), too_small).err().unwrap();
     assert!(matches!(error, OpenError::BadOptions(_)), "{error}");
 }
+
+#[test]
+fn checkpointed_segments_are_reused_on_disk_and_the_log_reopens_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Wal::open(dir.path(), options()).unwrap().wal;
+    let recycled = |dir: &Path| {
+        segment_files(dir)
+            .iter()
+            .filter(|(name, _)| {
+                let bytes = fs::read(dir.join(name)).unwrap();
+                u32::from_le_bytes(bytes[12..16].try_into().unwrap()) & 1 == 1
+            })
+            .count()
+    };
+    let mut next = 1u64;
+    while recycled(dir.path()) == 0 {
+        let body = vec![next as u8 | 1; 1500];
+        assert_eq!(log.append(RecordKind(1), &body).unwrap(), Lsn(next));
+        next += 1;
+        if next.is_multiple_of(50) {
+            log.checkpoint(log.durable_lsn()).unwrap();
+        }
+        assert!(next < 10_000, "no segment was ever reused");
+    }
+    let first = log.first_lsn();
+    drop(log);
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "kept segments are cleaned up: {leftovers:?}"
+    );
+    let recovered = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(recovered.report.torn_tail, None);
+    assert_eq!(recovered.report.next_lsn, Lsn(next));
+    let mut seen = first.0;
+    recovered
+        .wal
+        .replay(first, |record| {
+            assert_eq!(record.lsn.0, seen);
+            assert_eq!(record.payload, vec![seen as u8 | 1; 1500]);
+            seen += 1;
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap();
+    assert_eq!(seen, next);
+}
