@@ -1,6 +1,9 @@
 //! Durability across `kill -9`: a real `minipay wal bench` process appends
 //! from many writers and logs each acknowledgement; it is killed at a random
 //! moment, and every acknowledged record must come back intact on recovery.
+//! In some rounds the bench checkpoints as it goes, so the log reuses its
+//! segments and the kill lands in recycled ones: then every acknowledged
+//! record after the checkpoint must come back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -9,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use minipay::wal_tools::{BENCH_KIND, decode_bench_payload};
 use rand::{Rng, SeedableRng};
-use wal::{Lsn, Options, Wal};
+use wal::{Options, Wal};
 
 /// Kills the child when dropped, so a failing test leaves no process behind.
 struct Killed(Child);
@@ -50,9 +53,10 @@ fn wait_for_acks(child: &mut Child, ack_log: &Path, lines: usize) {
 fn recovered_records(dir: &Path) -> BTreeMap<(u32, u64), bool> {
     let recovered = Wal::open(dir, Options::default()).expect("recovery after kill -9");
     let mut records = BTreeMap::new();
+    let first = recovered.wal.first_lsn();
     recovered
         .wal
-        .replay(Lsn::FIRST, |record| {
+        .replay(first, |record| {
             assert_eq!(record.kind, BENCH_KIND);
             let bench = decode_bench_payload(record.payload).expect("a bench payload");
             let previous = records.insert((bench.writer, bench.seq), bench.valid);
@@ -68,15 +72,18 @@ fn every_acknowledged_append_survives_kill_9_at_random_moments() {
     let seed: u64 = rand::rng().random();
     println!("seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // (writers, async, checkpoint every this many records)
     let rounds = [
-        (1, false),
-        (4, false),
-        (16, false),
-        (64, false),
-        (16, true),
-        (256, true),
+        (1, false, None),
+        (4, false, None),
+        (16, false, None),
+        (64, false, None),
+        (16, true, None),
+        (256, true, None),
+        (16, false, Some(2000)),
+        (256, true, Some(2000)),
     ];
-    for (round, (writers, use_async)) in rounds.into_iter().enumerate() {
+    for (round, (writers, use_async, checkpoint)) in rounds.into_iter().enumerate() {
         let scratch = tempfile::tempdir().unwrap();
         let dir = scratch.path().join("wal");
         let ack_log = scratch.path().join("acks");
@@ -95,38 +102,69 @@ fn every_acknowledged_append_survives_kill_9_at_random_moments() {
             .arg("--ack-log")
             .arg(&ack_log)
             .args(use_async.then_some("--async"))
+            .args(checkpoint.map(|every| format!("--checkpoint-every={every}")))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start minipay wal bench");
         let mut child = Killed(child);
-        let target = rng.random_range(1..3000);
+        // With checkpoints, late enough that segments are being reused.
+        let target = match checkpoint {
+            None => rng.random_range(1..3000),
+            Some(_) => rng.random_range(8000..14000),
+        };
         wait_for_acks(&mut child.0, &ack_log, target);
         child.0.kill().expect("kill -9");
         child.0.wait().unwrap();
         let acked = acknowledged(&ack_log);
-        let records = recovered_records(&dir);
-        for key in &acked {
-            assert_eq!(
-                records.get(key),
-                Some(&true),
-                "seed {seed} round {round}: lost {key:?}"
+        if checkpoint.is_some() {
+            assert!(
+                recycled_segments(&dir) > 0,
+                "seed {seed} round {round}: the kill landed in reused segments"
             );
         }
+        let records = recovered_records(&dir);
         // Each writer appends in order and waits: what survives of it is a
-        // gap-free prefix of its sequence.
+        // gap-free run of its sequence, from 0 unless a checkpoint removed
+        // the start, and every acknowledged record after that start.
         for writer in 0..writers {
             let seqs: Vec<u64> = records
                 .keys()
                 .filter(|(w, _)| *w == writer)
                 .map(|(_, s)| *s)
                 .collect();
+            let start = match (checkpoint, seqs.first()) {
+                (None, _) | (Some(_), None) => 0,
+                (Some(_), Some(first)) => *first,
+            };
             assert_eq!(
                 seqs,
-                (0..seqs.len() as u64).collect::<Vec<_>>(),
+                (start..start + seqs.len() as u64).collect::<Vec<_>>(),
                 "seed {seed} writer {writer}"
             );
+            for key in acked.iter().filter(|(w, s)| *w == writer && *s >= start) {
+                assert_eq!(
+                    records.get(key),
+                    Some(&true),
+                    "seed {seed} round {round}: lost {key:?}"
+                );
+            }
         }
-        assert!(records.len() >= acked.len());
+        if checkpoint.is_none() {
+            assert!(records.len() >= acked.len());
+        }
     }
+}
+
+/// Live segments of the log in `dir` that are reused ones (header flag).
+fn recycled_segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .filter(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            u32::from_le_bytes(bytes[12..16].try_into().unwrap()) & 1 == 1
+        })
+        .count()
 }

@@ -122,6 +122,10 @@ struct BenchArgs {
     /// How many fdatasync calls may overlap.
     #[arg(long, default_value_t = wal::Options::default().max_syncs_in_flight)]
     syncs_in_flight: usize,
+    /// Checkpoint the log each time this many more records are durable (old
+    /// segments are then reused, as in a log whose owner saves its state).
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
     /// Do not zero-fill the next segment in the background (rotation then
     /// prepares it on the commit path).
     #[arg(long)]
@@ -294,6 +298,7 @@ fn run(tool: ToolCommand) -> anyhow::Result<()> {
                 segment_size: args.segment_size,
                 max_batch_delay: std::time::Duration::from_micros(args.max_batch_delay_us),
                 max_syncs_in_flight: args.syncs_in_flight,
+                checkpoint_every: args.checkpoint_every,
                 prepare_segments_ahead: !args.no_prepare_ahead,
                 sync: if args.no_sync_not_durable {
                     SyncPolicy::NeverNotDurable

@@ -8,6 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -285,6 +286,9 @@ pub struct BenchConfig {
     pub sync: SyncPolicy,
     pub max_batch_delay: Duration,
     pub max_syncs_in_flight: usize,
+    /// Checkpoint the log each time this many more records are durable, as
+    /// an owner that saves its state would (segments are then reused).
+    pub checkpoint_every: Option<u64>,
     pub prepare_segments_ahead: bool,
 }
 
@@ -389,11 +393,23 @@ pub fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         None => None,
     };
     let started = Instant::now();
-    let mut latencies = if config.use_async {
-        run_async_writers(config, &log, ack_log.as_ref())?
-    } else {
-        run_thread_writers(config, &log, ack_log.as_ref())?
-    };
+    let writing = AtomicBool::new(true);
+    let mut latencies = std::thread::scope(|scope| -> anyhow::Result<Vec<u64>> {
+        let checkpointer = config.checkpoint_every.map(|every| {
+            let (log, writing) = (&log, &writing);
+            scope.spawn(move || checkpoint_while(log, every, writing))
+        });
+        let written = if config.use_async {
+            run_async_writers(config, &log, ack_log.as_ref())
+        } else {
+            run_thread_writers(config, &log, ack_log.as_ref())
+        };
+        writing.store(false, Ordering::Release);
+        if let Some(checkpointer) = checkpointer {
+            checkpointer.join().expect("checkpointer panicked")?;
+        }
+        written
+    })?;
     let elapsed = started.elapsed();
     let stats = log.commit_stats();
     drop(log);
@@ -428,6 +444,21 @@ fn acknowledge(ack_log: Option<&Arc<File>>, writer: u32, seq: u64) -> std::io::R
         Some(file) => (&**file).write_all(format!("{writer} {seq}\n").as_bytes()),
         None => Ok(()),
     }
+}
+
+/// Checkpoints `log` up to its durable LSN each time `every` more records
+/// are durable, until `writing` goes false.
+fn checkpoint_while(log: &Wal, every: u64, writing: &AtomicBool) -> anyhow::Result<()> {
+    let mut last = log.durable_lsn();
+    while writing.load(Ordering::Acquire) {
+        let durable = log.durable_lsn();
+        if durable.0 >= last.0 + every {
+            log.checkpoint(durable).context("checkpoint")?;
+            last = durable;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 fn run_thread_writers(
