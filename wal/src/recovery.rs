@@ -268,17 +268,6 @@ fn scan_segment(
     let rest = &bytes[offset..zeros_end];
     let damage = match rest.iter().rposition(|&byte| byte != 0) {
         None if !header.recycled => None,
-        None => match valid_records_after(bytes, offset, lsn, max_payload_len) {
-            (0, _) => None,
-            (records_after, next_valid_offset) => Some(SegmentDamage::Corrupt {
-                offset: end_offset,
-                reason: CorruptReason::ValidRecordAfterDamage {
-                    invalid,
-                    next_valid_offset,
-                },
-                records_after,
-            }),
-        },
         Some(_) if !is_last => {
             let (records_after, _) = valid_records_after(bytes, offset, lsn, max_payload_len);
             Some(SegmentDamage::Corrupt {
@@ -287,8 +276,11 @@ fn scan_segment(
                 records_after,
             })
         }
-        Some(last_non_zero) => match valid_records_after(bytes, offset, lsn, max_payload_len) {
-            (0, _) => Some(SegmentDamage::Torn {
+        // The end of this life's bytes (a recycled segment's, or torn
+        // garbage in the last segment): refused if a record of this life
+        // follows, else clean or a torn tail.
+        last_non_zero => match valid_records_after(bytes, offset, lsn, max_payload_len) {
+            (0, _) => last_non_zero.map(|last_non_zero| SegmentDamage::Torn {
                 offset: end_offset,
                 garbage_end: (offset + last_non_zero + 1) as u64,
                 invalid,

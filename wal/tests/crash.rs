@@ -2,10 +2,13 @@
 //! every truncation point, every flipped byte, dropped and torn unsynced
 //! writes, failed writes and syncs.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io;
 use std::sync::{Arc, Mutex};
 
+use common::{assert_images_keep_acknowledged, crash_images_while_appending, read_all};
 use wal::sim::{CrashMode, SimStorage};
 use wal::{AppendError, Lsn, OpenError, Options, RecordKind, Storage, Wal};
 
@@ -26,17 +29,6 @@ fn payload(index: u64) -> Vec<u8> {
     (0..len)
         .map(|byte| (index as usize * 7 + byte) as u8)
         .collect()
-}
-
-/// Records in the log as (lsn, payload).
-fn read_all(log: &Wal) -> Vec<(u64, Vec<u8>)> {
-    let mut records = Vec::new();
-    log.replay(log.first_lsn(), |record| {
-        records.push((record.lsn.0, record.payload.to_vec()));
-        Ok::<_, std::convert::Infallible>(())
-    })
-    .expect("replay of an opened log");
-    records
 }
 
 fn open(storage: &SimStorage) -> Result<Wal, OpenError> {
@@ -221,34 +213,13 @@ fn a_crash_loses_no_acknowledged_append_whatever_it_keeps_of_unsynced_writes() {
     ] {
         let storage = SimStorage::new();
         let log = Arc::new(open(&storage).unwrap());
-        let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
-        let mut images = Vec::new();
-        std::thread::scope(|scope| {
-            for writer in 0..4u64 {
-                let log = Arc::clone(&log);
-                let acknowledged = Arc::clone(&acknowledged);
-                scope.spawn(move || {
-                    for index in 0..60u64 {
-                        let body = payload(writer * 1000 + index);
-                        let lsn = log.append(RecordKind(1), &body).unwrap();
-                        acknowledged.lock().unwrap().insert((lsn.0, body));
-                    }
-                });
-            }
-            for _ in 0..40 {
-                let known = acknowledged.lock().unwrap().clone();
-                images.push((known, storage.crash_with(mode)));
-                std::thread::yield_now();
-            }
-        });
-        for (known, image) in images {
-            let recovered = open(&image).expect("a crash image opens");
-            let records: BTreeSet<(u64, Vec<u8>)> = read_all(&recovered).into_iter().collect();
-            assert!(
-                known.is_subset(&records),
-                "{mode:?}: an acknowledged record was lost"
-            );
-        }
+        let images =
+            crash_images_while_appending(&storage, &log, mode, (4, 60, 40), payload, &|_, _, _| {});
+        assert_images_keep_acknowledged(
+            images,
+            |image| open(image).expect("a crash image opens"),
+            mode,
+        );
     }
 }
 

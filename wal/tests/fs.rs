@@ -29,6 +29,15 @@ fn segment_files(dir: &Path) -> Vec<(String, u64)> {
     files
 }
 
+/// Spare, kept-for-reuse and other temporary files left in `dir`.
+fn temp_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect()
+}
+
 #[test]
 fn segments_are_preallocated_rotated_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,11 +54,7 @@ fn segments_are_preallocated_rotated_and_survive_reopen() {
         "{segments:?}"
     );
     assert_eq!(segments[0].0, "00000000000000000001.wal");
-    let leftovers: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".tmp"))
-        .collect();
+    let leftovers = temp_files(dir.path());
     assert!(
         leftovers.is_empty(),
         "spare segments are cleaned up: {leftovers:?}"
@@ -206,11 +211,7 @@ fn checkpointed_segments_are_reused_on_disk_and_the_log_reopens_whole() {
     }
     let first = log.first_lsn();
     drop(log);
-    let leftovers: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".tmp"))
-        .collect();
+    let leftovers = temp_files(dir.path());
     assert!(
         leftovers.is_empty(),
         "kept segments are cleaned up: {leftovers:?}"

@@ -5,9 +5,12 @@
 //! every flipped byte of a recycled segment, and crashes while appending
 //! into recycled segments.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+mod common;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{assert_images_keep_acknowledged, crash_images_while_appending, read_all};
 use wal::sim::{CrashMode, SimStorage};
 use wal::{Lsn, OpenError, Options, RecordKind, Storage, Wal};
 
@@ -33,16 +36,6 @@ fn payload(index: u64) -> Vec<u8> {
 
 fn open(storage: &SimStorage) -> Result<wal::Recovered, OpenError> {
     Wal::open_storage(Arc::new(storage.clone()), options())
-}
-
-fn read_all(log: &Wal) -> Vec<(u64, Vec<u8>)> {
-    let mut records = Vec::new();
-    log.replay(log.first_lsn(), |record| {
-        records.push((record.lsn.0, record.payload.to_vec()));
-        Ok::<_, std::convert::Infallible>(())
-    })
-    .expect("replay of an opened log");
-    records
 }
 
 fn segments(storage: &SimStorage) -> Vec<String> {
@@ -295,39 +288,23 @@ fn a_crash_while_appending_into_recycled_segments_loses_no_acknowledged_append()
         let last = segments(&storage).last().unwrap().clone();
         assert!(is_recycled(&storage, &last));
         let log = Arc::new(open(&storage).unwrap().wal);
-        let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
-        let mut images = Vec::new();
-        std::thread::scope(|scope| {
-            for writer in 0..3u64 {
-                let log = Arc::clone(&log);
-                let acknowledged = Arc::clone(&acknowledged);
-                scope.spawn(move || {
-                    for index in 0..400u64 {
-                        let body = payload(writer * 1000 + index);
-                        let lsn = log.append(RecordKind(1), &body).unwrap();
-                        acknowledged.lock().unwrap().insert((lsn.0, body));
-                        if writer == 0 && index % 40 == 39 {
-                            log.checkpoint(log.durable_lsn()).unwrap();
-                        }
-                    }
-                });
+        let checkpoint_now_and_then = |log: &Wal, writer: u64, index: u64| {
+            if writer == 0 && index % 40 == 39 {
+                log.checkpoint(log.durable_lsn()).unwrap();
             }
-            for _ in 0..60 {
-                let known = acknowledged.lock().unwrap().clone();
-                images.push((known, storage.crash_with(mode)));
-                std::thread::yield_now();
-            }
-        });
-        for (known, image) in images {
-            let recovered = open(&image).expect("a crash image opens").wal;
-            let first = recovered.first_lsn().0;
-            let records: BTreeSet<(u64, Vec<u8>)> = read_all(&recovered).into_iter().collect();
-            let expected: BTreeSet<(u64, Vec<u8>)> =
-                known.into_iter().filter(|(lsn, _)| *lsn >= first).collect();
-            assert!(
-                expected.is_subset(&records),
-                "{mode:?}: an acknowledged record was lost"
-            );
-        }
+        };
+        let images = crash_images_while_appending(
+            &storage,
+            &log,
+            mode,
+            (3, 400, 60),
+            payload,
+            &checkpoint_now_and_then,
+        );
+        assert_images_keep_acknowledged(
+            images,
+            |image| open(image).expect("a crash image opens").wal,
+            mode,
+        );
     }
 }
