@@ -231,8 +231,11 @@ impl Shared {
         limits: Limits,
     ) -> Shared {
         assert!(tail_offset >= SEGMENT_HEADER_LEN as u64);
-        assert!(tail_offset <= limits.segment_size);
         assert!(limits.max_syncs_in_flight >= 1);
+        // A log reopened with a smaller segment size may already hold more
+        // than that in its live segment: the next record then starts a new
+        // segment (of the new size).
+        let tail_offset = tail_offset.min(limits.segment_size);
         let durable = next_lsn.0 - 1;
         Shared {
             state: Mutex::new(State {

@@ -231,3 +231,44 @@ fn checkpointed_segments_are_reused_on_disk_and_the_log_reopens_whole() {
         .unwrap();
     assert_eq!(seen, next);
 }
+
+#[test]
+fn a_log_reopened_with_another_segment_size_keeps_every_record_and_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let large = Options {
+        segment_size: 1 << 20,
+        ..options()
+    };
+    let log = Wal::open(dir.path(), large).unwrap().wal;
+    for index in 0..100u32 {
+        log.append(RecordKind(1), &[index as u8; 2000]).unwrap();
+    }
+    drop(log);
+    // The live segment already holds ~200 KiB, more than a new segment may.
+    let smaller = Wal::open(dir.path(), options()).unwrap().wal;
+    for index in 100..150u32 {
+        let lsn = smaller.append(RecordKind(1), &[index as u8; 2000]).unwrap();
+        assert_eq!(lsn, Lsn(u64::from(index) + 1));
+    }
+    drop(smaller);
+    let segments = segment_files(dir.path());
+    assert_eq!(segments[0], ("00000000000000000001.wal".into(), 1 << 20));
+    assert!(
+        segments[1..].iter().all(|(_, len)| *len == 64 * 1024),
+        "later segments have the new size: {segments:?}"
+    );
+    // And back to the larger size: the 64 KiB segments are read whole.
+    let reopened = Wal::open(dir.path(), large).unwrap();
+    assert_eq!(reopened.report.torn_tail, None);
+    let mut seen = 0u32;
+    reopened
+        .wal
+        .replay(Lsn::FIRST, |record| {
+            assert_eq!(record.payload, &[seen as u8; 2000][..]);
+            seen += 1;
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap();
+    assert_eq!(seen, 150);
+    reopened.wal.append(RecordKind(1), b"after").unwrap();
+}
