@@ -38,6 +38,8 @@ pub struct SegmentInfo {
     /// Offset just past the last valid record.
     pub end_offset: u64,
     pub file_len: u64,
+    /// A reused segment (header flag): stale bytes may follow its end.
+    pub recycled: bool,
 }
 
 /// Damage found by a scan.
@@ -154,6 +156,7 @@ pub fn scan(storage: &dyn Storage, max_payload_len: u32) -> Result<Scan, IoFailu
             records: outcome.records,
             end_offset: outcome.end_offset,
             file_len: bytes.len() as u64,
+            recycled: segment::check_header(&bytes, *first).is_ok_and(|header| header.recycled),
         });
         // A segment refused at its header (bad, or not where the log left
         // off) contributes nothing to the log.
