@@ -1,7 +1,9 @@
 //! A real `bank` process killed with SIGKILL between its YES vote and the
 //! decision: after a restart the hold is still there, the bank asks the
-//! (here: stand-in) gateway for the decision, and applies it. Also: SIGTERM
-//! stops it cleanly, and its request log carries the fields operators need.
+//! (here: stand-in) gateway for the decision, and applies it. A bank killed
+//! while its log writes into reused segments keeps every commit. Also:
+//! SIGTERM stops it cleanly, and its request log carries the fields
+//! operators need.
 
 mod common;
 
@@ -206,6 +208,10 @@ async fn a_bank_configured_by_toml_logs_json_and_bad_configuration_is_refused_at
             "--in-doubt-timeout must be positive",
         ),
         ("colour = \"blue\"\n", "unknown field"),
+        (
+            "wal-segment-size = 100000\n",
+            "--wal-segment-size must be a multiple of 4096",
+        ),
     ] {
         std::fs::write(
             &config,
@@ -227,4 +233,86 @@ async fn a_bank_configured_by_toml_logs_json_and_bad_configuration_is_refused_at
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(message), "{message} not in: {stderr}");
     }
+}
+
+/// With small segments and frequent snapshots the bank's log rotates,
+/// checkpoints and reuses old segment files (stale records after the tail).
+/// Killed while a reused segment is live, it recovers exactly the commits
+/// it acknowledged.
+#[tokio::test]
+async fn a_bank_killed_while_writing_into_reused_segments_keeps_every_commit() {
+    let scratch = Scratch::new(&["bank_a"], SETUP);
+    let bank_binary = env!("CARGO_BIN_EXE_bank");
+    let log = scratch.dir.path().join("bank_a.log");
+    let mut args = bank_args(&scratch, "bank_a", None);
+    args.extend(["--wal-segment-size", "65536", "--snapshot-every", "50"].map(str::to_owned));
+    let wal_dir = scratch.data("bank_a").join("wal");
+
+    let mut bank = Process::start(bank_binary, &args, &log);
+    let mut client = bank_client(&scratch.tls(), "gateway", bank.address).await;
+    // A payment of 0.01 INR from 123 to 456, prepared and committed: about
+    // 180 bytes of log, so a 64 KiB segment holds a few hundred.
+    let mut committed = 0u32;
+    let mut reused_since = None;
+    while reused_since.is_none_or(|at| committed < at + 100) {
+        assert!(
+            committed < 20_000,
+            "no reused segment went live after {committed} commits"
+        );
+        let txn = txn_id(committed + 1);
+        let vote = client
+            .prepare(proto::PrepareRequest {
+                txn_id: txn.clone(),
+                legs: vec![
+                    leg("123", Direction::Debit, 1),
+                    leg("456", Direction::Credit, 1),
+                ],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(vote.vote, proto::Vote::Yes as i32);
+        client
+            .commit(proto::CommitRequest { txn_id: txn })
+            .await
+            .unwrap();
+        committed += 1;
+        if reused_since.is_none() && committed.is_multiple_of(20) && reused_live(&wal_dir) {
+            reused_since = Some(committed);
+        }
+    }
+    assert!(reused_live(&wal_dir), "still writing into a reused segment");
+    bank.kill_9();
+    println!("killed after {committed} commits, a reused segment live since {reused_since:?}");
+
+    let bank = Process::start(bank_binary, &args, &log);
+    let mut client = bank_client(&scratch.tls(), "gateway", bank.address).await;
+    let balance = |account: &'static str| {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_account(proto::GetAccountRequest {
+                    account_no: account.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let alice = balance("123").await;
+    let bob = balance("456").await;
+    let moved = u64::from(committed);
+    assert_eq!(
+        (alice.balance, alice.available),
+        (100_000 - moved, 100_000 - moved)
+    );
+    assert_eq!(bob.balance, 1_250 + moved);
+    assert!(in_doubt_txns(&mut client).await.is_empty());
+}
+
+/// Whether a live segment of the (running) bank's log is a reused one.
+fn reused_live(wal_dir: &std::path::Path) -> bool {
+    let storage = wal::FsStorage::open_unlocked(wal_dir).unwrap();
+    let scan = wal::inspect(&storage).unwrap();
+    scan.segments.iter().any(|segment| segment.recycled)
 }

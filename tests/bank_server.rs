@@ -39,6 +39,7 @@ async fn start(scratch: &Scratch) -> Running {
         in_doubt_timeout: Duration::from_secs(10),
         currency: "INR".into(),
         snapshot_every: 1000,
+        wal_segment_size: wal::Options::default().segment_size,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(bank_node::run(config, Some(listener), async move {

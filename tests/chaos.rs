@@ -23,10 +23,13 @@ async fn killing_random_processes_under_load_breaks_no_invariant() {
         bank: PathBuf::from(env!("CARGO_BIN_EXE_bank")),
         gateway: PathBuf::from(env!("CARGO_BIN_EXE_gateway")),
     };
+    // Small WAL segments and frequent snapshots: the servers rotate,
+    // checkpoint and reuse segments while they are being killed.
     let options = ChaosOptions {
         kills,
         seed,
         heal_timeout: Duration::from_secs(90),
+        server_flags: ChaosOptions::wal_flags(Some(64 << 10), Some(100)),
     };
     match run(servers, dir.path(), &options).await {
         Ok(report) => {

@@ -62,6 +62,10 @@ pub struct BankSettings {
     /// Snapshot and trim the log after this many records.
     #[arg(long)]
     pub snapshot_every: Option<u64>,
+    /// Size of each write-ahead log segment file, in bytes (default 64 MiB;
+    /// at least 64 KiB, whole 4 KiB pages).
+    #[arg(long)]
+    pub wal_segment_size: Option<u64>,
 }
 
 impl crate::process::ServerSettings for BankSettings {
@@ -76,6 +80,7 @@ impl crate::process::ServerSettings for BankSettings {
             in_doubt_timeout: self.in_doubt_timeout.or(file.in_doubt_timeout),
             currency: self.currency.or(file.currency),
             snapshot_every: self.snapshot_every.or(file.snapshot_every),
+            wal_segment_size: self.wal_segment_size.or(file.wal_segment_size),
         }
     }
 }
@@ -92,6 +97,7 @@ pub struct BankConfig {
     pub in_doubt_timeout: Duration,
     pub currency: String,
     pub snapshot_every: u64,
+    pub wal_segment_size: u64,
 }
 
 impl BankConfig {
@@ -122,6 +128,7 @@ impl BankConfig {
             in_doubt_timeout,
             currency,
             snapshot_every,
+            wal_segment_size: crate::process::wal_segment_size(settings.wal_segment_size)?,
         })
     }
 }
@@ -211,7 +218,7 @@ fn open_bank(config: &BankConfig) -> anyhow::Result<Bank> {
     let storage = wal::FsStorage::open_locked(&config.data_dir.join("wal"))
         .with_context(|| format!("open data directory {}", config.data_dir.display()))?;
     let options = BankOptions {
-        wal: crate::process::server_wal_options(),
+        wal: crate::process::server_wal_options(config.wal_segment_size),
         snapshot_every: config.snapshot_every,
         ..BankOptions::default()
     };

@@ -43,6 +43,13 @@ pub struct ChaosArgs {
     /// Keep the cluster's directory (logs, data) here instead of a temporary one.
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// The servers' WAL segment size in bytes (small segments make them
+    /// rotate, checkpoint and reuse segments while they are killed).
+    #[arg(long)]
+    pub wal_segment_size: Option<u64>,
+    /// The servers' snapshot interval, in records.
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -51,6 +58,22 @@ pub struct ChaosOptions {
     pub seed: u64,
     /// How long the system may take to settle after the faults stop.
     pub heal_timeout: Duration,
+    /// Added to every bank's and the gateway's command line.
+    pub server_flags: Vec<String>,
+}
+
+impl ChaosOptions {
+    /// The server flags for a WAL segment size and a snapshot interval.
+    pub fn wal_flags(segment_size: Option<u64>, snapshot_every: Option<u64>) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(size) = segment_size {
+            flags.extend(["--wal-segment-size".to_owned(), size.to_string()]);
+        }
+        if let Some(every) = snapshot_every {
+            flags.extend(["--snapshot-every".to_owned(), every.to_string()]);
+        }
+        flags
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -63,6 +86,9 @@ pub struct ChaosReport {
     pub aborted: u64,
     /// Requests sent, retries included.
     pub attempts: u64,
+    /// Times a server stopped (killed, or at the end) with a reused segment
+    /// live in its WAL, so that its next recovery reads one.
+    pub stops_in_reused_segments: u32,
     pub seconds: f64,
 }
 
@@ -75,13 +101,14 @@ impl std::fmt::Display for ChaosReport {
             .collect();
         write!(
             f,
-            "seed {}: kills [{}]; {} payments ({} committed, {} aborted) in {} requests; healed and checked in {:.1} s",
+            "seed {}: kills [{}]; {} payments ({} committed, {} aborted) in {} requests; {} stops with a reused WAL segment live; healed and checked in {:.1} s",
             self.seed,
             kills.join(", "),
             self.payments,
             self.committed,
             self.aborted,
             self.attempts,
+            self.stops_in_reused_segments,
             self.seconds
         )
     }
@@ -267,7 +294,13 @@ pub async fn run(
     let started = Instant::now();
     let users = Arc::new(users());
     let mut cluster = tokio::task::block_in_place(|| {
-        LocalCluster::start_with(servers, dir, &setup_json(&users), &BANKS)
+        LocalCluster::start_with(
+            servers,
+            dir,
+            &setup_json(&users),
+            &BANKS,
+            &options.server_flags,
+        )
     })?;
     let tls = TlsDir::new(&cluster.tls_dir());
     let url = cluster.gateway_url();
@@ -291,6 +324,7 @@ pub async fn run(
 
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut kills: BTreeMap<String, u32> = BTreeMap::new();
+    let mut stops_in_reused_segments = 0;
     for _ in 0..options.kills {
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..=400))).await;
         let target = rng.random_range(0..=BANKS.len());
@@ -305,11 +339,17 @@ pub async fn run(
             if let Some(gateway) = cluster.gateway.as_mut() {
                 gateway.kill_9();
             }
+            if reused_segments(dir, name)? > 0 {
+                stops_in_reused_segments += 1;
+            }
             tokio::time::sleep(downtime).await;
             tokio::task::block_in_place(|| cluster.restart_gateway())
                 .context("restart the gateway")?;
         } else {
             cluster.bank(name).kill_9();
+            if reused_segments(dir, name)? > 0 {
+                stops_in_reused_segments += 1;
+            }
             tokio::time::sleep(downtime).await;
             tokio::task::block_in_place(|| cluster.restart_bank(name))
                 .with_context(|| format!("restart {name}"))?;
@@ -350,6 +390,11 @@ pub async fn run(
     };
     checker.check_healed(&observation)?;
     tokio::task::block_in_place(|| cluster.stop())?;
+    for server in BANKS.iter().chain(&["gateway"]) {
+        if reused_segments(dir, server)? > 0 {
+            stops_in_reused_segments += 1;
+        }
+    }
     Ok(ChaosReport {
         seed: options.seed,
         kills,
@@ -357,8 +402,22 @@ pub async fn run(
         committed,
         aborted,
         attempts,
+        stops_in_reused_segments,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Live segments of a stopped server's WAL that are reused ones.
+fn reused_segments(dir: &Path, server: &str) -> anyhow::Result<usize> {
+    let wal_dir = dir.join(server).join("wal");
+    let storage = wal::FsStorage::open_unlocked(&wal_dir)
+        .with_context(|| format!("open {}", wal_dir.display()))?;
+    let scan = wal::inspect(&storage)?;
+    Ok(scan
+        .segments
+        .iter()
+        .filter(|segment| segment.recycled)
+        .count())
 }
 
 /// Polls the servers until nothing is in flight (every payment settled at
@@ -504,6 +563,7 @@ pub async fn main(args: ChaosArgs) -> anyhow::Result<()> {
         kills: args.kills,
         seed,
         heal_timeout: Duration::from_secs(120),
+        server_flags: ChaosOptions::wal_flags(args.wal_segment_size, args.snapshot_every),
     };
     match run(Servers::ReExec(exe), &dir, &options).await {
         Ok(report) => {

@@ -130,21 +130,25 @@ pub struct LocalCluster {
     pub banks: Vec<(String, ServerProcess)>,
     pub gateway: Option<ServerProcess>,
     pub gateway_address: SocketAddr,
+    /// Passed to every bank and gateway start (e.g. `--wal-segment-size`).
+    server_flags: Vec<String>,
 }
 
 impl LocalCluster {
     /// Writes certificates and `setup_json`, starts every bank and the gateway.
     pub fn start(dir: &Path, setup_json: &str, banks: &[&str]) -> anyhow::Result<LocalCluster> {
         let exe = std::env::current_exe().context("find the minipay executable")?;
-        LocalCluster::start_with(Servers::ReExec(exe), dir, setup_json, banks)
+        LocalCluster::start_with(Servers::ReExec(exe), dir, setup_json, banks, &[])
     }
 
-    /// [`LocalCluster::start`] with the given server executables.
+    /// [`LocalCluster::start`] with the given server executables, and
+    /// `server_flags` added to every server's command line.
     pub fn start_with(
         servers: Servers,
         dir: &Path,
         setup_json: &str,
         banks: &[&str],
+        server_flags: &[String],
     ) -> anyhow::Result<LocalCluster> {
         let names: Vec<String> = banks.iter().map(|name| (*name).to_owned()).collect();
         crate::certs::generate(&dir.join("tls"), &names)?;
@@ -158,6 +162,7 @@ impl LocalCluster {
             banks: Vec::new(),
             gateway: None,
             gateway_address,
+            server_flags: server_flags.to_vec(),
         };
         for name in banks {
             let bank = cluster.start_bank(name, "127.0.0.1:0")?;
@@ -169,14 +174,16 @@ impl LocalCluster {
 
     fn server_args(&self, data: &str) -> Vec<String> {
         let path = |name: &str| self.dir.join(name).display().to_string();
-        vec![
+        let mut args = vec![
             "--data-dir".into(),
             path(data),
             "--setup".into(),
             path("setup.json"),
             "--tls-dir".into(),
             path("tls"),
-        ]
+        ];
+        args.extend(self.server_flags.iter().cloned());
+        args
     }
 
     /// Starts (or restarts, given its old address) a bank.

@@ -66,6 +66,10 @@ pub struct GatewaySettings {
     /// Snapshot and trim the decision log after this many records (default 100000).
     #[arg(long)]
     pub snapshot_every: Option<u64>,
+    /// Size of each write-ahead log segment file, in bytes (default 64 MiB;
+    /// at least 64 KiB, whole 4 KiB pages).
+    #[arg(long)]
+    pub wal_segment_size: Option<u64>,
     /// A session unused this long expires (default 30m).
     #[arg(long, value_parser = parse_duration)]
     #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
@@ -100,6 +104,7 @@ impl crate::process::ServerSettings for GatewaySettings {
             currency: self.currency.or(file.currency),
             retention: self.retention.or(file.retention),
             snapshot_every: self.snapshot_every.or(file.snapshot_every),
+            wal_segment_size: self.wal_segment_size.or(file.wal_segment_size),
             session_idle: self.session_idle.or(file.session_idle),
             session_max_age: self.session_max_age.or(file.session_max_age),
             login_failures_max: self.login_failures_max.or(file.login_failures_max),
@@ -120,6 +125,7 @@ pub struct GatewayConfig {
     pub currency: String,
     pub retention: Duration,
     pub snapshot_every: u64,
+    pub wal_segment_size: u64,
     pub sessions: coordinator::sessions::SessionPolicy,
     pub login: coordinator::users::LoginPolicy,
 }
@@ -202,6 +208,7 @@ impl GatewayConfig {
         Ok(GatewayConfig {
             retention,
             snapshot_every,
+            wal_segment_size: crate::process::wal_segment_size(settings.wal_segment_size)?,
             sessions,
             login,
             listen: settings.listen.context("--listen is required")?,
@@ -243,7 +250,7 @@ fn open_gateway(
     let storage = wal::FsStorage::open_locked(&config.data_dir.join("wal"))
         .with_context(|| format!("open data directory {}", config.data_dir.display()))?;
     let options = GatewayOptions {
-        wal: crate::process::server_wal_options(),
+        wal: crate::process::server_wal_options(config.wal_segment_size),
         prepare_timeout: config.prepare_timeout,
         commit_timeout: config.commit_timeout,
         currency: config.currency.clone(),

@@ -28,12 +28,37 @@ pub fn init_logging(format: LogFormat) {
 /// virtio kick, the ext4 path, a wake-up), so fewer, fuller syncs leave more
 /// for the calls (measured: 1.2x the payments/s of the library's defaults,
 /// which suit a log that has the machine to itself; see BENCHMARKS.md).
-pub fn server_wal_options() -> wal::Options {
+///
+/// `segment_size` comes from `--wal-segment-size` (checked by
+/// [`wal_segment_size`]); a record may take at most a quarter of a segment
+/// (1 MiB with the default 64 MiB; the servers' records are a few hundred
+/// bytes, at most a few KiB).
+pub fn server_wal_options(segment_size: u64) -> wal::Options {
+    let defaults = wal::Options::default();
     wal::Options {
         max_syncs_in_flight: 1,
         max_batch_delay: std::time::Duration::ZERO,
-        ..wal::Options::default()
+        segment_size,
+        max_payload_len: defaults
+            .max_payload_len
+            .min(u32::try_from(segment_size / 4).unwrap_or(u32::MAX)),
+        ..defaults
     }
+}
+
+/// The smallest `--wal-segment-size` a server accepts.
+pub const WAL_SEGMENT_SIZE_MIN: u64 = 64 << 10;
+
+/// Checks `--wal-segment-size` (default: the WAL's, 64 MiB): at least
+/// [`WAL_SEGMENT_SIZE_MIN`] and whole 4 KiB pages.
+pub fn wal_segment_size(setting: Option<u64>) -> anyhow::Result<u64> {
+    let size = setting.unwrap_or(wal::Options::default().segment_size);
+    if size < WAL_SEGMENT_SIZE_MIN || !size.is_multiple_of(4096) {
+        anyhow::bail!(
+            "--wal-segment-size must be a multiple of 4096 bytes and at least {WAL_SEGMENT_SIZE_MIN}, not {size}"
+        );
+    }
+    Ok(size)
 }
 
 /// Resolves on SIGTERM or SIGINT.
