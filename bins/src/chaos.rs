@@ -335,22 +335,20 @@ pub async fn run(
             BANKS[target]
         };
         *kills.entry(name.to_owned()).or_default() += 1;
-        if target == BANKS.len() {
+        let is_gateway = target == BANKS.len();
+        if is_gateway {
             if let Some(gateway) = cluster.gateway.as_mut() {
                 gateway.kill_9();
             }
-            if reused_segments(dir, name)? > 0 {
-                stops_in_reused_segments += 1;
-            }
-            tokio::time::sleep(downtime).await;
+        } else {
+            cluster.bank(name).kill_9();
+        }
+        stops_in_reused_segments += u32::from(reused_segments(dir, name)? > 0);
+        tokio::time::sleep(downtime).await;
+        if is_gateway {
             tokio::task::block_in_place(|| cluster.restart_gateway())
                 .context("restart the gateway")?;
         } else {
-            cluster.bank(name).kill_9();
-            if reused_segments(dir, name)? > 0 {
-                stops_in_reused_segments += 1;
-            }
-            tokio::time::sleep(downtime).await;
             tokio::task::block_in_place(|| cluster.restart_bank(name))
                 .with_context(|| format!("restart {name}"))?;
         }
@@ -391,9 +389,7 @@ pub async fn run(
     checker.check_healed(&observation)?;
     tokio::task::block_in_place(|| cluster.stop())?;
     for server in BANKS.iter().chain(&["gateway"]) {
-        if reused_segments(dir, server)? > 0 {
-            stops_in_reused_segments += 1;
-        }
+        stops_in_reused_segments += u32::from(reused_segments(dir, server)? > 0);
     }
     Ok(ChaosReport {
         seed: options.seed,

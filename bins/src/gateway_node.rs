@@ -67,7 +67,7 @@ pub struct GatewaySettings {
     #[arg(long)]
     pub snapshot_every: Option<u64>,
     /// Size of each write-ahead log segment file, in bytes (default 64 MiB;
-    /// at least 64 KiB, whole 4 KiB pages).
+    /// 64 KiB to 1 GiB, whole 4 KiB pages).
     #[arg(long)]
     pub wal_segment_size: Option<u64>,
     /// A session unused this long expires (default 30m).

@@ -46,16 +46,18 @@ pub fn server_wal_options(segment_size: u64) -> wal::Options {
     }
 }
 
-/// The smallest `--wal-segment-size` a server accepts.
-pub const WAL_SEGMENT_SIZE_MIN: u64 = 64 << 10;
+/// The range of `--wal-segment-size` a server accepts.
+pub const WAL_SEGMENT_SIZE: std::ops::RangeInclusive<u64> = (64 << 10)..=(1 << 30);
 
-/// Checks `--wal-segment-size` (default: the WAL's, 64 MiB): at least
-/// [`WAL_SEGMENT_SIZE_MIN`] and whole 4 KiB pages.
+/// Checks `--wal-segment-size` (default: the WAL's, 64 MiB): within
+/// [`WAL_SEGMENT_SIZE`] and whole 4 KiB pages.
 pub fn wal_segment_size(setting: Option<u64>) -> anyhow::Result<u64> {
     let size = setting.unwrap_or(wal::Options::default().segment_size);
-    if size < WAL_SEGMENT_SIZE_MIN || !size.is_multiple_of(4096) {
+    if !WAL_SEGMENT_SIZE.contains(&size) || !size.is_multiple_of(4096) {
         anyhow::bail!(
-            "--wal-segment-size must be a multiple of 4096 bytes and at least {WAL_SEGMENT_SIZE_MIN}, not {size}"
+            "--wal-segment-size must be a multiple of 4096 bytes from {} to {}, not {size}",
+            WAL_SEGMENT_SIZE.start(),
+            WAL_SEGMENT_SIZE.end()
         );
     }
     Ok(size)
