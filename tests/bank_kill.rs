@@ -14,6 +14,7 @@ use common::{
     Process, SETUP, Scratch, bank_args, bank_client, in_doubt_txns, leg, txn_id, wait_until,
 };
 use minipay::tls::{Role, TlsDir, require_role};
+use minipay::wal_tools::reused_segments;
 use minipay_proto::v1::{self as proto, Direction};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -277,11 +278,17 @@ async fn a_bank_killed_while_writing_into_reused_segments_keeps_every_commit() {
             .await
             .unwrap();
         committed += 1;
-        if reused_since.is_none() && committed.is_multiple_of(20) && reused_live(&wal_dir) {
+        if reused_since.is_none()
+            && committed.is_multiple_of(20)
+            && reused_segments(&wal_dir).unwrap() > 0
+        {
             reused_since = Some(committed);
         }
     }
-    assert!(reused_live(&wal_dir), "still writing into a reused segment");
+    assert!(
+        reused_segments(&wal_dir).unwrap() > 0,
+        "still writing into a reused segment"
+    );
     bank.kill_9();
     println!("killed after {committed} commits, a reused segment live since {reused_since:?}");
 
@@ -308,11 +315,4 @@ async fn a_bank_killed_while_writing_into_reused_segments_keeps_every_commit() {
     );
     assert_eq!(bob.balance, 1_250 + moved);
     assert!(in_doubt_txns(&mut client).await.is_empty());
-}
-
-/// Whether a live segment of the (running) bank's log is a reused one.
-fn reused_live(wal_dir: &std::path::Path) -> bool {
-    let storage = wal::FsStorage::open_unlocked(wal_dir).unwrap();
-    let scan = wal::inspect(&storage).unwrap();
-    scan.segments.iter().any(|segment| segment.recycled)
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use minipay::wal_tools::{BENCH_KIND, decode_bench_payload};
+use minipay::wal_tools::{BENCH_KIND, decode_bench_payload, reused_segments};
 use rand::{Rng, SeedableRng};
 use wal::{Options, Wal};
 
@@ -119,7 +119,7 @@ fn every_acknowledged_append_survives_kill_9_at_random_moments() {
         let acked = acknowledged(&ack_log);
         if checkpoint.is_some() {
             assert!(
-                recycled_segments(&dir) > 0,
+                reused_segments(&dir).unwrap() > 0,
                 "seed {seed} round {round}: the kill landed in reused segments"
             );
         }
@@ -158,17 +158,4 @@ fn every_acknowledged_append_survives_kill_9_at_random_moments() {
             assert!(records.len() >= acked.len());
         }
     }
-}
-
-/// Live segments of the log in `dir` that are reused ones (header flag).
-fn recycled_segments(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
-        .filter(|path| {
-            let bytes = std::fs::read(path).unwrap();
-            u32::from_le_bytes(bytes[12..16].try_into().unwrap()) & 1 == 1
-        })
-        .count()
 }

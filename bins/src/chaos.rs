@@ -325,6 +325,11 @@ pub async fn run(
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut kills: BTreeMap<String, u32> = BTreeMap::new();
     let mut stops_in_reused_segments = 0;
+    // 1 if a stopped server's log has a reused segment live.
+    let reused_live = |server: &str| -> anyhow::Result<u32> {
+        let count = crate::wal_tools::reused_segments(&dir.join(server).join("wal"))?;
+        Ok(u32::from(count > 0))
+    };
     for _ in 0..options.kills {
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..=400))).await;
         let target = rng.random_range(0..=BANKS.len());
@@ -343,7 +348,7 @@ pub async fn run(
         } else {
             cluster.bank(name).kill_9();
         }
-        stops_in_reused_segments += u32::from(reused_segments(dir, name)? > 0);
+        stops_in_reused_segments += reused_live(name)?;
         tokio::time::sleep(downtime).await;
         if is_gateway {
             tokio::task::block_in_place(|| cluster.restart_gateway())
@@ -389,7 +394,7 @@ pub async fn run(
     checker.check_healed(&observation)?;
     tokio::task::block_in_place(|| cluster.stop())?;
     for server in BANKS.iter().chain(&["gateway"]) {
-        stops_in_reused_segments += u32::from(reused_segments(dir, server)? > 0);
+        stops_in_reused_segments += reused_live(server)?;
     }
     Ok(ChaosReport {
         seed: options.seed,
@@ -401,19 +406,6 @@ pub async fn run(
         stops_in_reused_segments,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-/// Live segments of a stopped server's WAL that are reused ones.
-fn reused_segments(dir: &Path, server: &str) -> anyhow::Result<usize> {
-    let wal_dir = dir.join(server).join("wal");
-    let storage = wal::FsStorage::open_unlocked(&wal_dir)
-        .with_context(|| format!("open {}", wal_dir.display()))?;
-    let scan = wal::inspect(&storage)?;
-    Ok(scan
-        .segments
-        .iter()
-        .filter(|segment| segment.recycled)
-        .count())
 }
 
 /// Polls the servers until nothing is in flight (every payment settled at

@@ -94,6 +94,20 @@ fn decoded(kind: RecordKind, payload: &[u8]) -> Option<String> {
     None
 }
 
+/// Live segments of the log in `dir` that are reused ones (header flag),
+/// for tests and `minipay chaos`. The log's owner may still be running: a
+/// live segment's header does not change while records are written.
+pub fn reused_segments(dir: &Path) -> anyhow::Result<usize> {
+    let storage =
+        FsStorage::open_unlocked(dir).with_context(|| format!("open {}", dir.display()))?;
+    let scan = wal::inspect(&storage)?;
+    Ok(scan
+        .segments
+        .iter()
+        .filter(|segment| segment.recycled)
+        .count())
+}
+
 /// `minipay wal dump DIR [--json]`: prints every valid record.
 pub fn dump(dir: &Path, json: bool) -> anyhow::Result<()> {
     let storage =

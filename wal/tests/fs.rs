@@ -29,6 +29,19 @@ fn segment_files(dir: &Path) -> Vec<(String, u64)> {
     files
 }
 
+/// Replays the log, asserting record `i` is 2000 bytes of `i as u8` (as
+/// the tests here append them); returns how many there are.
+fn indexed_records(log: &Wal) -> u32 {
+    let mut seen = 0u32;
+    log.replay(Lsn::FIRST, |record| {
+        assert_eq!(record.payload, &[seen as u8; 2000][..]);
+        seen += 1;
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap();
+    seen
+}
+
 /// Spare, kept-for-reuse and other temporary files left in `dir`.
 fn temp_files(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
@@ -64,16 +77,7 @@ fn segments_are_preallocated_rotated_and_survive_reopen() {
     assert_eq!(recovered.report.records, 100);
     assert_eq!(recovered.report.next_lsn, Lsn(101));
     assert_eq!(recovered.report.torn_tail, None);
-    let mut seen = 0u32;
-    recovered
-        .wal
-        .replay(Lsn::FIRST, |record| {
-            assert_eq!(record.payload, &[seen as u8; 2000][..]);
-            seen += 1;
-            Ok::<_, std::convert::Infallible>(())
-        })
-        .unwrap();
-    assert_eq!(seen, 100);
+    assert_eq!(indexed_records(&recovered.wal), 100);
 }
 
 #[test]
@@ -260,15 +264,6 @@ fn a_log_reopened_with_another_segment_size_keeps_every_record_and_appends() {
     // And back to the larger size: the 64 KiB segments are read whole.
     let reopened = Wal::open(dir.path(), large).unwrap();
     assert_eq!(reopened.report.torn_tail, None);
-    let mut seen = 0u32;
-    reopened
-        .wal
-        .replay(Lsn::FIRST, |record| {
-            assert_eq!(record.payload, &[seen as u8; 2000][..]);
-            seen += 1;
-            Ok::<_, std::convert::Infallible>(())
-        })
-        .unwrap();
-    assert_eq!(seen, 150);
+    assert_eq!(indexed_records(&reopened.wal), 150);
     reopened.wal.append(RecordKind(1), b"after").unwrap();
 }
