@@ -137,8 +137,11 @@ pub struct Wal {
 impl Wal {
     /// Opens (or creates) the log in `dir`, taking its exclusive lock.
     pub fn open(dir: &Path, options: Options) -> Result<Recovered, OpenError> {
-        let storage = FsStorage::open_locked(dir)
+        let mut storage = FsStorage::open_locked(dir)
             .map_err(|source| IoFailure::new("open", dir.display().to_string(), source))?;
+        if options.sync == SyncPolicy::NeverNotDurable {
+            storage = storage.buffered_only();
+        }
         Wal::open_storage(Arc::new(storage), options)
     }
 
