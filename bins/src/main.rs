@@ -93,6 +93,9 @@ enum WalCommand {
         /// Threads syncing concurrently, each in its own region.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Write through O_DIRECT (whole 4 KiB pages), as the log does.
+        #[arg(long)]
+        direct: bool,
     },
 }
 
@@ -277,10 +280,17 @@ fn run(tool: ToolCommand) -> anyhow::Result<()> {
             println!("{}", wal_tools::verify(&dir, repair)?);
             Ok(())
         }
-        ToolCommand::Wal(WalCommand::Disk { dir, size, threads }) => {
-            let raw = wal_tools::raw_disk(&dir, size, threads)?;
+        ToolCommand::Wal(WalCommand::Disk {
+            dir,
+            size,
+            threads,
+            direct,
+        }) => {
+            let raw = wal_tools::raw_disk(&dir, size, threads, direct)?;
+            let how = if direct { "O_DIRECT " } else { "" };
             println!(
-                "raw disk: {threads} threads x (pwrite {size} B + fdatasync): {:.0} syncs/s, {:.1} MB/s, p50 {:.0} us",
+                "raw disk: {threads} threads x ({how}pwrite {size} B + fdatasync): {} syncs, {:.0} syncs/s, {:.1} MB/s, p50 {:.0} us",
+                raw.syncs,
                 raw.per_sec,
                 raw.per_sec * size as f64 / 1e6,
                 raw.p50_us

@@ -553,6 +553,7 @@ fn percentile_us(sorted_ns: &[u64], percentile: f64) -> f64 {
 /// The raw disk's durable write rate, as a user would measure it.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct RawDisk {
+    pub syncs: usize,
     pub per_sec: f64,
     pub p50_us: f64,
 }
@@ -562,24 +563,36 @@ const RAW_FILE_LEN: u64 = 32 << 20;
 /// The raw measurement stops after this many syncs or this long.
 const RAW_SYNCS_MAX: u32 = 3000;
 const RAW_DURATION_MAX: Duration = Duration::from_secs(2);
+/// Alignment of direct-I/O buffers, offsets and lengths.
+const PAGE: usize = 4096;
 /// The most concurrent syncers `minipay wal disk` runs.
 pub const RAW_THREADS_MAX: usize = 16;
 
 /// `pwrite` 4 KiB + `fdatasync` on a preallocated scratch file beside `near`
 /// (see [`raw_disk`]).
 pub fn raw_fdatasync(near: &Path) -> anyhow::Result<RawDisk> {
-    raw_disk(near, 4096, 1)
+    raw_disk(near, 4096, 1, false)
 }
 
 /// What the disk does without any log: `threads` threads each `pwrite`
 /// `write_len` bytes and `fdatasync`, over a preallocated (zero-filled,
 /// synced) scratch file in `near`'s parent directory (so on the same
 /// filesystem but outside a log directory), removed afterwards. Each thread
-/// writes its own consecutive region, as a log would.
-pub fn raw_disk(near: &Path, write_len: usize, threads: usize) -> anyhow::Result<RawDisk> {
-    use std::os::unix::fs::FileExt;
+/// writes its own consecutive region, as a log would. With `direct` the
+/// writes go through an `O_DIRECT` descriptor (as the log's page-aligned
+/// writes do), so `write_len` must be whole 4 KiB pages.
+pub fn raw_disk(
+    near: &Path,
+    write_len: usize,
+    threads: usize,
+    direct: bool,
+) -> anyhow::Result<RawDisk> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
     if write_len == 0 || write_len as u64 > RAW_FILE_LEN / 16 {
         bail!("--size must be between 1 byte and 2 MiB");
+    }
+    if direct && !write_len.is_multiple_of(PAGE) {
+        bail!("--size must be a multiple of {PAGE} bytes with --direct");
     }
     if threads == 0 || threads > RAW_THREADS_MAX {
         bail!("--threads must be between 1 and {RAW_THREADS_MAX}");
@@ -604,20 +617,33 @@ pub fn raw_disk(near: &Path, write_len: usize, threads: usize) -> anyhow::Result
     let result = (|| -> anyhow::Result<RawDisk> {
         file.write_all_at(&vec![0u8; RAW_FILE_LEN as usize], 0)?;
         file.sync_all()?;
-        let region = RAW_FILE_LEN / threads as u64;
+        let direct_file = direct
+            .then(|| {
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&path)
+            })
+            .transpose()
+            .context("open with O_DIRECT")?;
+        let writes_to = direct_file.as_ref().unwrap_or(&file);
+        let region = RAW_FILE_LEN / threads as u64 / PAGE as u64 * PAGE as u64;
         let slots = (region / write_len as u64).max(1);
         let started = Instant::now();
         let mut latencies = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads as u64)
                 .map(|thread| {
-                    let file = &file;
+                    let (file, writes_to) = (&file, writes_to);
                     scope.spawn(move || -> std::io::Result<Vec<u64>> {
-                        let block = vec![0x5Au8; write_len];
+                        // Page-aligned, as direct I/O needs.
+                        let buffer = vec![0x5Au8; write_len + PAGE];
+                        let start = buffer.as_ptr().align_offset(PAGE);
+                        let block = &buffer[start..start + write_len];
                         let mut latencies = Vec::new();
                         for index in 0..u64::from(RAW_SYNCS_MAX) / threads as u64 {
                             let one = Instant::now();
                             let offset = thread * region + (index % slots) * write_len as u64;
-                            file.write_all_at(&block, offset)?;
+                            writes_to.write_all_at(block, offset)?;
                             file.sync_data()?;
                             latencies.push(one.elapsed().as_nanos() as u64);
                             if started.elapsed() > RAW_DURATION_MAX {
@@ -637,6 +663,7 @@ pub fn raw_disk(near: &Path, write_len: usize, threads: usize) -> anyhow::Result
         let elapsed = started.elapsed();
         latencies.sort_unstable();
         Ok(RawDisk {
+            syncs: latencies.len(),
             per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
             p50_us: percentile_us(&latencies, 50.0),
         })
