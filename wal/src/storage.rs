@@ -231,6 +231,15 @@ struct FsFile {
     direct: Mutex<Direct>,
 }
 
+impl FsFile {
+    fn forget_last_page(&self) {
+        self.direct
+            .lock()
+            .expect("direct writer lock poisoned")
+            .forget_last_page();
+    }
+}
+
 /// Whether and how a file's page-aligned writes bypass the page cache.
 enum Direct {
     /// Not tried yet: the `O_DIRECT` descriptor is opened at the first
@@ -239,6 +248,16 @@ enum Direct {
     /// Buffered writes only (turned off, or the file system refused).
     Off,
     Ready(DirectWriter),
+}
+
+impl Direct {
+    /// For any change to the file not made by a direct write: the page
+    /// remembered may no longer be what the file holds.
+    fn forget_last_page(&mut self) {
+        if let Direct::Ready(writer) = self {
+            writer.last_page = None;
+        }
+    }
 }
 
 /// A second descriptor of the file, opened with `O_DIRECT`, and the aligned
@@ -323,10 +342,7 @@ impl StorageFile for FsFile {
         let end = offset + data.len() as u64;
         let mut direct = self.direct.lock().expect("direct writer lock poisoned");
         if data.is_empty() || !end.is_multiple_of(DIRECT_IO_ALIGN as u64) {
-            if let Direct::Ready(writer) = &mut *direct {
-                // The buffered write may change the page it remembers.
-                writer.last_page = None;
-            }
+            direct.forget_last_page();
             return self.file.write_all_at(data, offset);
         }
         if let Direct::Untried = *direct {
@@ -354,6 +370,7 @@ impl StorageFile for FsFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.forget_last_page();
         self.file.set_len(len)
     }
 
@@ -363,6 +380,7 @@ impl StorageFile for FsFile {
     /// system has no direct I/O (tmpfs) or the length is not aligned.
     fn zero_fill(&self, offset: u64, len: u64, abandon: &dyn Fn() -> bool) -> io::Result<bool> {
         use std::os::unix::fs::OpenOptionsExt;
+        self.forget_last_page();
         let aligned = |value: u64| value.is_multiple_of(DIRECT_IO_ALIGN as u64);
         let direct = OpenOptions::new()
             .write(true)
@@ -406,8 +424,8 @@ mod tests {
 
     /// Writes as a log makes them (each starting inside the last page of
     /// the one before, most ending on a page boundary), mixed with unaligned
-    /// buffered writes, large writes and fresh handles: the file always
-    /// holds exactly what was written, whichever path each write took.
+    /// buffered writes, large writes, zero fills and fresh handles: the file
+    /// always holds exactly what was written, whichever path each write took.
     #[test]
     fn direct_writes_keep_every_byte_whatever_the_path() {
         const LEN: u64 = 1 << 20;
@@ -425,8 +443,15 @@ mod tests {
             let mut file = storage.open_file("seg", false).unwrap();
             let (mut tail, mut direct_writes, mut used_direct) = (0u64, 0, false);
             for step in 0..250u8 {
-                if rng.below(25) == 0 {
-                    file = storage.open_file("seg", false).unwrap();
+                match rng.below(25) {
+                    0 => file = storage.open_file("seg", false).unwrap(),
+                    1 => {
+                        // Zeros over the page the next write starts in.
+                        let from = tail - tail % page;
+                        file.zero_fill(from, 2 * page, &|| false).unwrap();
+                        model[from as usize..(from + 2 * page) as usize].fill(0);
+                    }
+                    _ => {}
                 }
                 let offset = match rng.below(10) {
                     0 => rng.below(LEN - page),
