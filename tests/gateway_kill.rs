@@ -14,6 +14,7 @@ use common::{
     Process, SETUP, Scratch, authorized, bank_args, bank_client, channel, gateway_args,
     gateway_balance, txn_id, wait_until,
 };
+use minipay::cluster::{VOTES_LOGGED, gateway_logged_yes};
 use minipay_proto::v1::{self as proto, PaymentStatus};
 use tonic::transport::Channel;
 
@@ -182,18 +183,9 @@ async fn a_bank_that_stops_answering_during_prepare_aborts_the_payment_after_the
     );
 }
 
-/// The gateway's log filter in these tests: each vote is logged as it
-/// arrives (YES votes are debug lines).
-const VOTES_LOGGED: &str = "info,coordinator=debug";
-
-/// Whether the gateway has logged `bank`'s YES for payment `txn`. A bank
-/// listing the transaction as in doubt is not enough: its answer may still
-/// be on the way when the test freezes or kills it.
-async fn gateway_received_yes(scratch: &Scratch, bank: &str, txn: u32) -> bool {
-    let log = std::fs::read_to_string(scratch.dir.path().join("gateway.log")).unwrap_or_default();
-    let (txn, bank) = (txn_id(txn), format!("\"{bank}\""));
-    log.lines()
-        .any(|line| line.contains("vote YES") && line.contains(&txn) && line.contains(&bank))
+/// Whether the gateway has logged `bank`'s YES for payment `txn`.
+fn gateway_received_yes(scratch: &Scratch, bank: &str, txn: u32) -> bool {
+    gateway_logged_yes(&scratch.dir.path().join("gateway.log"), bank, &txn_id(txn))
 }
 
 async fn in_doubt_is(scratch: &Scratch, bank: SocketAddr, expected: usize) -> bool {
@@ -212,7 +204,7 @@ async fn a_bank_killed_after_voting_yes_commits_the_payment_once_it_is_back() {
     let payment =
         tokio::spawn(async move { client.pay(authorized(pay_to_carol(2, 2_500), &alice)).await });
     wait_until("the gateway to receive bank_b's YES", || {
-        gateway_received_yes(&scratch, "bank_b", 2)
+        std::future::ready(gateway_received_yes(&scratch, "bank_b", 2))
     })
     .await;
     cluster.bank_b.kill_9();
@@ -247,7 +239,7 @@ async fn the_gateway_killed_after_its_decision_completes_phase_2_after_restart()
     let payment =
         tokio::spawn(async move { client.pay(authorized(pay_to_carol(3, 2_500), &alice)).await });
     wait_until("the gateway to receive bank_b's YES", || {
-        gateway_received_yes(&scratch, "bank_b", 3)
+        std::future::ready(gateway_received_yes(&scratch, "bank_b", 3))
     })
     .await;
     cluster.bank_b.signal("STOP");

@@ -132,6 +132,23 @@ pub struct LocalCluster {
     pub gateway_address: SocketAddr,
     /// Passed to every bank and gateway start (e.g. `--wal-segment-size`).
     server_flags: Vec<String>,
+    /// The gateway's `RUST_LOG`, if not its default.
+    gateway_log_filter: Option<&'static str>,
+}
+
+/// A gateway log filter under which each vote is logged as it arrives
+/// (YES votes are debug lines).
+pub const VOTES_LOGGED: &str = "info,coordinator=debug";
+
+/// Whether the gateway log at `log` (written under [`VOTES_LOGGED`]) shows
+/// `bank`'s YES for payment `txn_id`. A bank listing the transaction as in
+/// doubt is not enough: its answer may still be on the way when it is
+/// frozen or killed.
+pub fn gateway_logged_yes(log: &Path, bank: &str, txn_id: &str) -> bool {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let bank = format!("\"{bank}\"");
+    text.lines()
+        .any(|line| line.contains("vote YES") && line.contains(txn_id) && line.contains(&bank))
 }
 
 impl LocalCluster {
@@ -139,6 +156,24 @@ impl LocalCluster {
     pub fn start(dir: &Path, setup_json: &str, banks: &[&str]) -> anyhow::Result<LocalCluster> {
         let exe = std::env::current_exe().context("find the minipay executable")?;
         LocalCluster::start_with(Servers::ReExec(exe), dir, setup_json, banks, &[])
+    }
+
+    /// [`LocalCluster::start`], with a gateway that logs every vote as it
+    /// arrives (see [`gateway_logged_yes`]).
+    pub fn start_logging_votes(
+        dir: &Path,
+        setup_json: &str,
+        banks: &[&str],
+    ) -> anyhow::Result<LocalCluster> {
+        let exe = std::env::current_exe().context("find the minipay executable")?;
+        LocalCluster::launch(
+            Servers::ReExec(exe),
+            dir,
+            setup_json,
+            banks,
+            &[],
+            Some(VOTES_LOGGED),
+        )
     }
 
     /// [`LocalCluster::start`] with the given server executables, and
@@ -149,6 +184,17 @@ impl LocalCluster {
         setup_json: &str,
         banks: &[&str],
         server_flags: &[String],
+    ) -> anyhow::Result<LocalCluster> {
+        LocalCluster::launch(servers, dir, setup_json, banks, server_flags, None)
+    }
+
+    fn launch(
+        servers: Servers,
+        dir: &Path,
+        setup_json: &str,
+        banks: &[&str],
+        server_flags: &[String],
+        gateway_log_filter: Option<&'static str>,
     ) -> anyhow::Result<LocalCluster> {
         let names: Vec<String> = banks.iter().map(|name| (*name).to_owned()).collect();
         crate::certs::generate(&dir.join("tls"), &names)?;
@@ -163,6 +209,7 @@ impl LocalCluster {
             gateway: None,
             gateway_address,
             server_flags: server_flags.to_vec(),
+            gateway_log_filter,
         };
         for name in banks {
             let bank = cluster.start_bank(name, "127.0.0.1:0")?;
@@ -209,7 +256,12 @@ impl LocalCluster {
             args.extend(["--bank".into(), format!("{name}=https://{}", bank.address)]);
         }
         args.extend(["--prepare-timeout", "10s", "--commit-timeout", "2s"].map(str::to_owned));
-        ServerProcess::start(program, &args, &self.dir.join("gateway.log"))
+        let env: Vec<_> = self
+            .gateway_log_filter
+            .map(|filter| ("RUST_LOG", filter))
+            .into_iter()
+            .collect();
+        ServerProcess::start_with_env(program, &args, &self.dir.join("gateway.log"), &env)
     }
 
     pub fn gateway_url(&self) -> String {

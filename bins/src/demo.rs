@@ -12,7 +12,7 @@ use ledger::Amount;
 use minipay_proto::v1 as proto;
 
 use crate::client::{self, ClientCommand, ClientOptions, RetryOptions};
-use crate::cluster::LocalCluster;
+use crate::cluster::{LocalCluster, gateway_logged_yes};
 
 const SETUP: &str = r#"{"users": [
   {"username": "alice", "password": "alice-pass", "bank": "bank_a", "account_no": "123", "balance": 1000},
@@ -64,16 +64,6 @@ impl Demo {
             .await?
             .into_inner();
         Ok(found.balance)
-    }
-
-    async fn in_doubt(&self, bank: &str) -> usize {
-        match self.cluster.bank_client(bank).await {
-            Ok(mut client) => client
-                .list_in_doubt(proto::ListInDoubtRequest {})
-                .await
-                .map_or(0, |response| response.into_inner().txns.len()),
-            Err(_) => 0,
-        }
     }
 
     async fn total(&self, accounts: &[(&str, &str)]) -> anyhow::Result<u64> {
@@ -159,7 +149,7 @@ async fn run_in(dir: &Path) -> anyhow::Result<()> {
     say("A development CA, certificates for every node, and a setup file");
     println!("alice: bank_a/123 with 1,000.00 INR; bob: bank_b/456 with 250.00 INR");
     say("Two banks and the gateway start as real processes over mutual TLS");
-    let cluster = LocalCluster::start(dir, SETUP, &["bank_a", "bank_b"])?;
+    let cluster = LocalCluster::start_logging_votes(dir, SETUP, &["bank_a", "bank_b"])?;
     for (name, bank) in &cluster.banks {
         println!(
             "{name}: pid {}, listening on {}",
@@ -252,8 +242,9 @@ async fn run_in(dir: &Path) -> anyhow::Result<()> {
         "[alice] minipay pay --to bank_b/456 --amount 20.00 --txn-id {T3}   (bank_a is frozen meanwhile, to hold the decision)"
     );
     let payment = tokio::spawn(client::run(options, pay("bank_b/456", "20.00", T3)));
-    wait_for("bank_b to vote YES", || async {
-        demo.in_doubt("bank_b").await == 1
+    let gateway_log = demo.cluster.dir.join("gateway.log");
+    wait_for("the gateway to receive bank_b's YES", || async {
+        gateway_logged_yes(&gateway_log, "bank_b", T3)
     })
     .await?;
     let b_address = demo.cluster.bank("bank_b").address;
