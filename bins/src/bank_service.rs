@@ -396,7 +396,9 @@ impl proto::bank_server::Bank for BankService {
     ) -> Result<Response<proto::ListInDoubtResponse>, Status> {
         let txns = self
             .bank
-            .in_doubt()
+            .in_doubt_durable()
+            .await
+            .map_err(|error| self.fail(error))?
             .into_iter()
             .map(|doubt| proto::InDoubtTxn {
                 txn_id: doubt.txn.to_string(),

@@ -259,17 +259,22 @@ impl Bank {
         Ok(account)
     }
 
-    /// Every pending transaction, oldest first.
+    /// Every pending transaction in memory, oldest first, including one
+    /// whose prepare is still on its way to the disk.
     pub fn in_doubt(&self) -> Vec<InDoubt> {
-        self.lock()
-            .pending()
-            .into_iter()
-            .map(|(txn, legs, prepared_at_ms)| InDoubt {
-                txn,
-                legs,
-                prepared_at_ms,
-            })
-            .collect()
+        in_doubt_of(&self.lock())
+    }
+
+    /// Every pending transaction as of everything durable, oldest first:
+    /// what a crash now would still hold. A prepare not yet durable has not
+    /// voted and is not listed before it is.
+    pub async fn in_doubt_durable(&self) -> Result<Vec<InDoubt>, BankError> {
+        let (doubts, seen) = {
+            let ledger = self.lock();
+            (in_doubt_of(&ledger), ledger.applied_lsn())
+        };
+        self.wal.wait_durable(seen).await?;
+        Ok(doubts)
     }
 
     /// The error every request gets once the log failed.
@@ -370,6 +375,18 @@ fn seed(
         ledger.apply(lsn, record)?;
     }
     Ok(())
+}
+
+fn in_doubt_of(ledger: &Ledger) -> Vec<InDoubt> {
+    ledger
+        .pending()
+        .into_iter()
+        .map(|(txn, legs, prepared_at_ms)| InDoubt {
+            txn,
+            legs,
+            prepared_at_ms,
+        })
+        .collect()
 }
 
 /// Whether a WAL record kind is one of the ledger's (for `wal dump`).

@@ -88,6 +88,36 @@ fn refused(result: Result<impl std::fmt::Debug, BankError>) -> ParticipantError 
     }
 }
 
+/// `in_doubt` sees memory; `in_doubt_durable` (what ListInDoubt answers)
+/// only what a crash would keep: a prepare whose sync failed is in memory
+/// but never listed by it.
+#[test]
+fn only_durable_prepares_are_listed_in_doubt() {
+    let storage = SimStorage::new();
+    let bank = open(&storage);
+    let legs = [debit("123", 2_500), credit("456", 2_500)];
+    block_on(bank.prepare(txn(1), &legs, 10)).unwrap();
+    let listed = block_on(bank.in_doubt_durable()).unwrap();
+    assert_eq!(
+        listed.iter().map(|doubt| doubt.txn).collect::<Vec<_>>(),
+        [txn(1)]
+    );
+
+    storage.fail_syncs_after(0);
+    let failed = block_on(bank.prepare(txn(2), &legs, 11));
+    assert!(matches!(failed, Err(BankError::Storage(_))), "{failed:?}");
+    assert_eq!(bank.in_doubt().len(), 2, "memory holds the failed prepare");
+    let listed = block_on(bank.in_doubt_durable());
+    assert!(matches!(listed, Err(BankError::Storage(_))), "{listed:?}");
+    let after_crash = open(&storage.crash());
+    let kept: Vec<TxnId> = after_crash
+        .in_doubt()
+        .iter()
+        .map(|doubt| doubt.txn)
+        .collect();
+    assert_eq!(kept, [txn(1)], "the crash keeps only the durable prepare");
+}
+
 #[test]
 fn prepare_of_a_new_transfer_holds_funds_and_votes_yes_then_commit_posts_it() {
     let storage = SimStorage::new();
