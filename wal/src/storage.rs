@@ -240,6 +240,23 @@ impl FsFile {
     }
 }
 
+/// A second descriptor of the file at `path`, writing around the page cache.
+fn open_direct(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+}
+
+/// A zeroed buffer with `len` bytes from an offset aligned for direct I/O;
+/// returns the buffer and that offset.
+fn aligned_buffer(len: usize) -> (Vec<u8>, usize) {
+    let buffer = vec![0u8; len + DIRECT_IO_ALIGN];
+    let start = buffer.as_ptr().align_offset(DIRECT_IO_ALIGN);
+    (buffer, start)
+}
+
 /// Whether and how a file's page-aligned writes bypass the page cache.
 enum Direct {
     /// Not tried yet: the `O_DIRECT` descriptor is opened at the first
@@ -274,12 +291,7 @@ struct DirectWriter {
 
 impl DirectWriter {
     fn open(path: &Path) -> Option<DirectWriter> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .ok()?;
+        let file = open_direct(path).ok()?;
         Some(DirectWriter {
             file,
             buffer: Vec::new(),
@@ -318,8 +330,7 @@ impl DirectWriter {
     /// Replaces the buffer by an aligned one holding at least `len` bytes,
     /// keeping the last page written at its start.
     fn grow(&mut self, len: usize) {
-        let mut grown = vec![0u8; len + DIRECT_IO_ALIGN];
-        let start = grown.as_ptr().align_offset(DIRECT_IO_ALIGN);
+        let (mut grown, start) = aligned_buffer(len);
         if let Some((at, from)) = self.last_page {
             let from = self.start + from;
             grown[start..start + DIRECT_IO_ALIGN]
@@ -379,19 +390,13 @@ impl StorageFile for FsFile {
     /// CPU of a busy log. Falls back to buffered writes where the file
     /// system has no direct I/O (tmpfs) or the length is not aligned.
     fn zero_fill(&self, offset: u64, len: u64, abandon: &dyn Fn() -> bool) -> io::Result<bool> {
-        use std::os::unix::fs::OpenOptionsExt;
         self.forget_last_page();
         let aligned = |value: u64| value.is_multiple_of(DIRECT_IO_ALIGN as u64);
-        let direct = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&self.path);
-        let direct = match direct {
+        let direct = match open_direct(&self.path) {
             Ok(file) if aligned(offset) && aligned(len) => file,
             _ => return write_zeros(self, offset, len, abandon),
         };
-        let buffer = vec![0u8; ZERO_FILL_CHUNK + DIRECT_IO_ALIGN];
-        let start = buffer.as_ptr().align_offset(DIRECT_IO_ALIGN);
+        let (buffer, start) = aligned_buffer(ZERO_FILL_CHUNK);
         let zeros = &buffer[start..start + ZERO_FILL_CHUNK];
         match fill_chunks(offset, len, zeros, abandon, |at, bytes| {
             direct.write_all_at(bytes, at)
