@@ -20,7 +20,7 @@ use crate::group_commit::{CommitStats, Limits, Shared};
 use crate::record::{self, Lsn, RecordKind, RecordRef};
 use crate::recovery::{self, Damage, Scan};
 use crate::segment::{self, SEGMENT_HEADER_LEN};
-use crate::segment_writer::{SegmentWriter, SyncPolicy};
+use crate::segment_writer::{RECYCLE_MAX, SegmentWriter, SyncPolicy};
 use crate::snapshot::{self, Snapshot};
 use crate::storage::{FsStorage, Storage};
 
@@ -167,7 +167,7 @@ impl Wal {
             scan = recovery::scan(&*storage, options.max_payload_len)?;
             assert_eq!(scan.segments.len(), 1, "a new log has one segment");
         }
-        remove_temp_files(&*storage, &scan)?;
+        let kept_for_reuse = remove_temp_files(&*storage, &scan, options.prepare_segments_ahead)?;
         let torn_tail = zero_torn_tail(&*storage, &scan)?;
         let snapshot = snapshot::load_latest_snapshot(&*storage).map_err(|error| match error {
             SnapshotError::Io(failure) => OpenError::Io(failure),
@@ -191,6 +191,7 @@ impl Wal {
                 .map(|segment| segment.first_lsn)
                 .collect(),
             options.prepare_segments_ahead,
+            kept_for_reuse,
         )?;
         let limits = Limits {
             max_payload_len: options.max_payload_len,
@@ -450,18 +451,36 @@ pub fn inspect(storage: &dyn Storage) -> Result<Scan, IoFailure> {
     recovery::scan(storage, PAYLOAD_LEN_LIMIT)
 }
 
-fn remove_temp_files(storage: &dyn Storage, scan: &Scan) -> Result<(), IoFailure> {
-    for name in &scan.temp_files {
+/// Removes leftover temporary files, except (when `reuse`) up to
+/// [`RECYCLE_MAX`] segments kept for reuse, whose names it returns, oldest
+/// first: they are whole segments of an earlier life of the log, as safe to
+/// reuse after a restart as before it.
+fn remove_temp_files(
+    storage: &dyn Storage,
+    scan: &Scan,
+    reuse: bool,
+) -> Result<Vec<String>, IoFailure> {
+    let mut recycled: Vec<(u64, &String)> = scan
+        .temp_files
+        .iter()
+        .filter_map(|name| Some((segment::parse_recycled_name(name)?, name)))
+        .collect();
+    recycled.sort();
+    recycled.truncate(if reuse { RECYCLE_MAX } else { 0 });
+    let kept: Vec<String> = recycled.into_iter().map(|(_, name)| name.clone()).collect();
+    let mut removed = 0;
+    for name in scan.temp_files.iter().filter(|name| !kept.contains(name)) {
         storage
             .remove(name)
             .map_err(|source| IoFailure::new("remove", storage.describe(name), source))?;
+        removed += 1;
     }
-    if !scan.temp_files.is_empty() {
+    if removed > 0 {
         storage
             .sync_dir()
             .map_err(|source| IoFailure::new("fsync dir", storage.describe(""), source))?;
     }
-    Ok(())
+    Ok(kept)
 }
 
 fn zero_torn_tail(

@@ -51,6 +51,17 @@ pub fn parse_segment_name(name: &str) -> Option<Lsn> {
     digits.parse().ok().map(Lsn)
 }
 
+/// The counter in the name of a segment kept for reuse, if it is one.
+pub fn parse_recycled_name(name: &str) -> Option<u64> {
+    let digits = name
+        .strip_prefix(RECYCLED_PREFIX)?
+        .strip_suffix(TEMP_SUFFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// The header bytes of a segment starting at `first`.
 pub fn encode_header(first: Lsn, recycled: bool) -> [u8; SEGMENT_HEADER_LEN] {
     let mut header = [0u8; SEGMENT_HEADER_LEN];

@@ -4,7 +4,7 @@
 //! Checkpointed segments are not always deleted: up to [`RECYCLE_MAX`] wait,
 //! renamed `recycled-<n>.tmp`, for the preparer to hand one out as the next
 //! spare instead of zero-filling a new file (the zeros would double what the
-//! disk writes). A recycled spare is installed with the *recycled* header
+//! disk writes). They outlive the log: a reopened log reuses them too. A recycled spare is installed with the *recycled* header
 //! flag and its first page written whole; recovery knows that stale bytes
 //! follow its end.
 //!
@@ -111,6 +111,7 @@ impl SegmentWriter {
         sync: SyncPolicy,
         segments: Vec<Lsn>,
         prepare_ahead: bool,
+        kept_for_reuse: Vec<String>,
     ) -> Result<SegmentWriter, IoFailure> {
         let last = *segments.last().expect("a recovered log has a segment");
         let current_name = segment::segment_name(last);
@@ -129,19 +130,28 @@ impl SegmentWriter {
             slot_files: Vec::new(),
         };
         if prepare_ahead {
-            writer.start_preparer();
+            writer.start_preparer(kept_for_reuse);
+        } else {
+            assert!(kept_for_reuse.is_empty(), "only a preparer reuses segments");
         }
         Ok(writer)
     }
 
-    fn start_preparer(&mut self) {
+    /// Starts the preparer, holding `recycled` (files a previous life of the
+    /// log kept for reuse) for its first spares.
+    fn start_preparer(&mut self, recycled: Vec<String>) {
+        let counter = recycled
+            .iter()
+            .filter_map(|name| segment::parse_recycled_name(name))
+            .max()
+            .unwrap_or(0);
         let pipeline = Arc::new(SparePipeline {
             slot: Mutex::new(SpareSlot {
                 ready: None,
                 wanted: true,
                 closed: false,
-                counter: 0,
-                recycled: Vec::new(),
+                counter,
+                recycled,
             }),
             changed: Condvar::new(),
         });
@@ -306,7 +316,8 @@ impl SegmentWriter {
         self.segments.clone()
     }
 
-    /// Stops the preparer thread and removes an unused spare. Idempotent.
+    /// Stops the preparer thread and removes an unused zero-filled spare;
+    /// segments kept for reuse stay for the next open. Idempotent.
     pub(crate) fn stop_preparer(&mut self) {
         if let Some(pipeline) = &self.pipeline {
             pipeline.lock().closed = true;
@@ -317,13 +328,13 @@ impl SegmentWriter {
         }
         if let Some(pipeline) = &self.pipeline {
             let mut slot = pipeline.lock();
-            // Unused spares hold nothing of the log; leftovers are also
-            // removed on open.
-            if let Some(Ok(spare)) = slot.ready.take() {
+            // A zero-filled spare is cheaper to remove than to keep track
+            // of (a half-filled one would be removed on open anyway); a
+            // recycled one ready to install is still a file kept for reuse.
+            if let Some(Ok(spare)) = slot.ready.take()
+                && !spare.recycled
+            {
                 let _ = self.storage.remove(&spare.name);
-            }
-            for name in slot.recycled.drain(..) {
-                let _ = self.storage.remove(&name);
             }
         }
     }
