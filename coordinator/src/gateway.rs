@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use imbl::{HashMap as SharedHashMap, OrdMap};
 use wal::{AppendError, Lsn, OpenError, Options, ReplayError, Storage, Wal};
 
 use crate::decision_log::GatewayRecord;
@@ -119,14 +120,32 @@ struct Entry {
     acked: u8,
 }
 
+impl Entry {
+    /// Whether the entry may be forgotten once its decision is old: the
+    /// payment ended, or the id was only heard of in a GetDecision.
+    fn forgettable(&self) -> bool {
+        self.ended || self.payment.is_none()
+    }
+}
+
 struct State {
     /// LSN of the last record applied.
     applied_lsn: Lsn,
     last_snapshot_lsn: Lsn,
-    users: HashMap<String, User>,
+    /// Users and payments are persistent maps: a snapshot clones them in
+    /// O(1) under the lock and encodes the clone after releasing it.
+    users: OrdMap<String, User>,
     lockout: Lockout,
     sessions: Sessions,
-    payments: HashMap<TxnId, Entry>,
+    /// Entries sit behind an `Arc` so the map's nodes stay small (an
+    /// insert moves a node's elements); one is copied only when changed
+    /// while a snapshot still holds it.
+    payments: SharedHashMap<TxnId, Arc<Entry>>,
+    /// Payments that may be forgotten once old enough (ended, or ids only
+    /// heard of in a bank's GetDecision), by decision time: forgetting takes
+    /// what it forgets, not a pass over every payment. An item whose entry
+    /// changed since is checked again and dropped.
+    forgettable: BTreeSet<(u64, TxnId)>,
     /// Payments decided but not ended: phase 2 is running or to be retried.
     settling: BTreeSet<TxnId>,
     /// Woken when a txn is decided, acknowledged by a bank, or ended.
@@ -134,6 +153,32 @@ struct State {
 }
 
 impl State {
+    /// Indexes `txn` for forgetting if its entry may be forgotten when old.
+    fn index_forgettable(&mut self, txn: TxnId) {
+        if let Some(entry) = self.payments.get(&txn)
+            && entry.forgettable()
+        {
+            self.forgettable.insert((entry.decided_at_ms, txn));
+        }
+    }
+
+    /// Forgets the payments that may be forgotten and were decided before
+    /// `cutoff_ms`.
+    fn forget_decided_before(&mut self, cutoff_ms: u64) {
+        while let Some(&(at_ms, txn)) = self.forgettable.first()
+            && at_ms < cutoff_ms
+        {
+            self.forgettable.pop_first();
+            if self
+                .payments
+                .get(&txn)
+                .is_some_and(|entry| entry.forgettable() && entry.decided_at_ms < cutoff_ms)
+            {
+                self.payments.remove(&txn);
+            }
+        }
+    }
+
     fn wake(&mut self, txn: TxnId) {
         for waker in self.waiters.remove(&txn).unwrap_or_default() {
             waker.wake();
@@ -193,10 +238,11 @@ impl<P: Participant> Gateway<P> {
         let mut state = State {
             applied_lsn: Lsn(0),
             last_snapshot_lsn: Lsn(0),
-            users: HashMap::new(),
+            users: OrdMap::new(),
             lockout: Lockout::new(options.login),
             sessions: Sessions::new(options.sessions),
-            payments: HashMap::new(),
+            payments: SharedHashMap::new(),
+            forgettable: BTreeSet::new(),
             settling: BTreeSet::new(),
             waiters: HashMap::new(),
         };
@@ -583,7 +629,7 @@ impl<P: Participant> Gateway<P> {
     fn acknowledged(&self, txn: TxnId, place: usize) {
         let mut state = self.lock();
         if let Some(entry) = state.payments.get_mut(&txn) {
-            entry.acked |= 1 << place;
+            Arc::make_mut(entry).acked |= 1 << place;
             state.wake(txn);
         }
     }
@@ -603,7 +649,7 @@ impl<P: Participant> Gateway<P> {
             .settling
             .iter()
             .filter(|txn| {
-                state.payments.get(txn).is_some_and(|entry| {
+                state.payments.get(*txn).is_some_and(|entry| {
                     entry
                         .payment
                         .as_ref()
@@ -646,7 +692,7 @@ impl<P: Participant> Gateway<P> {
     pub async fn decision(&self, txn: TxnId) -> Result<Decision, GatewayError> {
         let (decision, lsn) = {
             let mut state = self.lock();
-            match state.payments.get(&txn) {
+            match state.payments.get(&txn).map(|entry| &**entry) {
                 Some(Entry {
                     decision: Some((decision, _)),
                     decided_lsn,
@@ -714,7 +760,7 @@ impl<P: Participant> Gateway<P> {
     /// records were written since the last snapshot, forgetting finished
     /// payments older than the retention. Blocking; returns whether it ran.
     pub fn checkpoint_if_due(&self) -> Result<bool, wal::CheckpointError> {
-        let (lsn, image) = {
+        let (lsn, users, payments) = {
             let mut state = self.lock();
             if state.applied_lsn.0 < state.last_snapshot_lsn.0 + self.options.snapshot_every {
                 return Ok(false);
@@ -723,11 +769,14 @@ impl<P: Participant> Gateway<P> {
                 .clock
                 .now_ms()
                 .saturating_sub(self.options.retention_ms);
-            state.payments.retain(|_, entry| {
-                !(entry.ended || entry.payment.is_none()) || entry.decided_at_ms >= cutoff
-            });
-            (state.applied_lsn, snapshot(&state))
+            state.forget_decided_before(cutoff);
+            (
+                state.applied_lsn,
+                state.users.clone(),
+                state.payments.clone(),
+            )
         };
+        let image = snapshot(&users, &payments);
         wal::block_on(self.wal.wait_durable(lsn))?;
         self.wal.checkpoint_with_snapshot(lsn, &image)?;
         self.lock().last_snapshot_lsn = lsn;
@@ -752,20 +801,19 @@ impl<P: Participant> Gateway<P> {
 
 const SNAPSHOT_VERSION: u8 = 1;
 
-/// Users and payments; sessions and login failures are not kept.
-fn snapshot(state: &State) -> Vec<u8> {
+/// Users (by name) and payments (by txn id); sessions and login failures
+/// are not kept.
+fn snapshot(users: &OrdMap<String, User>, payments: &SharedHashMap<TxnId, Arc<Entry>>) -> Vec<u8> {
     let mut writer = wal::codec::Writer::default();
-    writer.u8(SNAPSHOT_VERSION).u64(state.users.len() as u64);
-    let mut users: Vec<&User> = state.users.values().collect();
-    users.sort_by(|left, right| left.username.cmp(&right.username));
-    for user in users {
+    writer.u8(SNAPSHOT_VERSION).u64(users.len() as u64);
+    for user in users.values() {
         writer
             .str(&user.username)
             .str(user.password_hash())
             .str(&user.bank)
             .str(&user.account);
     }
-    let mut payments: Vec<(&TxnId, &Entry)> = state.payments.iter().collect();
+    let mut payments: Vec<(&TxnId, &Arc<Entry>)> = payments.iter().collect();
     payments.sort_by_key(|(txn, _)| **txn);
     writer.u64(payments.len() as u64);
     for (txn, entry) in payments {
@@ -875,18 +923,19 @@ fn restore(state: &mut State, bytes: &[u8]) -> Result<(), wal::codec::DecodeErro
         });
         state.payments.insert(
             txn,
-            Entry {
+            Arc::new(Entry {
                 payment,
                 decision,
                 decided_lsn: Lsn(0),
                 decided_at_ms,
                 ended,
                 acked: 0,
-            },
+            }),
         );
         if settling {
             state.settling.insert(txn);
         }
+        state.index_forgettable(txn);
     }
     reader.finish()
 }
@@ -911,7 +960,10 @@ impl<P: Participant> Future for DecidedFuture<'_, P> {
 
     fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<(Payment, Lsn)> {
         let mut state = self.gateway.lock();
-        let entry = state.payments.get(&self.txn).cloned();
+        let entry = state
+            .payments
+            .get(&self.txn)
+            .map(|entry| Entry::clone(entry));
         match entry {
             Some(Entry {
                 payment: Some(mut payment),
@@ -1071,14 +1123,14 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
             };
             state.payments.insert(
                 request.txn,
-                Entry {
+                Arc::new(Entry {
                     payment: Some(payment),
                     decision: None,
                     decided_lsn: Lsn(0),
                     decided_at_ms: 0,
                     ended: false,
                     acked: 0,
-                },
+                }),
             );
         }
         GatewayRecord::Decided {
@@ -1087,14 +1139,16 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
             reason,
             at_ms,
         } => {
-            let entry = state.payments.entry(*txn).or_insert(Entry {
-                payment: None,
-                decision: None,
-                decided_lsn: Lsn(0),
-                decided_at_ms: 0,
-                ended: false,
-                acked: 0,
-            });
+            let entry = Arc::make_mut(state.payments.entry(*txn).or_insert_with(|| {
+                Arc::new(Entry {
+                    payment: None,
+                    decision: None,
+                    decided_lsn: Lsn(0),
+                    decided_at_ms: 0,
+                    ended: false,
+                    acked: 0,
+                })
+            }));
             entry.decided_at_ms = *at_ms;
             entry.decided_lsn = lsn;
             let decision = if *commit {
@@ -1114,15 +1168,18 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
                     state.settling.insert(*txn);
                 }
             }
+            state.index_forgettable(*txn);
         }
         GatewayRecord::Ended { txn } => {
             if let Some(entry) = state.payments.get_mut(txn) {
+                let entry = Arc::make_mut(entry);
                 entry.ended = true;
                 if let Some(payment) = &mut entry.payment {
                     payment.ended = true;
                 }
             }
             state.settling.remove(txn);
+            state.index_forgettable(*txn);
             state.wake(*txn);
         }
     }

@@ -657,18 +657,24 @@ fn checkpoints_keep_users_and_recent_payments_and_forget_old_finished_ones() {
         gateway.checkpoint_if_due().unwrap(),
         "6 records since the start"
     );
+    // Decided at the same time as payment 1: an id only heard of in a
+    // bank's question, and a payment whose phase 2 has not run.
+    assert_eq!(block_on(gateway.decision(txn(9))).unwrap(), Decision::Abort);
+    let unsettled = block_on(gateway.pay("alice", payment(4, "bank_b", "456", 5))).unwrap();
+    assert!(unsettled.phase_two_pending);
     clock.0.store(20_000, Ordering::SeqCst);
     pay_then_settle(&gateway, "alice", payment(2, "bank_b", "456", 5)).unwrap();
     assert!(gateway.checkpoint_if_due().unwrap());
     assert_eq!(
         gateway.remembered(),
-        1,
-        "payment 1 finished 19 s ago: forgotten"
+        2,
+        "payment 1 and id 9, decided 19 s ago, are forgotten; payment 4 has not ended"
     );
+    assert!(gateway.payment("alice", txn(4)).is_ok());
     pay_then_settle(&gateway, "alice", payment(3, "bank_b", "456", 5)).unwrap();
     drop(gateway);
     let recovered = open_at(&storage.crash());
-    assert_eq!(recovered.remembered(), 2, "snapshot (2) + replayed (3)");
+    assert_eq!(recovered.remembered(), 3, "snapshot (2, 4) + replayed (3)");
     let stored = pay_then_settle(&recovered, "alice", payment(2, "bank_b", "456", 5)).unwrap();
     assert_eq!((stored.status, stored.replayed), (Status::Committed, true));
     assert!(

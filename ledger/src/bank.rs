@@ -312,11 +312,12 @@ impl Bank {
     /// Snapshots the state now (forgetting decided transactions older than
     /// the retention) and trims the log. Blocking.
     pub fn checkpoint(&self, now_ms: u64) -> Result<(), wal::CheckpointError> {
-        let (lsn, image) = {
+        let (lsn, ledger) = {
             let mut ledger = self.lock();
             ledger.forget_decided_before(now_ms.saturating_sub(self.options.decided_retention_ms));
-            (ledger.applied_lsn(), ledger.encode_snapshot())
+            (ledger.applied_lsn(), ledger.clone())
         };
+        let image = ledger.encode_snapshot();
         wal::block_on(self.wal.wait_durable(lsn))?;
         self.wal.checkpoint_with_snapshot(lsn, &image)?;
         self.last_snapshot_lsn.store(lsn.0, Ordering::Release);

@@ -6,7 +6,9 @@
 //! change the state, live and on replay alike. It knows nothing of files,
 //! threads, clocks (time comes in as `now_ms`) or the network.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+
+use imbl::{HashMap as SharedHashMap, OrdMap, OrdSet};
 
 use wal::Lsn;
 
@@ -103,13 +105,18 @@ pub struct ApplyError {
     pub reason: &'static str,
 }
 
-/// One bank's state.
+/// One bank's state. Its maps are persistent (structurally shared), so a
+/// clone costs O(1): a snapshot clones the ledger under the bank's lock and
+/// encodes the clone after releasing it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ledger {
     bank: String,
     currency: String,
-    accounts: BTreeMap<AccountNo, Account>,
-    txns: HashMap<TxnId, TxnEntry>,
+    accounts: OrdMap<AccountNo, Account>,
+    txns: SharedHashMap<TxnId, TxnEntry>,
+    /// Every decided (posted or voided) transaction by decision time, so
+    /// forgetting old ones takes what it forgets, not a pass over them all.
+    decided: OrdSet<(u64, TxnId)>,
     applied_lsn: Lsn,
 }
 
@@ -421,13 +428,7 @@ impl Ledger {
                 }
             }
         }
-        self.txns.insert(
-            txn,
-            TxnEntry {
-                state: TxnState::Posted { legs, at_ms },
-                lsn,
-            },
-        );
+        self.insert_decided(txn, TxnState::Posted { legs, at_ms }, lsn);
         Ok(())
     }
 
@@ -454,18 +455,22 @@ impl Ledger {
                 });
             }
         };
-        self.txns.insert(
-            txn,
-            TxnEntry {
-                state: TxnState::Voided {
-                    reason: reason.clone(),
-                    legs,
-                    at_ms,
-                },
-                lsn,
-            },
-        );
+        let state = TxnState::Voided {
+            reason: reason.clone(),
+            legs,
+            at_ms,
+        };
+        self.insert_decided(txn, state, lsn);
         Ok(())
+    }
+
+    /// Stores a decided transaction (posted or voided) and indexes it.
+    fn insert_decided(&mut self, txn: TxnId, state: TxnState, lsn: Lsn) {
+        let (TxnState::Posted { at_ms, .. } | TxnState::Voided { at_ms, .. }) = state else {
+            unreachable!("only decided transactions are indexed");
+        };
+        self.decided.insert((at_ms, txn));
+        self.txns.insert(txn, TxnEntry { state, lsn });
     }
 
     fn release(&mut self, legs: &[Leg]) {
@@ -486,12 +491,25 @@ impl Ledger {
 
     /// Forgets decided transactions decided before `cutoff_ms`.
     pub fn forget_decided_before(&mut self, cutoff_ms: u64) -> usize {
-        let before = self.txns.len();
-        self.txns.retain(|_, entry| match &entry.state {
-            TxnState::Pending { .. } => true,
-            TxnState::Posted { at_ms, .. } | TxnState::Voided { at_ms, .. } => *at_ms >= cutoff_ms,
-        });
-        before - self.txns.len()
+        let mut forgotten = 0;
+        while let Some(&(at_ms, txn)) = self.decided.get_min()
+            && at_ms < cutoff_ms
+        {
+            self.decided.remove_min();
+            let removed = self.txns.remove(&txn);
+            debug_assert!(
+                matches!(
+                    removed,
+                    Some(TxnEntry {
+                        state: TxnState::Posted { .. } | TxnState::Voided { .. },
+                        ..
+                    })
+                ),
+                "the index holds only decided transactions"
+            );
+            forgotten += 1;
+        }
+        forgotten
     }
 
     /// Checks that holds and reservations equal the pending legs, and
@@ -637,7 +655,12 @@ impl Ledger {
                 }
                 _ => return Err(DecodeError("bad transaction state")),
             };
-            ledger.txns.insert(txn, TxnEntry { state, lsn });
+            match state {
+                TxnState::Pending { .. } => {
+                    ledger.txns.insert(txn, TxnEntry { state, lsn });
+                }
+                decided => ledger.insert_decided(txn, decided, lsn),
+            }
         }
         reader.finish()?;
         ledger

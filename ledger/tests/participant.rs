@@ -144,6 +144,54 @@ fn prepare_of_a_new_transfer_holds_funds_and_votes_yes_then_commit_posts_it() {
 }
 
 #[test]
+fn a_checkpoint_forgets_decided_transfers_older_than_the_retention_and_nothing_else() {
+    let storage = SimStorage::new();
+    let bank = Bank::open(
+        Arc::new(storage.clone()),
+        "bank_a",
+        "INR",
+        || Ok(seeds()),
+        BankOptions {
+            decided_retention_ms: 1_000,
+            ..options()
+        },
+    )
+    .unwrap()
+    .0;
+    let legs = [debit("123", 100), credit("456", 100)];
+    block_on(bank.prepare(txn(1), &legs, 10)).unwrap();
+    block_on(bank.commit(txn(1), 10)).unwrap();
+    block_on(bank.abort(txn(2), 20)).unwrap();
+    block_on(bank.prepare(txn(3), &legs, 30)).unwrap();
+    block_on(bank.prepare(txn(4), &legs, 5_000)).unwrap();
+    block_on(bank.commit(txn(4), 5_000)).unwrap();
+    let states = |bank: &Bank| {
+        let ledger = bank.ledger();
+        [1, 2, 3, 4].map(|n| match ledger.txn(&txn(n)) {
+            None => "forgotten",
+            Some(ledger::TxnState::Pending { .. }) => "pending",
+            Some(ledger::TxnState::Posted { .. }) => "posted",
+            Some(ledger::TxnState::Voided { .. }) => "voided",
+        })
+    };
+    assert_eq!(states(&bank), ["posted", "voided", "pending", "posted"]);
+
+    bank.checkpoint(3_000).unwrap();
+    assert_eq!(
+        states(&bank),
+        ["forgotten", "forgotten", "pending", "posted"],
+        "decided at 10 and 20, before 3,000 - 1,000: forgotten; a pending one stays however old"
+    );
+    bank.checkpoint(3_000).unwrap();
+    assert_eq!(
+        states(&bank),
+        ["forgotten", "forgotten", "pending", "posted"]
+    );
+    let reopened = open(&storage.crash());
+    assert_eq!(reopened.ledger(), bank.ledger(), "snapshot + replay");
+}
+
+#[test]
 fn repeats_return_the_same_answer_without_a_second_hold() {
     let bank = open(&SimStorage::new());
     let legs = [debit("123", 1_000)];

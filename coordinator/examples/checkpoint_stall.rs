@@ -1,0 +1,158 @@
+//! How long a gateway checkpoint holds the state lock as the payment table
+//! grows. For each size N given: N payments through a gateway core on
+//! in-memory storage with banks that always vote YES, then one checkpoint,
+//! while another thread takes the state lock in a loop (`remembered()`) and
+//! records its longest wait.
+//!
+//! Run: `cargo run --release -p coordinator --example checkpoint_stall -- 100000 300000`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use coordinator::{
+    Amount, CallFuture, Clock, Endpoint, Entropy, Gateway, GatewayOptions, Leg, Participant,
+    PaymentRequest, SetupUser, TxnId, Vote,
+};
+use wal::block_on;
+use wal::sim::SimStorage;
+
+/// Banks that vote YES and acknowledge every decision at once.
+struct AgreeableBanks;
+
+impl Participant for AgreeableBanks {
+    fn prepare<'a>(
+        &'a self,
+        _bank: &'a str,
+        _txn: TxnId,
+        _legs: Vec<Leg>,
+        _timeout: Duration,
+    ) -> CallFuture<'a, Vote> {
+        Box::pin(std::future::ready(Ok(Vote::Yes)))
+    }
+
+    fn commit<'a>(&'a self, _bank: &'a str, _txn: TxnId, _timeout: Duration) -> CallFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn abort<'a>(&'a self, _bank: &'a str, _txn: TxnId, _timeout: Duration) -> CallFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+struct FixedClock;
+
+impl Clock for FixedClock {
+    fn now_ms(&self) -> u64 {
+        1_000
+    }
+}
+
+/// Not random at all: this program makes no secrets.
+struct CountingEntropy(AtomicU64);
+
+impl Entropy for CountingEntropy {
+    fn fill(&self, bytes: &mut [u8]) {
+        let mut state = self.0.fetch_add(1, Ordering::Relaxed);
+        for byte in bytes {
+            *byte = state as u8;
+            state = state.rotate_right(8);
+        }
+    }
+}
+
+fn main() {
+    let sizes: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|arg| arg.parse().expect("sizes are payment counts"))
+        .collect();
+    for n in sizes {
+        let (checkpoint, longest_wait) = measure(n);
+        println!(
+            "{n} payments: checkpoint {:.1} ms, longest wait for the state lock meanwhile {:.1} ms",
+            checkpoint.as_secs_f64() * 1e3,
+            longest_wait.as_secs_f64() * 1e3
+        );
+    }
+}
+
+fn measure(n: u64) -> (Duration, Duration) {
+    let options = GatewayOptions {
+        wal: wal::Options {
+            segment_size: 64 << 10,
+            max_payload_len: 4096,
+            prepare_segments_ahead: false,
+            ..wal::Options::default()
+        },
+        prepare_timeout: Duration::from_secs(10),
+        commit_timeout: Duration::from_secs(10),
+        currency: "INR".into(),
+        banks: vec!["bank_a".into(), "bank_b".into()],
+        login: Default::default(),
+        sessions: Default::default(),
+        // Three records per payment: the checkpoint is due after the last.
+        snapshot_every: 3 * n,
+        retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
+        password_cost: Default::default(),
+        unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
+    };
+    let users = || {
+        vec![SetupUser {
+            username: "alice".into(),
+            password: "password-1".into(),
+            bank: "bank_a".into(),
+            account: "123".into(),
+        }]
+    };
+    let gateway = Arc::new(
+        Gateway::open(
+            Arc::new(SimStorage::new()),
+            options,
+            AgreeableBanks,
+            Arc::new(FixedClock),
+            Arc::new(CountingEntropy(AtomicU64::new(1))),
+            users,
+        )
+        .expect("open a gateway"),
+    );
+    for index in 0..n {
+        let txn = TxnId(u128::from(index + 1).to_le_bytes());
+        let request = PaymentRequest {
+            txn,
+            from: Endpoint {
+                bank: "bank_a".into(),
+                account: "123".into(),
+            },
+            to: Endpoint {
+                bank: "bank_b".into(),
+                account: "456".into(),
+            },
+            amount: Amount(1),
+            currency: "INR".into(),
+        };
+        let paid = block_on(gateway.pay("alice", request)).expect("pay");
+        if paid.phase_two_pending {
+            block_on(gateway.phase_two(txn)).expect("phase 2");
+        }
+    }
+    assert_eq!(gateway.remembered(), n as usize);
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (gateway, stop) = (Arc::clone(&gateway), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut longest = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                std::hint::black_box(gateway.remembered());
+                longest = longest.max(asked.elapsed());
+            }
+            longest
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    assert!(gateway.checkpoint_if_due().expect("checkpoint"));
+    let checkpoint = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    (checkpoint, prober.join().expect("prober"))
+}
