@@ -777,6 +777,9 @@ impl<P: Participant> Gateway<P> {
             )
         };
         let image = snapshot(&users, &payments);
+        // Gone before the write: while the clones live, the live maps share
+        // nodes with them and copy each node they change.
+        drop((users, payments));
         wal::block_on(self.wal.wait_durable(lsn))?;
         self.wal.checkpoint_with_snapshot(lsn, &image)?;
         self.lock().last_snapshot_lsn = lsn;

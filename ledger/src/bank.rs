@@ -318,6 +318,9 @@ impl Bank {
             (ledger.applied_lsn(), ledger.clone())
         };
         let image = ledger.encode_snapshot();
+        // Gone before the write: while the clone lives, the live ledger
+        // shares nodes with it and copies each node it changes.
+        drop(ledger);
         wal::block_on(self.wal.wait_durable(lsn))?;
         self.wal.checkpoint_with_snapshot(lsn, &image)?;
         self.last_snapshot_lsn.store(lsn.0, Ordering::Release);
