@@ -126,6 +126,11 @@ impl Entry {
     fn forgettable(&self) -> bool {
         self.ended || self.payment.is_none()
     }
+
+    /// The entry's item in [`State::forgettable`], if it belongs there.
+    fn forget_key(&self, txn: TxnId) -> Option<(u64, TxnId)> {
+        self.forgettable().then_some((self.decided_at_ms, txn))
+    }
 }
 
 struct State {
@@ -153,15 +158,6 @@ struct State {
 }
 
 impl State {
-    /// Indexes `txn` for forgetting if its entry may be forgotten when old.
-    fn index_forgettable(&mut self, txn: TxnId) {
-        if let Some(entry) = self.payments.get(&txn)
-            && entry.forgettable()
-        {
-            self.forgettable.insert((entry.decided_at_ms, txn));
-        }
-    }
-
     /// Forgets the payments that may be forgotten and were decided before
     /// `cutoff_ms`.
     fn forget_decided_before(&mut self, cutoff_ms: u64) {
@@ -172,7 +168,7 @@ impl State {
             if self
                 .payments
                 .get(&txn)
-                .is_some_and(|entry| entry.forgettable() && entry.decided_at_ms < cutoff_ms)
+                .is_some_and(|entry| entry.forget_key(txn) == Some((at_ms, txn)))
             {
                 self.payments.remove(&txn);
             }
@@ -924,21 +920,19 @@ fn restore(state: &mut State, bytes: &[u8]) -> Result<(), wal::codec::DecodeErro
             payment.ended = ended;
             payment
         });
-        state.payments.insert(
-            txn,
-            Arc::new(Entry {
-                payment,
-                decision,
-                decided_lsn: Lsn(0),
-                decided_at_ms,
-                ended,
-                acked: 0,
-            }),
-        );
+        let entry = Entry {
+            payment,
+            decision,
+            decided_lsn: Lsn(0),
+            decided_at_ms,
+            ended,
+            acked: 0,
+        };
+        state.forgettable.extend(entry.forget_key(txn));
+        state.payments.insert(txn, Arc::new(entry));
         if settling {
             state.settling.insert(txn);
         }
-        state.index_forgettable(txn);
     }
     reader.finish()
 }
@@ -1171,7 +1165,7 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
                     state.settling.insert(*txn);
                 }
             }
-            state.index_forgettable(*txn);
+            state.forgettable.extend(entry.forget_key(*txn));
         }
         GatewayRecord::Ended { txn } => {
             if let Some(entry) = state.payments.get_mut(txn) {
@@ -1180,9 +1174,9 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
                 if let Some(payment) = &mut entry.payment {
                     payment.ended = true;
                 }
+                state.forgettable.extend(entry.forget_key(*txn));
             }
             state.settling.remove(txn);
-            state.index_forgettable(*txn);
             state.wake(*txn);
         }
     }

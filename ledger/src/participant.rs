@@ -55,6 +55,16 @@ pub enum TxnState {
     },
 }
 
+impl TxnState {
+    /// When it was decided (posted or voided); `None` while pending.
+    pub fn decided_at_ms(&self) -> Option<u64> {
+        match self {
+            TxnState::Pending { .. } => None,
+            TxnState::Posted { at_ms, .. } | TxnState::Voided { at_ms, .. } => Some(*at_ms),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct TxnEntry {
     state: TxnState,
@@ -379,16 +389,11 @@ impl Ledger {
                 .checked_add(leg.amount)
                 .expect("refusal checked the bounds");
         }
-        self.txns.insert(
-            txn,
-            TxnEntry {
-                state: TxnState::Pending {
-                    legs: legs.to_vec(),
-                    at_ms,
-                },
-                lsn,
-            },
-        );
+        let state = TxnState::Pending {
+            legs: legs.to_vec(),
+            at_ms,
+        };
+        self.insert_txn(txn, TxnEntry { state, lsn });
         Ok(())
     }
 
@@ -428,7 +433,8 @@ impl Ledger {
                 }
             }
         }
-        self.insert_decided(txn, TxnState::Posted { legs, at_ms }, lsn);
+        let state = TxnState::Posted { legs, at_ms };
+        self.insert_txn(txn, TxnEntry { state, lsn });
         Ok(())
     }
 
@@ -460,17 +466,16 @@ impl Ledger {
             legs,
             at_ms,
         };
-        self.insert_decided(txn, state, lsn);
+        self.insert_txn(txn, TxnEntry { state, lsn });
         Ok(())
     }
 
-    /// Stores a decided transaction (posted or voided) and indexes it.
-    fn insert_decided(&mut self, txn: TxnId, state: TxnState, lsn: Lsn) {
-        let (TxnState::Posted { at_ms, .. } | TxnState::Voided { at_ms, .. }) = state else {
-            unreachable!("only decided transactions are indexed");
-        };
-        self.decided.insert((at_ms, txn));
-        self.txns.insert(txn, TxnEntry { state, lsn });
+    /// Stores a transaction's state, indexing it in `decided` if decided.
+    fn insert_txn(&mut self, txn: TxnId, entry: TxnEntry) {
+        if let Some(at_ms) = entry.state.decided_at_ms() {
+            self.decided.insert((at_ms, txn));
+        }
+        self.txns.insert(txn, entry);
     }
 
     fn release(&mut self, legs: &[Leg]) {
@@ -497,14 +502,9 @@ impl Ledger {
         {
             self.decided.remove_min();
             let removed = self.txns.remove(&txn);
-            debug_assert!(
-                matches!(
-                    removed,
-                    Some(TxnEntry {
-                        state: TxnState::Posted { .. } | TxnState::Voided { .. },
-                        ..
-                    })
-                ),
+            debug_assert_eq!(
+                removed.and_then(|entry| entry.state.decided_at_ms()),
+                Some(at_ms),
                 "the index holds only decided transactions"
             );
             forgotten += 1;
@@ -655,12 +655,7 @@ impl Ledger {
                 }
                 _ => return Err(DecodeError("bad transaction state")),
             };
-            match state {
-                TxnState::Pending { .. } => {
-                    ledger.txns.insert(txn, TxnEntry { state, lsn });
-                }
-                decided => ledger.insert_decided(txn, decided, lsn),
-            }
+            ledger.insert_txn(txn, TxnEntry { state, lsn });
         }
         reader.finish()?;
         ledger

@@ -42,6 +42,25 @@ fn indexed_records(log: &Wal) -> u32 {
     seen
 }
 
+/// The payload the checkpointing tests append as record `lsn`.
+fn numbered_body(lsn: u64) -> Vec<u8> {
+    vec![lsn as u8 | 1; 1500]
+}
+
+/// Replays from `first`, checking each record's LSN and payload
+/// ([`numbered_body`]); returns the LSN after the last record.
+fn replay_numbered(log: &Wal, first: Lsn) -> u64 {
+    let mut seen = first.0;
+    log.replay(first, |record| {
+        assert_eq!(record.lsn.0, seen);
+        assert_eq!(record.payload, numbered_body(seen));
+        seen += 1;
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap();
+    seen
+}
+
 /// Spare, kept-for-reuse and other temporary files left in `dir`.
 fn temp_files(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
@@ -205,8 +224,10 @@ fn checkpointed_segments_are_reused_on_disk_and_the_log_reopens_whole() {
     };
     let mut next = 1u64;
     while recycled(dir.path()) == 0 {
-        let body = vec![next as u8 | 1; 1500];
-        assert_eq!(log.append(RecordKind(1), &body).unwrap(), Lsn(next));
+        assert_eq!(
+            log.append(RecordKind(1), &numbered_body(next)).unwrap(),
+            Lsn(next)
+        );
         next += 1;
         if next.is_multiple_of(50) {
             log.checkpoint(log.durable_lsn()).unwrap();
@@ -223,17 +244,7 @@ fn checkpointed_segments_are_reused_on_disk_and_the_log_reopens_whole() {
     let recovered = Wal::open(dir.path(), options()).unwrap();
     assert_eq!(recovered.report.torn_tail, None);
     assert_eq!(recovered.report.next_lsn, Lsn(next));
-    let mut seen = first.0;
-    recovered
-        .wal
-        .replay(first, |record| {
-            assert_eq!(record.lsn.0, seen);
-            assert_eq!(record.payload, vec![seen as u8 | 1; 1500]);
-            seen += 1;
-            Ok::<_, std::convert::Infallible>(())
-        })
-        .unwrap();
-    assert_eq!(seen, next);
+    assert_eq!(replay_numbered(&recovered.wal, first), next);
 }
 
 fn is_recycled(dir: &Path, segment: &str) -> bool {
@@ -244,11 +255,13 @@ fn is_recycled(dir: &Path, segment: &str) -> bool {
 #[test]
 fn segments_kept_for_reuse_are_reused_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let body = |lsn: u64| vec![lsn as u8 | 1; 1500];
     let mut next = 1u64;
     let mut append_until = |log: &Wal, done: &dyn Fn() -> bool| {
         while !done() {
-            assert_eq!(log.append(RecordKind(1), &body(next)).unwrap(), Lsn(next));
+            assert_eq!(
+                log.append(RecordKind(1), &numbered_body(next)).unwrap(),
+                Lsn(next)
+            );
             next += 1;
             assert!(next < 10_000, "the log never rotated");
         }
@@ -274,17 +287,7 @@ fn segments_kept_for_reuse_are_reused_after_a_reopen() {
 
     let recovered = Wal::open(dir.path(), options()).unwrap();
     assert_eq!(recovered.report.next_lsn, Lsn(next));
-    let mut seen = first.0;
-    recovered
-        .wal
-        .replay(first, |record| {
-            assert_eq!(record.lsn.0, seen);
-            assert_eq!(record.payload, body(seen));
-            seen += 1;
-            Ok::<_, std::convert::Infallible>(())
-        })
-        .unwrap();
-    assert_eq!(seen, next);
+    assert_eq!(replay_numbered(&recovered.wal, first), next);
     drop(recovered);
 
     // A log that prepares no segments ahead has nobody to hand them to.
