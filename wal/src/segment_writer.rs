@@ -250,7 +250,8 @@ impl SegmentWriter {
         pipeline.changed.notify_all();
         loop {
             if let Some(ready) = slot.ready.take() {
-                slot.wanted = true;
+                // After a failure the log is poisoned: no spare is wanted.
+                slot.wanted = ready.is_ok();
                 pipeline.changed.notify_all();
                 return ready;
             }
@@ -380,7 +381,8 @@ fn run_preparer(storage: &dyn Storage, pipeline: &SparePipeline, size: u64, sync
 
 /// Creates a zero-filled file of `size` bytes under a temporary name;
 /// `None` (and no file) if `abandon` says so between chunks, so closing a log
-/// never waits for a whole segment to be zeroed.
+/// never waits for a whole segment to be zeroed. A failure removes the
+/// partial file too.
 fn prepare_spare(
     storage: &dyn Storage,
     counter: u64,
@@ -394,23 +396,35 @@ fn prepare_spare(
         move |source| IoFailure::new(op, path, source)
     };
     let file = storage.open(&name, true).map_err(failed("create"))?;
-    file.set_len(0).map_err(failed("truncate"))?;
-    if !file
-        .zero_fill(0, size, abandon)
-        .map_err(failed("zero-fill"))?
-    {
-        drop(file);
-        storage.remove(&name).map_err(failed("remove"))?;
-        return Ok(None);
+    let filled = (|| {
+        file.set_len(0).map_err(failed("truncate"))?;
+        let filled = file
+            .zero_fill(0, size, abandon)
+            .map_err(failed("zero-fill"))?;
+        if filled && sync == SyncPolicy::Always {
+            file.sync_data().map_err(failed("fdatasync"))?;
+        }
+        Ok(filled)
+    })();
+    match filled {
+        Ok(true) => Ok(Some(Spare {
+            name,
+            file,
+            recycled: false,
+        })),
+        Ok(false) => {
+            drop(file);
+            storage.remove(&name).map_err(failed("remove"))?;
+            Ok(None)
+        }
+        Err(failure) => {
+            // Give the space back at once (on a full disk the partial file
+            // may hold most of a segment); the failure is what is reported.
+            drop(file);
+            let _ = storage.remove(&name);
+            Err(failure)
+        }
     }
-    if sync == SyncPolicy::Always {
-        file.sync_data().map_err(failed("fdatasync"))?;
-    }
-    Ok(Some(Spare {
-        name,
-        file,
-        recycled: false,
-    }))
 }
 
 /// Opens a recycled segment as the next spare. Its blocks are written

@@ -268,6 +268,49 @@ fn a_full_disk_fails_the_append_with_the_file_named_and_poisons_the_log() {
 }
 
 #[test]
+fn a_disk_that_fills_while_a_spare_segment_is_zero_filled_frees_it_and_keeps_every_record() {
+    // Where the first rotation falls, found on a healthy disk.
+    let probe = SimStorage::new();
+    let log = open(&probe).unwrap();
+    let rotating = (1..)
+        .find(|&index| {
+            log.append(RecordKind(1), &payload(index)).unwrap();
+            log.segment_count() == 2
+        })
+        .unwrap();
+
+    let storage = SimStorage::new();
+    let log = open(&storage).unwrap();
+    for index in 1..rotating {
+        log.append(RecordKind(1), &payload(index)).unwrap();
+    }
+    // The disk fills: the next write is the new segment's zero-fill.
+    storage.fail_writes_after(0, io::ErrorKind::StorageFull);
+    let text = log
+        .append(RecordKind(1), &payload(rotating))
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("zero-fill sim:/spare-"), "{text}");
+    let names = storage.list().unwrap();
+    assert!(
+        names.iter().all(|name| !name.ends_with(".tmp")),
+        "the partial spare gives its space back: {names:?}"
+    );
+    assert!(log.append(RecordKind(1), b"later").is_err(), "poisoned");
+    drop(log);
+
+    // Restarted with room on the disk: every acknowledged record, and the
+    // log goes on where it stopped.
+    let log = open(&storage.crash()).unwrap();
+    let expected: Vec<_> = (1..rotating).map(|index| (index, payload(index))).collect();
+    assert_eq!(read_all(&log), expected);
+    assert_eq!(
+        log.append(RecordKind(1), &payload(rotating)).unwrap(),
+        Lsn(rotating)
+    );
+}
+
+#[test]
 fn a_write_failing_at_any_point_poisons_the_log_and_recovery_keeps_every_acknowledged_record() {
     // Writes include rotation's zero-fill and header, so some of these
     // failure points fall inside a segment rotation.
