@@ -1,7 +1,9 @@
 //! `wal_commit`: durable appends per second through minipay's WAL, against
 //! what a user would pick instead, measured in the same run:
 //!
-//! - the raw disk: `pwrite` 4 KiB + `fdatasync` on a preallocated file;
+//! - the raw disk: `pwrite` 4 KiB + `fdatasync` on a preallocated file, and
+//!   the same for one 256-record batch through `O_DIRECT` (what 256
+//!   closed-loop writers could reach with no time at all between syncs);
 //! - okaywal (crates.io), a WAL with group commit, through the same writers.
 //!
 //! One iteration is one round: every writer appends (and waits for) one
@@ -24,16 +26,43 @@ use wal::{Lsn, Options, RecordKind, SyncPolicy, Wal};
 const KIND: RecordKind = RecordKind(0x7F);
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("bench-scratch")
-        .join(name);
+    let dir = scratch_path(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.parent().expect("has a parent")).expect("create scratch dir");
     dir
 }
 
 fn raw_fdatasync(c: &mut Criterion) {
-    let path = scratch("raw").with_extension("tmp");
+    let mut group = c.benchmark_group("wal_commit");
+    // What one durable write costs with no log at all.
+    group.throughput(Throughput::Elements(1));
+    raw_pwrite_fdatasync(&mut group, "raw_pwrite_fdatasync_4KiB", 4096, false);
+    // What the disk allows 256 closed-loop writers: one batch of 256
+    // records of 256 B (280 B framed, 70 KiB, written as 18 whole pages
+    // through O_DIRECT as the log writes) per sync, with no time between
+    // syncs. Counted in records, so its throughput is that ceiling.
+    group.throughput(Throughput::Elements(256));
+    raw_pwrite_fdatasync(
+        &mut group,
+        "raw_direct_72KiB_per_256_records",
+        18 * 4096,
+        true,
+    );
+    group.finish();
+}
+
+/// `pwrite` of `len` bytes + `fdatasync`, cycling over a preallocated
+/// (zero-filled, synced) 4 MiB scratch file; `direct` writes through an
+/// `O_DIRECT` descriptor.
+fn raw_pwrite_fdatasync(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    len: usize,
+    direct: bool,
+) {
+    use std::os::unix::fs::OpenOptionsExt;
+    const FILE_LEN: usize = 4 << 20;
+    let path = scratch(name).with_extension("tmp");
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -41,23 +70,45 @@ fn raw_fdatasync(c: &mut Criterion) {
         .truncate(true)
         .open(&path)
         .expect("create raw scratch file");
-    file.write_all_at(&vec![0u8; 4 << 20], 0)
+    file.write_all_at(&vec![0u8; FILE_LEN], 0)
         .expect("preallocate");
     file.sync_all().expect("sync");
-    let block = vec![0x5Au8; 4096];
-    let mut group = c.benchmark_group("wal_commit");
-    group.throughput(Throughput::Elements(1));
+    let direct_file = direct.then(|| {
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)
+            .expect("open with O_DIRECT")
+    });
+    let writes_to = direct_file.as_ref().unwrap_or(&file);
+    // Page-aligned, as direct I/O needs.
+    let buffer = vec![0x5Au8; len + 4096];
+    let start = buffer.as_ptr().align_offset(4096);
+    let block = &buffer[start..start + len];
+    let slots = (FILE_LEN / len) as u64;
     let mut slot = 0u64;
-    group.bench_function("raw_pwrite_fdatasync_4KiB", |b| {
+    group.bench_function(name, |b| {
         b.iter(|| {
-            file.write_all_at(&block, (slot % 1024) * 4096)
+            writes_to
+                .write_all_at(block, (slot % slots) * len as u64)
                 .expect("pwrite");
             file.sync_data().expect("fdatasync");
             slot += 1;
         })
     });
-    group.finish();
     let _ = std::fs::remove_file(&path);
+}
+
+fn scratch_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("bench-scratch")
+        .join(name)
+}
+
+/// Removes a benchmark's log once it is measured: the runs without
+/// checkpoints leave gigabytes of segments.
+fn remove_scratch(name: &str) {
+    let _ = std::fs::remove_dir_all(scratch_path(name));
 }
 
 fn open_minipay(name: &str) -> Arc<Wal> {
@@ -123,7 +174,8 @@ fn minipay_commit(c: &mut Criterion) {
         let payload = vec![0xA5u8; size];
         for (writers, use_async) in [(1usize, false), (16, false), (16, true), (256, true)] {
             let mode = if use_async { "async" } else { "threads" };
-            let log = open_minipay(&format!("minipay-{writers}-{mode}-{size}"));
+            let name = format!("minipay-{writers}-{mode}-{size}");
+            let log = open_minipay(&name);
             group.throughput(Throughput::Elements(writers as u64));
             let id = BenchmarkId::new(format!("minipay/{writers}_{mode}"), format!("{size}B"));
             group.bench_function(id, |b| {
@@ -135,6 +187,8 @@ fn minipay_commit(c: &mut Criterion) {
                     }
                 })
             });
+            drop(log);
+            remove_scratch(&name);
         }
     }
     // The same 256 writers on a log whose owner checkpoints after every
@@ -160,6 +214,8 @@ fn minipay_commit(c: &mut Criterion) {
         },
     );
     group.finish();
+    drop(log);
+    remove_scratch("minipay-256-async-checkpointed");
 }
 
 #[derive(Debug)]
@@ -185,11 +241,9 @@ fn okaywal_commit(c: &mut Criterion) {
     for size in [256usize, 4096] {
         let payload = vec![0xA5u8; size];
         for writers in [1usize, 16] {
-            let log = okaywal::WriteAheadLog::recover(
-                scratch(&format!("okaywal-{writers}-{size}")),
-                NoCheckpoints,
-            )
-            .expect("open okaywal");
+            let name = format!("okaywal-{writers}-{size}");
+            let log = okaywal::WriteAheadLog::recover(scratch(&name), NoCheckpoints)
+                .expect("open okaywal");
             group.throughput(Throughput::Elements(writers as u64));
             let id = BenchmarkId::new(format!("okaywal/{writers}_threads"), format!("{size}B"));
             group.bench_function(id, |b| {
@@ -209,6 +263,8 @@ fn okaywal_commit(c: &mut Criterion) {
                     started.elapsed()
                 })
             });
+            drop(log);
+            remove_scratch(&name);
         }
     }
     group.finish();
@@ -252,6 +308,7 @@ fn replay(c: &mut Criterion) {
         })
     });
     group.finish();
+    remove_scratch("replay");
 }
 
 fn config() -> Criterion {
