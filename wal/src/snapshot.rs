@@ -117,11 +117,19 @@ pub fn write_snapshot(
         move |source| SnapshotError::Io(IoFailure::new(op, path, source))
     };
     let file = storage.open(&temp, true).map_err(failed("create", &temp))?;
-    file.set_len(0).map_err(failed("truncate", &temp))?;
-    file.write_at(0, &encode(lsn, payload))
-        .map_err(failed("write", &temp))?;
-    file.sync_data().map_err(failed("fsync", &temp))?;
+    let written = (|| {
+        file.set_len(0).map_err(failed("truncate", &temp))?;
+        file.write_at(0, &encode(lsn, payload))
+            .map_err(failed("write", &temp))?;
+        file.sync_data().map_err(failed("fsync", &temp))
+    })();
     drop(file);
+    if let Err(error) = written {
+        // Give the space back (the disk may be full); the old snapshot
+        // stands, and the failure is what is reported.
+        let _ = storage.remove(&temp);
+        return Err(error);
+    }
     storage
         .rename(&temp, &name)
         .map_err(failed("rename", &temp))?;
@@ -195,6 +203,21 @@ mod tests {
         let loaded = load_latest_snapshot(&recovered).unwrap().unwrap();
         assert_eq!(loaded.lsn, Lsn(5));
         assert_eq!(loaded.payload, b"five");
+    }
+
+    #[test]
+    fn a_snapshot_that_cannot_be_written_leaves_no_file_and_the_old_one_stands() {
+        let storage = SimStorage::new();
+        write_snapshot(&storage, Lsn(5), b"five").unwrap();
+        storage.fail_writes_after(0, std::io::ErrorKind::StorageFull);
+        let error = write_snapshot(&storage, Lsn(9), b"nine").unwrap_err();
+        assert!(error.to_string().contains("write sim:/"), "{error}");
+        assert_eq!(storage.list().unwrap(), vec![snapshot_name(Lsn(5))]);
+        let loaded = load_latest_snapshot(&storage).unwrap().unwrap();
+        assert_eq!(
+            (loaded.lsn, loaded.payload.as_slice()),
+            (Lsn(5), &b"five"[..])
+        );
     }
 
     #[test]
