@@ -26,8 +26,9 @@ pub fn init_logging(format: LogFormat) {
 /// in flight and no batch delay. Three servers and their clients share the
 /// CPUs, and under load they are CPU-bound: every `fdatasync` costs CPU (a
 /// virtio kick, the ext4 path, a wake-up), so fewer, fuller syncs leave more
-/// for the calls (measured: 1.2x the payments/s of the library's defaults,
-/// which suit a log that has the machine to itself; see BENCHMARKS.md).
+/// for the calls (measured: 1.2x the payments/s of two syncs in flight and
+/// a 200 µs delay, settings for a log that has the machine to itself; see
+/// BENCHMARKS.md). One sync in flight is also the library's default now.
 ///
 /// `segment_size` comes from `--wal-segment-size` (checked by
 /// [`wal_segment_size`]); a record may take at most a quarter of a segment

@@ -4,9 +4,12 @@
 //! gives it the next LSN. Whoever takes the *writing role* moves the whole
 //! pending batch out, writes it (one positional write per segment touched),
 //! releases the role, and then `fdatasync`s while the next leader may already
-//! write the next batch. Up to `max_syncs_in_flight` syncs overlap (measured
-//! on this project's disk: two concurrent `fdatasync`s complete 1.5-1.9x as
-//! many as one). The writing role is taken by:
+//! write the next batch. Up to `max_syncs_in_flight` syncs overlap (two
+//! concurrent `fdatasync`s complete 1.5-1.9x as many as one on this
+//! project's disk, but the default is one: with two, closed-loop writers
+//! split into cohorts whose smaller batches each pay a sync, and sixteen
+//! blocking writers commit 1.14x as much with one; BENCHMARKS.md, Session 11).
+//! The writing role is taken by:
 //!
 //! - a blocking appender whose record is not yet durable, when nobody is
 //!   writing and a sync slot is free (leader/follower, after raft-engine's

@@ -48,6 +48,9 @@ pub struct Options {
     /// Zero-fill the next segment on a background thread.
     pub prepare_segments_ahead: bool,
     /// How many `fdatasync` calls may overlap (each covering a later batch).
+    /// One by default: a second lets the writers split into two cohorts
+    /// with smaller batches, which on this project's disk gained nothing for
+    /// async writers and cost blocking ones 12% (BENCHMARKS.md, Session 11).
     pub max_syncs_in_flight: usize,
     /// Write and sync async appends on flusher threads (the default). When
     /// false there are none: whoever waits for a record to be durable (a
@@ -70,7 +73,7 @@ impl Default for Options {
             max_batch_bytes: 4 << 20,
             max_pending_bytes: 64 << 20,
             prepare_segments_ahead: true,
-            max_syncs_in_flight: 2,
+            max_syncs_in_flight: 1,
             background_flush: true,
         }
     }

@@ -58,6 +58,8 @@ fn options() -> Options {
         segment_size: 1024,
         max_payload_len: 128,
         prepare_segments_ahead: true,
+        // Not the default: keeps overlapping syncs in the model's reach.
+        max_syncs_in_flight: 2,
         ..Options::default()
     }
 }
