@@ -1,4 +1,4 @@
-//! `wal_ab`: which of several WAL settings commits faster, on a machine whose
+//! `wal_settings`: which of several WAL settings commits faster, on a machine whose
 //! speed swings by half from one ten seconds to the next (BENCHMARKS.md,
 //! "Session 11"). Every variant gets its own log in one process, and they
 //! take turns in short windows, the order reversed every other round, so a
@@ -6,7 +6,7 @@
 //! is compared with the first variant's in the same round; the median of
 //! those ratios, and how many rounds each variant won, is the result.
 //!
-//! Run: `cargo bench --bench wal_ab -- [--writers N] [--threads] [--size B]
+//! Run: `cargo bench --bench wal_settings -- [--writers N] [--threads] [--size B]
 //! [--window-ms MS] [--rounds R] VARIANT...`, where a variant is a
 //! comma-separated list of settings: `syncs=N` (`max_syncs_in_flight`),
 //! `delay=US` (`max_batch_delay` in µs); `default` for none. Writers are
@@ -144,10 +144,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn main() {
     let config = parse_args().unwrap_or_else(|error| {
-        eprintln!("wal_ab: {error}");
+        eprintln!("wal_settings: {error}");
         std::process::exit(2);
     });
-    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wal-ab");
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wal-settings");
     let _ = std::fs::remove_dir_all(&scratch);
     let logs: Vec<Arc<Wal>> = config
         .variants
@@ -155,7 +155,7 @@ fn main() {
         .enumerate()
         .map(|(i, variant)| {
             let options = options(variant, config.size).unwrap_or_else(|error| {
-                eprintln!("wal_ab: {error}");
+                eprintln!("wal_settings: {error}");
                 std::process::exit(2);
             });
             let dir = scratch.join(i.to_string());
@@ -187,7 +187,7 @@ fn main() {
         "async tasks"
     };
     println!(
-        "wal_ab: {} {how}, {} B records, {} rounds of {} ms windows",
+        "wal_settings: {} {how}, {} B records, {} rounds of {} ms windows",
         config.writers,
         config.size,
         config.rounds,
