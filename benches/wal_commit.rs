@@ -18,7 +18,6 @@
 //! Run: `cargo bench --bench wal_commit` (scratch files go under the target
 //! directory, on the same filesystem as the build).
 
-use std::fs::OpenOptions;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -30,6 +29,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use minipay::wal_tools::preallocated_scratch;
 use wal::{Lsn, Options, RecordKind, SyncPolicy, Wal};
 
 const KIND: RecordKind = RecordKind(0x7F);
@@ -69,26 +69,10 @@ fn raw_pwrite_fdatasync(
     len: usize,
     direct: bool,
 ) {
-    use std::os::unix::fs::OpenOptionsExt;
     const FILE_LEN: usize = 4 << 20;
     let path = scratch(name).with_extension("tmp");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .expect("create raw scratch file");
-    file.write_all_at(&vec![0u8; FILE_LEN], 0)
-        .expect("preallocate");
-    file.sync_all().expect("sync");
-    let direct_file = direct.then(|| {
-        OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&path)
-            .expect("open with O_DIRECT")
-    });
+    let (file, direct_file) =
+        preallocated_scratch(&path, FILE_LEN as u64, direct).expect("create raw scratch file");
     let writes_to = direct_file.as_ref().unwrap_or(&file);
     // Page-aligned, as direct I/O needs.
     let buffer = vec![0x5Au8; len + 4096];
@@ -158,7 +142,6 @@ impl Future for IdealAppend<'_> {
 /// minipay's `256_async_checkpointed`: this machine's speed swings within
 /// minutes, so the two are compared only when measured back to back.
 fn ideal_log_256_async(c: &mut Criterion) {
-    use std::os::unix::fs::OpenOptionsExt;
     const WRITERS: usize = 256;
     const BLOCK: usize = 18 * 4096;
     const FILE_LEN: u64 = 4 << 20;
@@ -167,21 +150,9 @@ fn ideal_log_256_async(c: &mut Criterion) {
         .build()
         .expect("tokio runtime");
     let path = scratch("ideal_log").with_extension("tmp");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .expect("create ideal log file");
-    file.write_all_at(&vec![0u8; FILE_LEN as usize], 0)
-        .expect("preallocate");
-    file.sync_all().expect("sync");
-    let direct = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .expect("open with O_DIRECT");
+    let (file, direct) =
+        preallocated_scratch(&path, FILE_LEN, true).expect("create ideal log file");
+    let direct = direct.expect("an O_DIRECT descriptor");
     let mut aligned = vec![0u8; BLOCK + 4096];
     let start = aligned.as_ptr().align_offset(4096);
     let block = &mut aligned[start..start + BLOCK];

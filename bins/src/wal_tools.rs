@@ -568,6 +568,34 @@ const PAGE: usize = 4096;
 /// The most concurrent syncers `minipay wal disk` runs.
 pub const RAW_THREADS_MAX: usize = 16;
 
+/// Creates `path` as `len` zeros, written and synced, so that later writes
+/// overwrite allocated blocks as a log's do; with `direct`, also opens an
+/// `O_DIRECT` descriptor of it to write through. The caller removes it.
+pub fn preallocated_scratch(
+    path: &Path,
+    len: u64,
+    direct: bool,
+) -> std::io::Result<(File, Option<File>)> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all_at(&vec![0u8; len as usize], 0)?;
+    file.sync_all()?;
+    let direct = direct
+        .then(|| {
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+        })
+        .transpose()?;
+    Ok((file, direct))
+}
+
 /// `pwrite` 4 KiB + `fdatasync` on a preallocated scratch file beside `near`
 /// (see [`raw_disk`]).
 pub fn raw_fdatasync(near: &Path) -> anyhow::Result<RawDisk> {
@@ -587,7 +615,7 @@ pub fn raw_disk(
     threads: usize,
     direct: bool,
 ) -> anyhow::Result<RawDisk> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
     if write_len == 0 || write_len as u64 > RAW_FILE_LEN / 16 {
         bail!("--size must be between 1 byte and 2 MiB");
     }
@@ -607,25 +635,9 @@ pub fn raw_disk(
         .filter(|parent| parent.is_dir())
         .map_or_else(std::env::temp_dir, Path::to_path_buf);
     let path = parent.join(format!(".minipay-raw-fsync-{}.tmp", std::process::id()));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .with_context(|| format!("create {}", path.display()))?;
     let result = (|| -> anyhow::Result<RawDisk> {
-        file.write_all_at(&vec![0u8; RAW_FILE_LEN as usize], 0)?;
-        file.sync_all()?;
-        let direct_file = direct
-            .then(|| {
-                OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_DIRECT)
-                    .open(&path)
-            })
-            .transpose()
-            .context("open with O_DIRECT")?;
+        let (file, direct_file) = preallocated_scratch(&path, RAW_FILE_LEN, direct)
+            .with_context(|| format!("create {}", path.display()))?;
         let writes_to = direct_file.as_ref().unwrap_or(&file);
         let region = RAW_FILE_LEN / threads as u64 / PAGE as u64 * PAGE as u64;
         let slots = (region / write_len as u64).max(1);
