@@ -20,6 +20,7 @@ use crate::decision_log::GatewayRecord;
 use crate::environment::{Clock, Entropy};
 use crate::participant::{CallError, CallFuture, Direction, Leg, Participant, Vote};
 use crate::payment::{Payment, PaymentRequest, Status, TxnId};
+use crate::repeated::{Repeated, RepeatedWarnings};
 use crate::sessions::{SessionError, SessionPolicy, Sessions};
 use crate::users::{self, Lockout, LoginPolicy, User};
 
@@ -201,6 +202,8 @@ pub struct Gateway<P> {
     options: GatewayOptions,
     /// Verified against for unknown usernames, so they cost a hash too.
     dummy_hash: String,
+    /// Per-payment warnings about a failing bank, thinned out.
+    warnings: RepeatedWarnings,
 }
 
 /// A pre-computed argon2id hash of a random password nobody knows.
@@ -311,11 +314,30 @@ impl<P: Participant> Gateway<P> {
             entropy,
             options,
             dummy_hash,
+            warnings: RepeatedWarnings::default(),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("gateway state lock poisoned")
+    }
+
+    /// One line per vote as it arrives, so an operator (or a test) can see
+    /// which banks had answered when a payment was decided; a bank that
+    /// gives no vote is warned about once per window (`left_out`: how many
+    /// more since the last line).
+    fn log_vote(&self, txn: TxnId, bank: &str, vote: &Result<Vote, CallError>) {
+        match vote {
+            // The common case: a debug line (the payment's own line says how it ended).
+            Ok(Vote::Yes) => tracing::debug!(txn_id = %txn, bank, "vote YES"),
+            Ok(Vote::No { reason }) => tracing::info!(txn_id = %txn, bank, reason, "vote NO"),
+            Err(error) => {
+                let now = self.clock.now_ms();
+                if let Some(left_out) = self.warnings.admit(Repeated::NoVote, bank, now) {
+                    tracing::warn!(txn_id = %txn, bank, %error, left_out, "no vote");
+                }
+            }
+        }
     }
 
     pub fn options(&self) -> &GatewayOptions {
@@ -545,7 +567,7 @@ impl<P: Participant> Gateway<P> {
                         .prepare(bank, request.txn, legs.clone(), timeout);
                     Box::pin(async move {
                         let vote = call.await;
-                        log_vote(request.txn, bank, &vote);
+                        self.log_vote(request.txn, bank, &vote);
                         vote
                     }) as CallFuture<'_, Vote>
                 })
@@ -608,9 +630,21 @@ impl<P: Participant> Gateway<P> {
                 .collect(),
         )
         .await;
-        let failures: Vec<&CallError> = acks.iter().filter_map(|ack| ack.as_ref().err()).collect();
+        let failures: Vec<(&String, &CallError)> = banks
+            .iter()
+            .zip(&acks)
+            .filter_map(|(bank, ack)| Some((bank, ack.as_ref().err()?)))
+            .collect();
         if !failures.is_empty() {
-            tracing::warn!(txn_id = %txn, ?decision, failures = failures.len(), "phase 2 not acknowledged by every bank; will retry");
+            let now = self.clock.now_ms();
+            for (bank, error) in failures {
+                if let Some(left_out) =
+                    self.warnings
+                        .admit(Repeated::PhaseTwoUnacknowledged, bank, now)
+                {
+                    tracing::warn!(txn_id = %txn, bank, ?decision, %error, left_out, "phase 2 not acknowledged; will retry");
+                }
+            }
             return Ok(false);
         }
         let mut state = self.lock();
@@ -1183,17 +1217,6 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
 }
 
 /// Polls every future to completion, concurrently; results in order.
-/// One line per vote as it arrives, so an operator (or a test) can see
-/// which banks had answered when a payment was decided.
-fn log_vote(txn: TxnId, bank: &str, vote: &Result<Vote, CallError>) {
-    match vote {
-        // The common case: a debug line (the payment's own line says how it ended).
-        Ok(Vote::Yes) => tracing::debug!(txn_id = %txn, bank, "vote YES"),
-        Ok(Vote::No { reason }) => tracing::info!(txn_id = %txn, bank, reason, "vote NO"),
-        Err(error) => tracing::warn!(txn_id = %txn, bank, %error, "no vote"),
-    }
-}
-
 fn join_all<'a, T>(futures: Vec<Pin<Box<dyn Future<Output = T> + Send + 'a>>>) -> JoinAll<'a, T> {
     JoinAll {
         results: futures.iter().map(|_| None).collect(),

@@ -5,7 +5,8 @@
 //! - [`decision_log`]: its WAL records; [`payment`]: the vocabulary;
 //! - [`users`], [`sessions`]: authentication;
 //! - [`participant`]: the trait a bank is reached through;
-//! - [`environment`]: `Clock` and `Entropy`, injected.
+//! - [`environment`]: `Clock` and `Entropy`, injected;
+//! - `repeated`: warnings about a failing bank, once per bank and window.
 //!
 //! Architecture invariant: no gRPC, no TLS, no async runtime here, and no
 //! dependency on `ledger`: banks are only ever reached through `Participant`.
@@ -15,6 +16,7 @@ pub mod environment;
 pub mod gateway;
 pub mod participant;
 pub mod payment;
+mod repeated;
 pub mod sessions;
 pub mod users;
 
