@@ -5,11 +5,12 @@
 //!   the same for one 256-record batch through `O_DIRECT` (what 256
 //!   closed-loop writers could reach with no time at all between syncs);
 //! - okaywal (crates.io), a WAL with group commit, through the same writers;
-//! - an ideal log for the 256 async writers: each copies its record (with a
-//!   CRC) into one buffer under one mutex and waits; a thread writes the
-//!   buffer's 72 KiB through `O_DIRECT`, syncs and wakes them all. No
-//!   format, segments or recovery: what any log could reach through the
-//!   same runtime on this disk, so the ratio to it is the log's own cost.
+//! - the ideal log (`ideal_log.rs`) for the 256 async writers: each copies
+//!   its record (with a CRC) into one buffer under one mutex and waits; a
+//!   thread writes the buffer's 72 KiB through `O_DIRECT`, syncs and wakes
+//!   them all. No format, segments or recovery: what any log could reach
+//!   through the same runtime on this disk, so the ratio to it is the log's
+//!   own cost.
 //!
 //! One iteration is one round: every writer appends (and waits for) one
 //! record, so throughput is in records. Replay speed (`wal_replay`) is opening
@@ -18,17 +19,16 @@
 //! Run: `cargo bench --bench wal_commit` (scratch files go under the target
 //! directory, on the same filesystem as the build).
 
-use std::future::Future;
+mod ideal_log;
+
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ideal_log::IdealLog;
 use minipay::wal_tools::preallocated_scratch;
 use wal::{Lsn, Options, RecordKind, SyncPolicy, Wal};
 
@@ -92,130 +92,27 @@ fn raw_pwrite_fdatasync(
     let _ = std::fs::remove_file(&path);
 }
 
-/// The ideal log's state: the round's records and who waits for them.
-#[derive(Default)]
-struct IdealLog {
-    pending: Mutex<(Vec<u8>, Vec<Waker>)>,
-    /// Completed rounds.
-    durable: AtomicU64,
-    /// Records appended in the current round.
-    appended: AtomicUsize,
-}
-
-/// One append to the ideal log: copied in on first poll, ready once the
-/// round it joined is durable.
-struct IdealAppend<'a> {
-    log: &'a IdealLog,
-    payload: &'a [u8],
-    round: u64,
-    appended: bool,
-}
-
-impl Future for IdealAppend<'_> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
-        if self.log.durable.load(Ordering::Acquire) > self.round {
-            return Poll::Ready(());
-        }
-        let mut pending = self.log.pending.lock().expect("ideal log lock");
-        if self.log.durable.load(Ordering::Acquire) > self.round {
-            return Poll::Ready(());
-        }
-        if !self.appended {
-            let (buffer, _) = &mut *pending;
-            buffer.extend_from_slice(&crc32fast::hash(self.payload).to_le_bytes());
-            buffer.extend_from_slice(&[0u8; 20]);
-            buffer.extend_from_slice(self.payload);
-        }
-        pending.1.push(context.waker().clone());
-        drop(pending);
-        if !std::mem::replace(&mut self.appended, true) {
-            self.log.appended.fetch_add(1, Ordering::AcqRel);
-        }
-        Poll::Pending
-    }
-}
-
-/// 256 async writers on the ideal log (see the module comment), through the
-/// same 2-thread runtime as minipay's `256_async`. It runs right after
+/// 256 async writers on the ideal log (`ideal_log.rs`), through the same
+/// 2-thread runtime as minipay's `256_async`. It runs right after
 /// minipay's `256_async_checkpointed`: this machine's speed swings within
 /// minutes, so the two are compared only when measured back to back.
 fn ideal_log_256_async(c: &mut Criterion) {
     const WRITERS: usize = 256;
-    const BLOCK: usize = 18 * 4096;
-    const FILE_LEN: u64 = 4 << 20;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
         .expect("tokio runtime");
-    let path = scratch("ideal_log").with_extension("tmp");
-    let (file, direct) =
-        preallocated_scratch(&path, FILE_LEN, true).expect("create ideal log file");
-    let direct = direct.expect("an O_DIRECT descriptor");
-    let mut aligned = vec![0u8; BLOCK + 4096];
-    let start = aligned.as_ptr().align_offset(4096);
-    let block = &mut aligned[start..start + BLOCK];
+    let mut log = IdealLog::create(&scratch("ideal_log").with_extension("tmp"));
     let payload = vec![0xA5u8; 256];
     let mut group = c.benchmark_group("wal_commit");
     group.throughput(Throughput::Elements(WRITERS as u64));
     group.bench_function("ideal_log/256_async/256B", |b| {
         b.iter_custom(|rounds| {
-            let log = Arc::new(IdealLog::default());
-            let started = Instant::now();
-            std::thread::scope(|scope| {
-                let (file, direct, block) = (&file, &direct, &mut *block);
-                let driver = Arc::clone(&log);
-                scope.spawn(move || {
-                    for round in 0..rounds {
-                        while driver.appended.load(Ordering::Acquire) < WRITERS {
-                            std::thread::yield_now();
-                        }
-                        driver.appended.store(0, Ordering::Release);
-                        let records = {
-                            let mut pending = driver.pending.lock().expect("ideal log lock");
-                            std::mem::take(&mut pending.0)
-                        };
-                        block[..records.len()].copy_from_slice(&records);
-                        let at = (round * BLOCK as u64) % (FILE_LEN - BLOCK as u64);
-                        direct.write_all_at(block, at).expect("pwrite");
-                        file.sync_data().expect("fdatasync");
-                        let wakers = {
-                            let mut pending = driver.pending.lock().expect("ideal log lock");
-                            driver.durable.store(round + 1, Ordering::Release);
-                            std::mem::take(&mut pending.1)
-                        };
-                        wakers.into_iter().for_each(Waker::wake);
-                    }
-                });
-                runtime.block_on(async {
-                    let writers: Vec<_> = (0..WRITERS)
-                        .map(|_| {
-                            let (log, payload) = (Arc::clone(&log), payload.clone());
-                            tokio::spawn(async move {
-                                for round in 0..rounds {
-                                    let append = IdealAppend {
-                                        log: &log,
-                                        payload: &payload,
-                                        round,
-                                        appended: false,
-                                    };
-                                    append.await;
-                                }
-                            })
-                        })
-                        .collect();
-                    for writer in writers {
-                        writer.await.expect("writer task");
-                    }
-                });
-            });
-            started.elapsed()
+            let (_, elapsed) = log.run(&runtime, WRITERS, &payload, |done, _| done >= rounds);
+            elapsed
         })
     });
     group.finish();
-    drop(direct);
-    let _ = std::fs::remove_file(&path);
 }
 
 fn scratch_path(name: &str) -> PathBuf {

@@ -9,15 +9,20 @@
 //! Run: `cargo bench --bench wal_settings -- [--writers N] [--threads] [--size B]
 //! [--window-ms MS] [--rounds R] VARIANT...`, where a variant is a
 //! comma-separated list of settings: `syncs=N` (`max_syncs_in_flight`),
-//! `delay=US` (`max_batch_delay` in µs); `default` for none. Writers are
-//! async tasks on a 2-thread runtime, or blocking threads with `--threads`.
-//! Each log is checkpointed after each window (untimed), so its segments
-//! are reused, as the servers' are.
+//! `delay=US` (`max_batch_delay` in µs); `default` for none; or `ideal`,
+//! the ideal log of `ideal_log.rs` (async writers only), to see how far the
+//! log is from what this disk and runtime allow in the same stretch of the
+//! host. Writers are async tasks on a 2-thread runtime, or blocking threads
+//! with `--threads`. Each log is checkpointed after each window (untimed),
+//! so its segments are reused, as the servers' are.
+
+mod ideal_log;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ideal_log::IdealLog;
 use wal::{Options, RecordKind, Wal};
 
 const KIND: RecordKind = RecordKind(0x7F);
@@ -66,7 +71,19 @@ fn parse_args() -> Result<Config, String> {
     if config.writers == 0 || config.rounds == 0 || config.window.is_zero() {
         return Err("--writers, --rounds and --window-ms must be at least 1".into());
     }
+    if config.threads && config.variants.iter().any(|variant| variant == IDEAL) {
+        return Err("the ideal log has async writers only: drop --threads".into());
+    }
     Ok(config)
+}
+
+/// The variant that is the ideal log, not a setting of minipay's.
+const IDEAL: &str = "ideal";
+
+/// A log the variants take turns on.
+enum Subject {
+    Minipay(Arc<Wal>),
+    Ideal(IdealLog),
 }
 
 fn options(variant: &str, size: usize) -> Result<Options, String> {
@@ -91,8 +108,18 @@ fn options(variant: &str, size: usize) -> Result<Options, String> {
 }
 
 /// Appends from every writer until the window ends; returns records/s.
-fn window(config: &Config, runtime: &tokio::runtime::Runtime, log: &Arc<Wal>) -> f64 {
+/// minipay's log is then checkpointed (untimed).
+fn window(config: &Config, runtime: &tokio::runtime::Runtime, subject: &mut Subject) -> f64 {
     let payload = vec![0xA5u8; config.size];
+    let log = match subject {
+        Subject::Ideal(ideal) => {
+            let (records, elapsed) = ideal.run(runtime, config.writers, &payload, |_, elapsed| {
+                elapsed >= config.window
+            });
+            return records as f64 / elapsed.as_secs_f64();
+        }
+        Subject::Minipay(log) => log,
+    };
     let started = Instant::now();
     let records: u64 = if config.threads {
         std::thread::scope(|scope| {
@@ -134,7 +161,9 @@ fn window(config: &Config, runtime: &tokio::runtime::Runtime, log: &Arc<Wal>) ->
             records
         })
     };
-    records as f64 / started.elapsed().as_secs_f64()
+    let rate = records as f64 / started.elapsed().as_secs_f64();
+    log.checkpoint(log.durable_lsn()).expect("checkpoint");
+    rate
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -149,18 +178,21 @@ fn main() {
     });
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wal-settings");
     let _ = std::fs::remove_dir_all(&scratch);
-    let logs: Vec<Arc<Wal>> = config
+    let mut logs: Vec<Subject> = config
         .variants
         .iter()
         .enumerate()
         .map(|(i, variant)| {
+            let dir = scratch.join(i.to_string());
+            std::fs::create_dir_all(&dir).expect("create scratch dir");
+            if variant == IDEAL {
+                return Subject::Ideal(IdealLog::create(&dir.join("ideal.tmp")));
+            }
             let options = options(variant, config.size).unwrap_or_else(|error| {
                 eprintln!("wal_settings: {error}");
                 std::process::exit(2);
             });
-            let dir = scratch.join(i.to_string());
-            std::fs::create_dir_all(&dir).expect("create scratch dir");
-            Arc::new(Wal::open(&dir, options).expect("open wal").wal)
+            Subject::Minipay(Arc::new(Wal::open(&dir, options).expect("open wal").wal))
         })
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -175,10 +207,7 @@ fn main() {
             } else {
                 logs.len() - 1 - turn
             };
-            rates[i].push(window(&config, &runtime, &logs[i]));
-            logs[i]
-                .checkpoint(logs[i].durable_lsn())
-                .expect("checkpoint");
+            rates[i].push(window(&config, &runtime, &mut logs[i]));
         }
     }
     let how = if config.threads {
