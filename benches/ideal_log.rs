@@ -1,8 +1,8 @@
 //! The ideal log, shared by `wal_commit` and `wal_settings`: what any log
 //! could reach for closed-loop async writers through tokio on this disk.
 //!
-//! Every writer copies its record (256 B with a CRC and a 20-byte header's
-//! worth of zeros, as minipay frames it) into one buffer under one mutex and
+//! Every writer copies its record (a CRC and zeros in place of minipay's
+//! header, then the payload, framed to minipay's length) into one buffer under one mutex and
 //! waits. A driver thread waits until every writer has appended, writes the
 //! buffer as whole pages through `O_DIRECT` into a preallocated file,
 //! `fdatasync`s and wakes them all: one round. No format, segments,
@@ -19,6 +19,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use minipay::wal_tools::preallocated_scratch;
+use wal::{RECORD_HEADER_LEN, framed_len};
 
 /// Bytes of the preallocated file the rounds are written to, in turn.
 const FILE_LEN: u64 = 4 << 20;
@@ -53,17 +54,14 @@ impl IdealLog {
         payload: &[u8],
         done: impl Fn(u64, Duration) -> bool + Send,
     ) -> (u64, Duration) {
-        let round_len = (writers * (FRAME_EXTRA + payload.len())).next_multiple_of(4096);
+        let round_len = (writers * framed_len(payload.len())).next_multiple_of(4096);
         if self.buffer.len() < round_len + 4096 {
             self.buffer = vec![0u8; round_len + 4096];
         }
         let start = self.buffer.as_ptr().align_offset(4096);
         let block = &mut self.buffer[start..start + round_len];
         let (file, direct) = (&self.file, &self.direct);
-        let state = Arc::new(Rounds {
-            writers,
-            ..Rounds::default()
-        });
+        let state = Arc::new(Rounds::default());
         let started = Instant::now();
         std::thread::scope(|scope| {
             let driver = Arc::clone(&state);
@@ -133,14 +131,9 @@ impl Drop for IdealLog {
     }
 }
 
-/// What minipay adds to each payload: a 24-byte header (here the CRC and
-/// zeros).
-const FRAME_EXTRA: usize = 24;
-
 /// The state of a run: the round's records and who waits for them.
 #[derive(Default)]
 struct Rounds {
-    writers: usize,
     pending: Mutex<(Vec<u8>, Vec<Waker>)>,
     /// Completed rounds.
     durable: AtomicU64,
@@ -172,14 +165,14 @@ impl Future for Append<'_> {
         if !self.appended {
             let (buffer, _) = &mut *pending;
             buffer.extend_from_slice(&crc32fast::hash(self.payload).to_le_bytes());
-            buffer.extend_from_slice(&[0u8; FRAME_EXTRA - 4]);
+            buffer.extend_from_slice(&[0u8; RECORD_HEADER_LEN - 4]);
             buffer.extend_from_slice(self.payload);
+            buffer.resize(buffer.len().next_multiple_of(8), 0);
         }
         pending.1.push(context.waker().clone());
         drop(pending);
         if !std::mem::replace(&mut self.appended, true) {
-            let appended = self.rounds.appended.fetch_add(1, Ordering::AcqRel) + 1;
-            debug_assert!(appended <= self.rounds.writers);
+            self.rounds.appended.fetch_add(1, Ordering::AcqRel);
         }
         Poll::Pending
     }

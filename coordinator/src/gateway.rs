@@ -630,21 +630,22 @@ impl<P: Participant> Gateway<P> {
                 .collect(),
         )
         .await;
-        let failures: Vec<(&String, &CallError)> = banks
+        let mut acknowledged = true;
+        for (bank, error) in banks
             .iter()
             .zip(&acks)
             .filter_map(|(bank, ack)| Some((bank, ack.as_ref().err()?)))
-            .collect();
-        if !failures.is_empty() {
+        {
+            acknowledged = false;
             let now = self.clock.now_ms();
-            for (bank, error) in failures {
-                if let Some(left_out) =
-                    self.warnings
-                        .admit(Repeated::PhaseTwoUnacknowledged, bank, now)
-                {
-                    tracing::warn!(txn_id = %txn, bank, ?decision, %error, left_out, "phase 2 not acknowledged; will retry");
-                }
+            if let Some(left_out) = self
+                .warnings
+                .admit(Repeated::PhaseTwoUnacknowledged, bank, now)
+            {
+                tracing::warn!(txn_id = %txn, bank, ?decision, %error, left_out, "phase 2 not acknowledged; will retry");
             }
+        }
+        if !acknowledged {
             return Ok(false);
         }
         let mut state = self.lock();
