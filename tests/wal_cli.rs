@@ -226,3 +226,36 @@ fn disk_measures_the_raw_sync_rate_and_rejects_bad_arguments() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn dump_into_a_reader_that_stops_early_ends_quietly_like_other_unix_tools() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    // Far more than a pipe's 64 KiB buffer holds, so the dump is still
+    // writing when the reader goes away.
+    let (_scratch, dir) = bench_log(5000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_minipay"))
+        .args(["wal", "dump"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, as `minipay wal dump DIR | head -1` would, then close
+    // the pipe while the dump still has lines to write.
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.starts_with("lsn=1 kind=bench"), "{first}");
+    drop(reader);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "a closed pipe ends the dump by SIGPIPE, not by an error: {:?}",
+        output.status
+    );
+    assert_eq!(text(&output.stderr), "", "nothing printed about the pipe");
+}

@@ -143,6 +143,9 @@ struct BenchArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Tool(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     let tool = match cli.command {
         Command::Bank(command) => return minipay::bank_node::main(command),
         Command::Gateway(command) => return minipay::gateway_node::main(command),
@@ -176,6 +179,20 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The tools (`wal dump`, `wal verify`, `sim`, …) print for a reader that may
+/// stop early (`minipay wal dump DIR | head`): like any Unix filter they
+/// should then end at once and silently, by SIGPIPE, rather than report a
+/// broken pipe (or panic in `println!`). Rust ignores SIGPIPE by default;
+/// the servers and the client keep that, since their sockets report EPIPE
+/// as an error where it belongs.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called once at start-up, before any other thread exists, to
+    // restore the default disposition of one signal; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
