@@ -166,9 +166,12 @@ fn window(config: &Config, runtime: &tokio::runtime::Runtime, subject: &mut Subj
     rate
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+/// The `q`th percentile of `values` (nearest rank, rounding down), for the
+/// rates and the ratios alike.
+fn percentile(values: &[f64], q: usize) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(sorted.len() - 1) * q / 100]
 }
 
 fn main() {
@@ -223,9 +226,7 @@ fn main() {
         config.window.as_millis()
     );
     for (i, variant) in config.variants.iter().enumerate() {
-        let mut sorted = rates[i].clone();
-        sorted.sort_by(f64::total_cmp);
-        let at = |q: usize| sorted[(sorted.len() - 1) * q / 100] / 1e3;
+        let at = |q: usize| percentile(&rates[i], q) / 1e3;
         print!(
             "  {variant}: median {:.0} k/s (p10 {:.0}, p90 {:.0})",
             at(50),
@@ -240,7 +241,7 @@ fn main() {
             print!(
                 "; against {}: median ratio {:.3}, faster in {wins} of {} rounds",
                 config.variants[0],
-                median(ratios),
+                percentile(&ratios, 50),
                 config.rounds
             );
         }
