@@ -40,6 +40,9 @@ async fn start(scratch: &Scratch) -> Running {
         currency: "INR".into(),
         snapshot_every: 1000,
         wal_segment_size: wal::Options::default().segment_size,
+        amount_max: ledger::bank::AMOUNT_MAX_DEFAULT.0,
+        transport: minipay::transport_limits::TransportLimits::from_settings(None, None, None)
+            .unwrap(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(bank_node::run(config, Some(listener), async move {
@@ -295,6 +298,7 @@ async fn a_burst_of_prepares_larger_than_one_message_gets_every_vote() {
     let clients = minipay::bank_clients::BankClients::new(
         &[("bank_a".into(), format!("https://{}", bank.address))],
         &minipay::tls::TlsDir::new(&scratch.tls()),
+        minipay::gateway_node::BANK_QUEUE_MAX_DEFAULT,
     )
     .unwrap();
     // Unknown 64-character accounts: every vote is NO, and every prepare is

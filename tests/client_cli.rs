@@ -4,57 +4,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use common::{Process, SETUP, Scratch, bank_args, gateway_args};
-
-struct Cli<'a> {
-    scratch: &'a Scratch,
-    gateway: String,
-}
-
-impl Cli<'_> {
-    fn run(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_minipay"))
-            .arg("--profile")
-            .arg(self.scratch.dir.path().join("profile"))
-            .arg("--tls-dir")
-            .arg(self.scratch.tls())
-            .args(["--gateway", &self.gateway])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str], stdin: &str) -> String {
-        let output = self.run(args, stdin);
-        assert!(
-            output.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let output = self.run(args, "");
-        assert!(!output.status.success(), "{args:?} should fail");
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    }
-}
+use common::{Cli, Process, SETUP, Scratch, bank_args, gateway_args};
 
 /// Two banks and a gateway, real processes, stopped when dropped.
 struct Running {

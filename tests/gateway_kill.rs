@@ -128,7 +128,7 @@ async fn start(scratch: &Scratch, prepare_timeout: &str) -> Cluster {
     // a bank later stalls a request in flight on an open connection rather
     // than a new connection's handshake (which has its own, shorter limit).
     let warm_up = client
-        .pay(authorized(pay_to_carol(99, 1_000_000_000), &alice))
+        .pay(authorized(pay_to_carol(99, 99_999_999), &alice))
         .await
         .unwrap()
         .into_inner();

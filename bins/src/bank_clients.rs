@@ -33,7 +33,12 @@ struct Queued<T, R> {
     reply: oneshot::Sender<Result<R, CallError>>,
 }
 
-type Queue<T, R> = mpsc::UnboundedSender<Queued<T, R>>;
+/// A bank's queue of one kind of call, at most `bank_queue_max` long.
+#[derive(Clone)]
+struct Queue<T, R> {
+    sender: mpsc::Sender<Queued<T, R>>,
+    queue_max: usize,
+}
 
 /// One bank: its channel and its two batch queues.
 #[derive(Clone)]
@@ -52,8 +57,13 @@ pub struct BankClients {
 }
 
 impl BankClients {
-    /// `banks`: (name, URL) pairs.
-    pub fn new(banks: &[(String, String)], tls: &TlsDir) -> anyhow::Result<BankClients> {
+    /// `banks`: (name, URL) pairs; each bank's queue of prepares and its
+    /// queue of phase-2 decisions hold at most `queue_max` calls.
+    pub fn new(
+        banks: &[(String, String)],
+        tls: &TlsDir,
+        queue_max: usize,
+    ) -> anyhow::Result<BankClients> {
         let mut links = HashMap::new();
         for (name, url) in banks {
             let endpoint = Endpoint::from_shared(url.clone())
@@ -63,8 +73,8 @@ impl BankClients {
                 .connect_timeout(CONNECT_TIMEOUT);
             let channel = endpoint.connect_lazy();
             let link = BankLink {
-                prepares: start_sender(name, channel.clone(), send_prepares),
-                finishes: start_sender(name, channel.clone(), send_finishes),
+                prepares: start_sender(name, channel.clone(), queue_max, send_prepares),
+                finishes: start_sender(name, channel.clone(), queue_max, send_finishes),
                 channel,
             };
             links.insert(name.clone(), link);
@@ -104,13 +114,25 @@ async fn queue_call<T, R>(
         bank: bank.to_owned(),
         detail: "the gateway is shutting down".into(),
     };
-    queue
-        .send(Queued {
-            item,
-            timeout,
-            reply,
-        })
-        .map_err(|_| unreachable())?;
+    match queue.sender.try_send(Queued {
+        item,
+        timeout,
+        reply,
+    }) {
+        Ok(()) => {}
+        // A full queue fails the call at once (a prepare votes no, a phase
+        // 2 is retried later) instead of growing.
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            return Err(CallError::Refused {
+                bank: bank.to_owned(),
+                detail: format!(
+                    "the gateway's queue to this bank is full (bank_queue_max {})",
+                    queue.queue_max
+                ),
+            });
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(unreachable()),
+    }
     match tokio::time::timeout(timeout, answer).await {
         Err(_) => Err(CallError::Timeout {
             bank: bank.to_owned(),
@@ -136,7 +158,12 @@ fn item_len(item: &impl prost::Message) -> usize {
 type BatchAnswer<R> = Result<Vec<Result<R, CallError>>, CallError>;
 
 /// Starts the task that drains one bank's queue into batch calls.
-fn start_sender<T, R, F, Fut>(bank: &str, channel: Channel, call: F) -> Queue<T, R>
+fn start_sender<T, R, F, Fut>(
+    bank: &str,
+    channel: Channel,
+    queue_max: usize,
+    call: F,
+) -> Queue<T, R>
 where
     T: prost::Message + Send + 'static,
     R: Send + 'static,
@@ -145,7 +172,8 @@ where
         + 'static,
     Fut: Future<Output = BatchAnswer<R>> + Send + 'static,
 {
-    let (queue, mut queued) = mpsc::unbounded_channel::<Queued<T, R>>();
+    assert!(queue_max >= 1);
+    let (sender, mut queued) = mpsc::channel::<Queued<T, R>>(queue_max);
     let bank = bank.to_owned();
     tokio::spawn(async move {
         // One call in flight: what queues meanwhile is the next batch, up to
@@ -199,7 +227,7 @@ where
             }
         }
     });
-    queue
+    Queue { sender, queue_max }
 }
 
 async fn send_prepares(

@@ -13,14 +13,14 @@ use ledger::{Bank, BankOptions, TxnId};
 use minipay_proto::v1 as proto;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::bank_service::{BankService, now_ms};
 pub use crate::process::Stopped;
 use crate::process::{StopSwitch, serve_until_stopped};
 use crate::request_log::RequestLogLayer;
 use crate::tls::{Role, TlsDir, require_role};
+use crate::transport_limits::TransportLimits;
 
 /// Largest request a bank decodes; its requests are a few hundred bytes.
 pub const BANK_MESSAGE_LEN_MAX: usize = 64 * 1024;
@@ -66,6 +66,20 @@ pub struct BankSettings {
     /// 64 KiB to 1 GiB, whole 4 KiB pages).
     #[arg(long)]
     pub wal_segment_size: Option<u64>,
+    /// The largest amount one leg may move, in major units (default
+    /// 999999.99); a larger prepare is refused INVALID_ARGUMENT.
+    #[arg(long)]
+    pub amount_max: Option<String>,
+    /// Connections open at once (default 1024).
+    #[arg(long)]
+    pub connections_max: Option<usize>,
+    /// Concurrent calls on one connection (default 256).
+    #[arg(long)]
+    pub streams_per_connection_max: Option<u32>,
+    /// The longest one call may run before it is cancelled (default 60s).
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub request_timeout: Option<Duration>,
 }
 
 impl crate::process::ServerSettings for BankSettings {
@@ -81,6 +95,12 @@ impl crate::process::ServerSettings for BankSettings {
             currency: self.currency.or(file.currency),
             snapshot_every: self.snapshot_every.or(file.snapshot_every),
             wal_segment_size: self.wal_segment_size.or(file.wal_segment_size),
+            amount_max: self.amount_max.or(file.amount_max),
+            connections_max: self.connections_max.or(file.connections_max),
+            streams_per_connection_max: self
+                .streams_per_connection_max
+                .or(file.streams_per_connection_max),
+            request_timeout: self.request_timeout.or(file.request_timeout),
         }
     }
 }
@@ -98,6 +118,9 @@ pub struct BankConfig {
     pub currency: String,
     pub snapshot_every: u64,
     pub wal_segment_size: u64,
+    /// In minor units.
+    pub amount_max: u64,
+    pub transport: TransportLimits,
 }
 
 impl BankConfig {
@@ -129,6 +152,12 @@ impl BankConfig {
             currency,
             snapshot_every,
             wal_segment_size: crate::process::wal_segment_size(settings.wal_segment_size)?,
+            amount_max: crate::process::amount_max(settings.amount_max.as_deref())?,
+            transport: TransportLimits::from_settings(
+                settings.connections_max,
+                settings.streams_per_connection_max,
+                settings.request_timeout,
+            )?,
         })
     }
 }
@@ -183,7 +212,9 @@ pub async fn run(
     let server = proto::bank_server::BankServer::new(service)
         .max_decoding_message_size(BANK_MESSAGE_LEN_MAX);
     let tls = TlsDir::new(&config.tls_dir);
-    let router = Server::builder()
+    let router = config
+        .transport
+        .server()
         .tls_config(tls.server(&config.name)?)
         .context("configure TLS")?
         .layer(RequestLogLayer)
@@ -199,8 +230,7 @@ pub async fn run(
         Arc::clone(&bank),
         stop.on_storage_failure(),
     ));
-    // Without TCP_NODELAY small gRPC frames wait on delayed ACKs (40 ms stalls).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = config.transport.incoming(listener);
     let reason = serve_until_stopped(
         |ending| router.serve_with_incoming_shutdown(incoming, ending),
         &stop,
@@ -220,6 +250,7 @@ fn open_bank(config: &BankConfig) -> anyhow::Result<Bank> {
     let options = BankOptions {
         wal: crate::process::server_wal_options(config.wal_segment_size),
         snapshot_every: config.snapshot_every,
+        amount_max: ledger::Amount(config.amount_max),
         ..BankOptions::default()
     };
     let seeds = || {

@@ -300,6 +300,7 @@ pub async fn run(
             &setup_json(&users),
             &BANKS,
             &options.server_flags,
+            &[],
         )
     })?;
     let tls = TlsDir::new(&cluster.tls_dir());

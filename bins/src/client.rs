@@ -464,7 +464,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
                 send(&mut client, &session, &mut queue, &txn_id, options.timeout).await?;
             if !delivered {
                 println!(
-                    "gateway unreachable: payment {txn_id} stays queued (run `minipay sync --watch`)"
+                    "no outcome yet: payment {txn_id} stays queued (run `minipay sync --watch`)"
                 );
                 if wait {
                     sync(
@@ -571,7 +571,8 @@ fn describe_local(payment: &QueuedPayment) -> String {
 }
 
 /// Sends one queued payment. Returns false if the gateway could not be
-/// reached (the payment stays queued); records and prints a final outcome.
+/// reached or shed it for load (the payment stays queued); records and
+/// prints a final outcome.
 async fn send(
     client: &mut proto::gateway_client::GatewayClient<Channel>,
     session: &Session,
@@ -629,6 +630,15 @@ async fn send(
             Ok(true)
         }
         Err(status) if unreachable(&status) => Ok(false),
+        // The gateway shed the payment before writing anything: it stays
+        // queued under its id and is resent with the backoff.
+        Err(status) if status.code() == Code::ResourceExhausted => {
+            println!(
+                "payment {txn_id}: the gateway is overloaded ({}); it stays queued",
+                status.message()
+            );
+            Ok(false)
+        }
         Err(status) if status.code() == Code::Unauthenticated => Err(refusal(&status)),
         Err(status) => {
             // Refused outright: nothing moved; final, never resent.

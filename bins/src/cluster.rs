@@ -132,6 +132,8 @@ pub struct LocalCluster {
     pub gateway_address: SocketAddr,
     /// Passed to every bank and gateway start (e.g. `--wal-segment-size`).
     server_flags: Vec<String>,
+    /// Passed to every gateway start (e.g. `--payments-in-flight-max`).
+    gateway_flags: Vec<String>,
     /// The gateway's `RUST_LOG`, if not its default.
     gateway_log_filter: Option<&'static str>,
 }
@@ -155,7 +157,7 @@ impl LocalCluster {
     /// Writes certificates and `setup_json`, starts every bank and the gateway.
     pub fn start(dir: &Path, setup_json: &str, banks: &[&str]) -> anyhow::Result<LocalCluster> {
         let exe = std::env::current_exe().context("find the minipay executable")?;
-        LocalCluster::start_with(Servers::ReExec(exe), dir, setup_json, banks, &[])
+        LocalCluster::start_with(Servers::ReExec(exe), dir, setup_json, banks, &[], &[])
     }
 
     /// [`LocalCluster::start`], with a gateway that logs every vote as it
@@ -172,20 +174,31 @@ impl LocalCluster {
             setup_json,
             banks,
             &[],
+            &[],
             Some(VOTES_LOGGED),
         )
     }
 
-    /// [`LocalCluster::start`] with the given server executables, and
-    /// `server_flags` added to every server's command line.
+    /// [`LocalCluster::start`] with the given server executables,
+    /// `server_flags` added to every server's command line and
+    /// `gateway_flags` to the gateway's.
     pub fn start_with(
         servers: Servers,
         dir: &Path,
         setup_json: &str,
         banks: &[&str],
         server_flags: &[String],
+        gateway_flags: &[String],
     ) -> anyhow::Result<LocalCluster> {
-        LocalCluster::launch(servers, dir, setup_json, banks, server_flags, None)
+        LocalCluster::launch(
+            servers,
+            dir,
+            setup_json,
+            banks,
+            server_flags,
+            gateway_flags,
+            None,
+        )
     }
 
     fn launch(
@@ -194,6 +207,7 @@ impl LocalCluster {
         setup_json: &str,
         banks: &[&str],
         server_flags: &[String],
+        gateway_flags: &[String],
         gateway_log_filter: Option<&'static str>,
     ) -> anyhow::Result<LocalCluster> {
         let names: Vec<String> = banks.iter().map(|name| (*name).to_owned()).collect();
@@ -209,6 +223,7 @@ impl LocalCluster {
             gateway: None,
             gateway_address,
             server_flags: server_flags.to_vec(),
+            gateway_flags: gateway_flags.to_vec(),
             gateway_log_filter,
         };
         for name in banks {
@@ -256,6 +271,7 @@ impl LocalCluster {
             args.extend(["--bank".into(), format!("{name}=https://{}", bank.address)]);
         }
         args.extend(["--prepare-timeout", "10s", "--commit-timeout", "2s"].map(str::to_owned));
+        args.extend(self.gateway_flags.iter().cloned());
         let env: Vec<_> = self
             .gateway_log_filter
             .map(|filter| ("RUST_LOG", filter))

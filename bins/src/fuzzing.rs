@@ -356,6 +356,7 @@ pub fn gateway_requests(data: &[u8]) {
         let banks = BankClients::new(
             &[("bank_a".to_owned(), "https://127.0.0.1:1".to_owned())],
             &TlsDir::new(certificates()),
+            crate::gateway_node::BANK_QUEUE_MAX_DEFAULT,
         )
         .expect("bank clients");
         let options = GatewayOptions {
@@ -370,6 +371,10 @@ pub fn gateway_requests(data: &[u8]) {
             retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
             password_cost: coordinator::users::HashCost::SIMULATION_ONLY,
             unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
+            payments_in_flight_max: coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
+            waiters_max: coordinator::gateway::WAITERS_MAX_DEFAULT,
+            amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
+            admission: Default::default(),
         };
         let gateway = Gateway::open(
             Arc::new(SimStorage::new()),
@@ -394,6 +399,11 @@ pub fn gateway_requests(data: &[u8]) {
         let service = GatewayService::new(
             gateway,
             banks,
+            crate::password_pool::PasswordPool::start(
+                1,
+                crate::gateway_node::HASH_QUEUE_MAX_DEFAULT,
+                coordinator::users::HashCost::SIMULATION_ONLY,
+            ),
             Arc::new(move || stop.store(true, Ordering::SeqCst)),
         );
         for (selector, payload) in requests(data) {

@@ -13,15 +13,15 @@ use minipay_proto::v1 as proto;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::bank_clients::BankClients;
 use crate::bank_node::parse_duration;
 use crate::gateway_service::{DecisionService, GatewayService, SessionAuth};
+use crate::password_pool::PasswordPool;
 use crate::process::{StopSwitch, Stopped, serve_until_stopped};
 use crate::request_log::RequestLogLayer;
 use crate::tls::{Role, TlsDir, require_role};
+use crate::transport_limits::TransportLimits;
 
 /// Largest request the gateway decodes.
 pub const GATEWAY_MESSAGE_LEN_MAX: usize = 64 * 1024;
@@ -85,6 +85,52 @@ pub struct GatewaySettings {
     #[arg(long, value_parser = parse_duration)]
     #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
     pub login_lockout: Option<Duration>,
+    /// Password-hashing threads, each holding the argon2 memory of one hash
+    /// (19 MiB) from start (default: the number of cores).
+    #[arg(long)]
+    pub hash_workers: Option<usize>,
+    /// Logins and registrations waiting for a hashing thread, at most;
+    /// past it they are refused RESOURCE_EXHAUSTED (default 64).
+    #[arg(long)]
+    pub hash_queue_max: Option<usize>,
+    /// Logins and registrations from one client address, as N/PERIOD: a
+    /// burst of N, refilled over PERIOD (default 100/5s).
+    #[arg(long)]
+    pub login_rate_per_address: Option<String>,
+    /// Logins naming one username, as N/PERIOD (default 10/1m).
+    #[arg(long)]
+    pub login_rate_per_username: Option<String>,
+    /// Client addresses, and usernames, whose login rate is tracked at
+    /// once (each; default 65536).
+    #[arg(long)]
+    pub rate_limit_keys_max: Option<usize>,
+    /// New payments in their first phase at once; past it a new payment is
+    /// refused RESOURCE_EXHAUSTED (default 256).
+    #[arg(long)]
+    pub payments_in_flight_max: Option<usize>,
+    /// Payments answered before their phase 2 ends, at most (default 4096).
+    #[arg(long)]
+    pub unsettled_max: Option<usize>,
+    /// Repeats of in-flight txn ids waiting for the outcome (default 4096).
+    #[arg(long)]
+    pub waiters_max: Option<usize>,
+    /// The largest payment, in major units (default 999999.99).
+    #[arg(long)]
+    pub amount_max: Option<String>,
+    /// Calls queued for one bank, per kind (prepare, phase 2), at most
+    /// (default 4096).
+    #[arg(long)]
+    pub bank_queue_max: Option<usize>,
+    /// Client and bank connections open at once (default 1024).
+    #[arg(long)]
+    pub connections_max: Option<usize>,
+    /// Concurrent calls on one connection (default 256).
+    #[arg(long)]
+    pub streams_per_connection_max: Option<u32>,
+    /// The longest one call may run before it is cancelled (default 60s).
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    pub request_timeout: Option<Duration>,
 }
 
 impl crate::process::ServerSettings for GatewaySettings {
@@ -109,6 +155,23 @@ impl crate::process::ServerSettings for GatewaySettings {
             session_max_age: self.session_max_age.or(file.session_max_age),
             login_failures_max: self.login_failures_max.or(file.login_failures_max),
             login_lockout: self.login_lockout.or(file.login_lockout),
+            hash_workers: self.hash_workers.or(file.hash_workers),
+            hash_queue_max: self.hash_queue_max.or(file.hash_queue_max),
+            login_rate_per_address: self.login_rate_per_address.or(file.login_rate_per_address),
+            login_rate_per_username: self
+                .login_rate_per_username
+                .or(file.login_rate_per_username),
+            rate_limit_keys_max: self.rate_limit_keys_max.or(file.rate_limit_keys_max),
+            payments_in_flight_max: self.payments_in_flight_max.or(file.payments_in_flight_max),
+            unsettled_max: self.unsettled_max.or(file.unsettled_max),
+            waiters_max: self.waiters_max.or(file.waiters_max),
+            amount_max: self.amount_max.or(file.amount_max),
+            bank_queue_max: self.bank_queue_max.or(file.bank_queue_max),
+            connections_max: self.connections_max.or(file.connections_max),
+            streams_per_connection_max: self
+                .streams_per_connection_max
+                .or(file.streams_per_connection_max),
+            request_timeout: self.request_timeout.or(file.request_timeout),
         }
     }
 }
@@ -128,10 +191,113 @@ pub struct GatewayConfig {
     pub wal_segment_size: u64,
     pub sessions: coordinator::sessions::SessionPolicy,
     pub login: coordinator::users::LoginPolicy,
+    pub limits: GatewayLimits,
+    pub transport: TransportLimits,
+}
+
+/// The gateway's bounds on work in flight (README, "Limits").
+#[derive(Clone, Copy, Debug)]
+pub struct GatewayLimits {
+    pub hash_workers: usize,
+    pub hash_queue_max: usize,
+    pub admission: coordinator::AdmissionPolicy,
+    pub payments_in_flight_max: usize,
+    pub unsettled_max: usize,
+    pub waiters_max: usize,
+    pub amount_max: coordinator::Amount,
+    pub bank_queue_max: usize,
+}
+
+/// The default bound on logins waiting for a hashing thread.
+pub const HASH_QUEUE_MAX_DEFAULT: usize = 64;
+/// The default bound on calls queued for one bank, per kind.
+pub const BANK_QUEUE_MAX_DEFAULT: usize = 4096;
+
+/// A rate as `N/PERIOD` (`100/5s`): a burst of N, refilled over PERIOD.
+pub fn parse_rate(text: &str, flag: &str) -> anyhow::Result<coordinator::admission::RateLimit> {
+    let form = || format!("{flag} must be N/PERIOD like 100/5s or 10/1m, not {text:?}");
+    let (burst, period) = text.split_once('/').with_context(form)?;
+    let burst: u32 = burst
+        .parse()
+        .ok()
+        .filter(|burst| *burst > 0)
+        .with_context(form)?;
+    let period = parse_duration(period).map_err(|_| anyhow::anyhow!(form()))?;
+    let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+    if period_ms == 0 {
+        bail!("{flag} {text:?}: the period must be at least 1ms");
+    }
+    Ok(coordinator::admission::RateLimit { burst, period_ms })
+}
+
+impl GatewayLimits {
+    fn from_settings(settings: &GatewaySettings) -> anyhow::Result<GatewayLimits> {
+        let defaults = coordinator::AdmissionPolicy::default();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let at_least_one = |value: Option<usize>, default: usize, flag: &str| {
+            let value = value.unwrap_or(default);
+            if value == 0 {
+                bail!("{flag} must be at least 1");
+            }
+            Ok(value)
+        };
+        let hash_workers = at_least_one(settings.hash_workers, cores, "--hash-workers")?;
+        if hash_workers > crate::password_pool::HASH_WORKERS_MAX {
+            bail!(
+                "--hash-workers must be at most {}",
+                crate::password_pool::HASH_WORKERS_MAX
+            );
+        }
+        let amount_max =
+            coordinator::Amount(crate::process::amount_max(settings.amount_max.as_deref())?);
+        let rate = |text: &Option<String>, default, flag: &str| match text {
+            None => Ok(default),
+            Some(text) => parse_rate(text, flag),
+        };
+        Ok(GatewayLimits {
+            hash_workers,
+            hash_queue_max: settings.hash_queue_max.unwrap_or(HASH_QUEUE_MAX_DEFAULT),
+            admission: coordinator::AdmissionPolicy {
+                per_address: rate(
+                    &settings.login_rate_per_address,
+                    defaults.per_address,
+                    "--login-rate-per-address",
+                )?,
+                per_username: rate(
+                    &settings.login_rate_per_username,
+                    defaults.per_username,
+                    "--login-rate-per-username",
+                )?,
+                keys_max: at_least_one(
+                    settings.rate_limit_keys_max,
+                    defaults.keys_max,
+                    "--rate-limit-keys-max",
+                )?,
+            },
+            payments_in_flight_max: at_least_one(
+                settings.payments_in_flight_max,
+                coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
+                "--payments-in-flight-max",
+            )?,
+            unsettled_max: settings
+                .unsettled_max
+                .unwrap_or(coordinator::gateway::UNSETTLED_MAX_DEFAULT),
+            waiters_max: settings
+                .waiters_max
+                .unwrap_or(coordinator::gateway::WAITERS_MAX_DEFAULT),
+            amount_max,
+            bank_queue_max: at_least_one(
+                settings.bank_queue_max,
+                BANK_QUEUE_MAX_DEFAULT,
+                "--bank-queue-max",
+            )?,
+        })
+    }
 }
 
 impl GatewayConfig {
     pub fn from_settings(settings: GatewaySettings) -> anyhow::Result<GatewayConfig> {
+        let limits = GatewayLimits::from_settings(&settings)?;
         let mut banks = Vec::new();
         for bank in &settings.banks {
             let (name, url) = bank
@@ -206,6 +372,12 @@ impl GatewayConfig {
             );
         }
         Ok(GatewayConfig {
+            limits,
+            transport: TransportLimits::from_settings(
+                settings.connections_max,
+                settings.streams_per_connection_max,
+                settings.request_timeout,
+            )?,
             retention,
             snapshot_every,
             wal_segment_size: crate::process::wal_segment_size(settings.wal_segment_size)?,
@@ -260,7 +432,11 @@ fn open_gateway(
         snapshot_every: config.snapshot_every,
         retention_ms: config.retention.as_millis() as u64,
         password_cost: Default::default(),
-        unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
+        unsettled_max: config.limits.unsettled_max,
+        payments_in_flight_max: config.limits.payments_in_flight_max,
+        waiters_max: config.limits.waiters_max,
+        amount_max: config.limits.amount_max,
+        admission: config.limits.admission,
     };
     let setup = config.setup.clone();
     let mut setup_error = None;
@@ -303,7 +479,7 @@ pub async fn run(
 ) -> anyhow::Result<Stopped> {
     crate::tls::install_crypto_provider();
     let tls = TlsDir::new(&config.tls_dir);
-    let banks = BankClients::new(&config.banks, &tls)?;
+    let banks = BankClients::new(&config.banks, &tls, config.limits.bank_queue_max)?;
     let gateway = Arc::new(open_gateway(&config, banks.clone())?);
     let listener = match listener {
         Some(listener) => listener,
@@ -313,23 +489,35 @@ pub async fn run(
     };
     let address = listener.local_addr()?;
     let stop = StopSwitch::default();
-    let clients = GatewayService::new(Arc::clone(&gateway), banks, stop.on_storage_failure());
+    let limits = config.limits;
+    let passwords = PasswordPool::start(
+        limits.hash_workers,
+        limits.hash_queue_max,
+        Default::default(),
+    );
+    let clients = GatewayService::new(
+        Arc::clone(&gateway),
+        banks,
+        passwords,
+        stop.on_storage_failure(),
+    );
     let clients = proto::gateway_server::GatewayServer::new(clients)
         .max_decoding_message_size(GATEWAY_MESSAGE_LEN_MAX);
     let decisions =
         proto::decisions_server::DecisionsServer::new(DecisionService::new(Arc::clone(&gateway)))
             .max_decoding_message_size(GATEWAY_MESSAGE_LEN_MAX);
-    let router = Server::builder()
+    let router = config
+        .transport
+        .server()
         .tls_config(tls.server("gateway")?)
         .context("configure TLS")?
         .layer(RequestLogLayer)
         .add_service(SessionAuth::new(clients, Arc::clone(&gateway)))
         .add_service(InterceptedService::new(decisions, require_role(Role::Bank)));
-    tracing::info!(%address, banks = ?config.banks, "gateway serving (mTLS)");
+    tracing::info!(%address, banks = ?config.banks, ?limits, transport = ?config.transport, "gateway serving (mTLS)");
     println!("listening {address}");
     let background = tokio::spawn(resume_loop(Arc::clone(&gateway), stop.clone()));
-    // Without TCP_NODELAY small gRPC frames wait on delayed ACKs (40 ms stalls).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = config.transport.incoming(listener);
     let reason = serve_until_stopped(
         |ending| router.serve_with_incoming_shutdown(incoming, ending),
         &stop,

@@ -20,6 +20,7 @@ use tower::Service;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::bank_clients::BankClients;
+use crate::password_pool::{PasswordPool, PoolBusy};
 use crate::request_log::note;
 use crate::tls::Role;
 
@@ -101,16 +102,44 @@ where
     }
 }
 
+/// Adds a `retry-after` hint (whole seconds, as HTTP's header) to a refusal.
+pub fn with_retry_after(mut status: Status, retry_after_ms: u64) -> Status {
+    let seconds = retry_after_ms.div_ceil(1000).max(1);
+    status.metadata_mut().insert(
+        RETRY_AFTER,
+        seconds
+            .to_string()
+            .parse()
+            .expect("digits are valid metadata"),
+    );
+    status
+}
+
+/// The metadata key of the retry hint on RESOURCE_EXHAUSTED answers.
+pub const RETRY_AFTER: &str = "retry-after";
+
+/// How long a client refused for load should wait before retrying.
+const RETRY_AFTER_LOAD_MS: u64 = 1_000;
+
 /// The one mapping from coordinator errors to gRPC status codes.
 pub fn status(error: GatewayError) -> Status {
     let message = error.to_string();
     match error {
+        GatewayError::RateLimited { retry_after_ms, .. } => {
+            with_retry_after(Status::resource_exhausted(message), retry_after_ms)
+        }
+        GatewayError::Overloaded { .. } => {
+            with_retry_after(Status::resource_exhausted(message), RETRY_AFTER_LOAD_MS)
+        }
+        GatewayError::AmountAboveMax { .. } => Status::invalid_argument(message),
         GatewayError::InvalidArgument(_) => Status::invalid_argument(message),
         GatewayError::AlreadyExists(_) => Status::already_exists(message),
         GatewayError::PermissionDenied(_) => Status::permission_denied(message),
         GatewayError::NotFound(_) => Status::not_found(message),
         GatewayError::BadCredentials => Status::unauthenticated(message),
-        GatewayError::LockedOut { .. } => Status::resource_exhausted(message),
+        GatewayError::LockedOut { seconds } => {
+            with_retry_after(Status::resource_exhausted(message), seconds * 1000)
+        }
         GatewayError::Session(coordinator::sessions::SessionError::Full) => {
             Status::resource_exhausted(message)
         }
@@ -129,6 +158,7 @@ pub fn status(error: GatewayError) -> Status {
 pub struct GatewayService {
     gateway: Arc<Gateway<BankClients>>,
     banks: BankClients,
+    passwords: PasswordPool,
     currency: String,
     /// How long a repeated in-flight txn id waits for its outcome.
     outcome_wait: Duration,
@@ -157,6 +187,7 @@ impl GatewayService {
     pub fn new(
         gateway: Arc<Gateway<BankClients>>,
         banks: BankClients,
+        passwords: PasswordPool,
         on_storage_failure: Arc<dyn Fn() + Send + Sync>,
     ) -> GatewayService {
         let options = gateway.options();
@@ -165,6 +196,7 @@ impl GatewayService {
         GatewayService {
             gateway,
             banks,
+            passwords,
             currency,
             outcome_wait,
             on_storage_failure,
@@ -220,13 +252,19 @@ fn payment_to_proto(payment: &Payment) -> proto::Payment {
     }
 }
 
-/// Runs blocking coordinator work (password hashing) off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|_| Status::internal("worker failed"))
+/// The refusal of a full hashing queue: nothing was hashed.
+fn pool_busy(busy: PoolBusy) -> Status {
+    with_retry_after(
+        Status::resource_exhausted(format!(
+            "the gateway is busy checking passwords ({busy}); retry later"
+        )),
+        RETRY_AFTER_LOAD_MS,
+    )
+}
+
+/// The client's IP address, for the per-address rate limit.
+fn client_address<T>(request: &Request<T>) -> Option<std::net::IpAddr> {
+    request.remote_addr().map(|address| address.ip())
 }
 
 #[tonic::async_trait]
@@ -235,17 +273,14 @@ impl proto::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<proto::RegisterRequest>,
     ) -> Result<Response<proto::RegisterResponse>, Status> {
+        let address = client_address(&request);
         let request = request.into_inner();
         note("user", &request.username);
         note("amount", self.money(request.initial_balance));
-        if !coordinator::users::valid_username(&request.username) {
-            return Err(Status::invalid_argument(
-                "username must be 1 to 64 letters, digits, '.', '_' or '-'",
-            ));
-        }
-        if !coordinator::users::valid_password(&request.password) {
-            return Err(Status::invalid_argument("password must be 6 to 128 bytes"));
-        }
+        let salt = self
+            .gateway
+            .register_check(&request.username, &request.password, &request.bank, address)
+            .map_err(status)?;
         let taken = || Status::already_exists(format!("username {:?} is taken", request.username));
         let reserved = self
             .registering
@@ -259,9 +294,14 @@ impl proto::gateway_server::Gateway for GatewayService {
             names: Arc::clone(&self.registering),
             name: request.username.clone(),
         };
-        if self.gateway.user_account(&request.username).is_some() {
-            return Err(taken());
-        }
+        // Hashed before the bank opens an account, so a busy pool refuses
+        // the registration with nothing opened anywhere.
+        let password = request.password;
+        let password_hash = self
+            .passwords
+            .run(move |hasher| hasher.hash(&password, salt))
+            .await
+            .map_err(pool_busy)?;
         let mut bank = self
             .banks
             .client(&request.bank)
@@ -281,15 +321,14 @@ impl proto::gateway_server::Gateway for GatewayService {
                 ))
             })?
             .into_inner();
-        let gateway = Arc::clone(&self.gateway);
-        let (username, password, bank_name, account) = (
-            request.username,
-            request.password,
-            request.bank.clone(),
-            opened.account_no.clone(),
-        );
-        blocking(move || gateway.register(&username, &password, &bank_name, &account))
-            .await?
+        self.gateway
+            .register(
+                &request.username,
+                password_hash,
+                &request.bank,
+                &opened.account_no,
+            )
+            .await
             .map_err(|error| self.fail(error))?;
         Ok(Response::new(proto::RegisterResponse {
             bank: request.bank,
@@ -301,13 +340,26 @@ impl proto::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<proto::LoginRequest>,
     ) -> Result<Response<proto::LoginResponse>, Status> {
+        let address = client_address(&request);
         let request = request.into_inner();
         note("user", &request.username);
-        let gateway = Arc::clone(&self.gateway);
-        let (key, expires_at_ms) =
-            blocking(move || gateway.login(&request.username, &request.password))
-                .await?
-                .map_err(|error| self.fail(error))?;
+        let attempt = self
+            .gateway
+            .login_begin(&request.username, address)
+            .map_err(status)?;
+        let password = request.password;
+        let (attempt, matched) = self
+            .passwords
+            .run(move |hasher| {
+                let matched = hasher.verify(&password, attempt.hash());
+                (attempt, matched)
+            })
+            .await
+            .map_err(pool_busy)?;
+        let (key, expires_at_ms) = self
+            .gateway
+            .login_end(attempt, matched)
+            .map_err(|error| self.fail(error))?;
         Ok(Response::new(proto::LoginResponse {
             session_key: key,
             expires_at_ms,

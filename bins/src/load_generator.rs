@@ -2,6 +2,14 @@
 //! logged in as its own user, make random payments of 0.01 to other
 //! accounts; it reports payments/s, latency percentiles and outcomes, and
 //! checks that the total of all balances did not change.
+//!
+//! A payment the gateway sheds (RESOURCE_EXHAUSTED) is counted as refused,
+//! not failed, and resent with the same txn id after the gateway's
+//! `retry-after` hint. `--login-flood N` adds N connections sending wrong
+//! passwords for unknown usernames while the payments run (each from its
+//! own loopback address when the gateway is on loopback, as a flood from
+//! many machines would be); with `--local` the gateway's peak anonymous
+//! resident memory is sampled throughout.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -19,6 +27,16 @@ use crate::tls::TlsDir;
 
 /// The most concurrent clients.
 pub const CLIENTS_MAX: usize = 1024;
+/// Clients share connections past this many (HTTP/2 multiplexes them).
+const CONNECTIONS_MAX: usize = 256;
+/// Users registered and logged in at once while setting up.
+const SETUP_CONCURRENCY: usize = 8;
+/// The most flood connections.
+pub const FLOOD_CONNECTIONS_MAX: usize = 4096;
+/// Logins in flight on each flood connection at once.
+const FLOOD_CALLS_PER_CONNECTION: usize = 3;
+/// How often the gateway's resident memory is sampled.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Opening balance of every bench user (minor units: 1,000,000.00).
 const USER_BALANCE: u64 = 100_000_000;
 
@@ -39,6 +57,18 @@ pub struct BenchArgs {
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Connections flooding the gateway with failing logins while the
+    /// payments run (0: none). Each call is resent as soon as it is
+    /// answered, refusals included: a hostile flood.
+    #[arg(long, default_value_t = 0)]
+    pub login_flood: usize,
+    /// The flood's calls wait as each refusal's retry-after hint asks, as
+    /// a herd of real clients would (say, all logging in again at once).
+    #[arg(long)]
+    pub flood_honours_retry_after: bool,
+    /// With --local: the gateway's --payments-in-flight-max.
+    #[arg(long)]
+    pub payments_in_flight_max: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,6 +78,20 @@ pub struct BenchReport {
     pub committed: u64,
     pub aborted: u64,
     pub failed: u64,
+    /// Attempts the gateway shed with RESOURCE_EXHAUSTED (then resent).
+    pub refused: u64,
+    pub refused_p50_ms: f64,
+    pub refused_p99_ms: f64,
+    pub login_flood: usize,
+    pub flood_honours_retry_after: bool,
+    /// Flood logins answered, by kind.
+    pub flood_refused: u64,
+    pub flood_unauthenticated: u64,
+    pub flood_other: u64,
+    /// With --local: the gateway's largest sampled `RssAnon`, and its
+    /// `VmHWM` (peak resident, file pages included) at the end.
+    pub gateway_rss_anon_peak_bytes: Option<u64>,
+    pub gateway_vm_hwm_bytes: Option<u64>,
     pub elapsed_s: f64,
     pub payments_per_sec: f64,
     pub p50_ms: f64,
@@ -79,7 +123,80 @@ async fn gateway_client(
     Ok(proto::gateway_client::GatewayClient::new(channel))
 }
 
-/// Registers and logs in one user per client, alternating banks.
+/// How long a RESOURCE_EXHAUSTED answer asks the caller to wait.
+fn retry_after(status: &tonic::Status) -> Duration {
+    let seconds = status
+        .metadata()
+        .get(crate::gateway_service::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(seconds)
+}
+
+/// Calls `call` until it is not refused for load, waiting as each refusal
+/// asks (setup calls: registration and login).
+async fn admitted<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    const ATTEMPTS_MAX: u32 = 100;
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(status)
+                if status.code() == tonic::Code::ResourceExhausted && attempt < ATTEMPTS_MAX =>
+            {
+                attempt += 1;
+                tokio::time::sleep(retry_after(&status)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Registers and logs in one user.
+async fn user(
+    client: proto::gateway_client::GatewayClient<Channel>,
+    username: String,
+    password: String,
+    bank: String,
+) -> anyhow::Result<User> {
+    let registered = admitted(|| {
+        let mut client = client.clone();
+        let request = proto::RegisterRequest {
+            username: username.clone(),
+            password: password.clone(),
+            bank: bank.clone(),
+            initial_balance: USER_BALANCE,
+        };
+        async move { client.register(request).await }
+    })
+    .await
+    .with_context(|| format!("register {username}"))?
+    .into_inner();
+    let key = admitted(|| {
+        let mut client = client.clone();
+        let request = proto::LoginRequest {
+            username: username.clone(),
+            password: password.clone(),
+        };
+        async move { client.login(request).await }
+    })
+    .await
+    .with_context(|| format!("log in {username}"))?
+    .into_inner()
+    .session_key;
+    Ok(User {
+        client,
+        key,
+        bank: registered.bank,
+        account: registered.account_no,
+    })
+}
+
+/// Registers and logs in one user per client, alternating banks; clients
+/// past [`CONNECTIONS_MAX`] share connections.
 async fn users(
     url: &str,
     tls_dir: &std::path::Path,
@@ -87,37 +204,29 @@ async fn users(
     banks: &[String],
 ) -> anyhow::Result<Vec<User>> {
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let mut users = Vec::with_capacity(clients);
+    let mut connections = Vec::new();
+    for _ in 0..clients.min(CONNECTIONS_MAX) {
+        connections.push(gateway_client(url, tls_dir).await?);
+    }
+    let admit = Arc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
+    let mut tasks = Vec::with_capacity(clients);
     for index in 0..clients {
-        let mut client = gateway_client(url, tls_dir).await?;
+        let client = connections[index % connections.len()].clone();
         let username = format!("bench-{}-{index}", &run[..8]);
         let password = format!("pw-{run}-{index}");
         let bank = banks[index % banks.len()].clone();
-        let registered = client
-            .register(proto::RegisterRequest {
-                username: username.clone(),
-                password: password.clone(),
-                bank,
-                initial_balance: USER_BALANCE,
-            })
-            .await
-            .with_context(|| format!("register {username}"))?
-            .into_inner();
-        let key = client
-            .login(proto::LoginRequest {
-                username: username.clone(),
-                password,
-            })
-            .await
-            .with_context(|| format!("log in {username}"))?
-            .into_inner()
-            .session_key;
-        users.push(User {
-            client,
-            key,
-            bank: registered.bank,
-            account: registered.account_no,
-        });
+        let admit = Arc::clone(&admit);
+        tasks.push(tokio::spawn(async move {
+            let _turn = admit
+                .acquire()
+                .await
+                .expect("the setup semaphore stays open");
+            user(client, username, password, bank).await
+        }));
+    }
+    let mut users = Vec::with_capacity(clients);
+    for task in tasks {
+        users.push(task.await.context("a setup task failed")??);
     }
     Ok(users)
 }
@@ -142,6 +251,10 @@ pub async fn run(
     );
     ensure!(args.payments >= 1, "--payments must be at least 1");
     ensure!(args.accounts >= 2, "--accounts must be at least 2");
+    ensure!(
+        args.login_flood <= FLOOD_CONNECTIONS_MAX,
+        "--login-flood must be at most {FLOOD_CONNECTIONS_MAX}"
+    );
     crate::tls::install_crypto_provider();
     let scratch = std::env::temp_dir().join(format!("minipay-bench-{}", std::process::id()));
     let mut cluster = None;
@@ -149,7 +262,24 @@ pub async fn run(
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch)?;
         eprintln!("starting a local cluster in {}", scratch.display());
-        let local = LocalCluster::start(&scratch, r#"{"users": []}"#, &["bank_a", "bank_b"])?;
+        // Every bench user logs in from 127.0.0.1: that one address may
+        // make all their logins (a flood comes from addresses of its own).
+        let mut gateway_flags = vec![
+            "--login-rate-per-address".to_owned(),
+            "100000/1s".to_owned(),
+        ];
+        if let Some(max) = args.payments_in_flight_max {
+            gateway_flags.extend(["--payments-in-flight-max".to_owned(), max.to_string()]);
+        }
+        let exe = std::env::current_exe().context("find the minipay executable")?;
+        let local = LocalCluster::start_with(
+            crate::cluster::Servers::ReExec(exe),
+            &scratch,
+            r#"{"users": []}"#,
+            &["bank_a", "bank_b"],
+            &[],
+            &gateway_flags,
+        )?;
         let found = (
             local.gateway_url(),
             local.tls_dir(),
@@ -185,9 +315,38 @@ pub async fn run(
         }
     }
     let total_before = total_balance(cluster.as_ref(), &destinations, sessions(&users)).await?;
-    let report = drive(&args, users, &destinations).await?;
-    let (committed, aborted, failed, elapsed, mut latencies, users) = report;
-    latencies.sort_unstable();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let gateway_pid = cluster
+        .as_ref()
+        .and_then(|local| local.gateway.as_ref())
+        .map(|gateway| gateway.child.id());
+    let rss = gateway_pid.map(|pid| sample_rss(pid, stopped.clone()));
+    let flood = Arc::new(FloodTally::default());
+    if args.login_flood > 0 {
+        eprintln!("flooding the gateway from {} connections", args.login_flood);
+    }
+    let flooders = start_flood(
+        &url,
+        &tls_dir,
+        args.login_flood,
+        args.flood_honours_retry_after,
+        &stopped,
+        Arc::clone(&flood),
+    )
+    .await?;
+    let (mut tally, elapsed, users) = drive(&args, users, &destinations).await?;
+    stop.send_replace(true);
+    for flooder in flooders {
+        let _ = flooder.await;
+    }
+    let gateway_rss_anon_peak_bytes = match rss {
+        Some(sampler) => Some(sampler.await.context("the memory sampler failed")?),
+        None => None,
+    };
+    let gateway_vm_hwm_bytes = gateway_pid.and_then(|pid| proc_status_bytes(pid, "VmHWM"));
+    tally.latencies.sort_unstable();
+    tally.refusal_latencies.sort_unstable();
+    let latencies = &tally.latencies;
     // Phase 2 may still be landing for the last payments: give it a moment.
     let mut total_after = total_balance(cluster.as_ref(), &destinations, sessions(&users)).await?;
     let settle_started = Instant::now();
@@ -202,14 +361,24 @@ pub async fn run(
     Ok(BenchReport {
         clients: args.clients,
         payments: args.payments,
-        committed,
-        aborted,
-        failed,
+        committed: tally.committed,
+        aborted: tally.aborted,
+        failed: tally.failed,
+        refused: tally.refused,
+        refused_p50_ms: percentile_ms(&tally.refusal_latencies, 50.0),
+        refused_p99_ms: percentile_ms(&tally.refusal_latencies, 99.0),
+        login_flood: args.login_flood,
+        flood_honours_retry_after: args.flood_honours_retry_after,
+        flood_refused: flood.refused.load(Ordering::Relaxed),
+        flood_unauthenticated: flood.unauthenticated.load(Ordering::Relaxed),
+        flood_other: flood.other.load(Ordering::Relaxed),
+        gateway_rss_anon_peak_bytes,
+        gateway_vm_hwm_bytes,
         elapsed_s: elapsed.as_secs_f64(),
         payments_per_sec: args.payments as f64 / elapsed.as_secs_f64(),
-        p50_ms: percentile_ms(&latencies, 50.0),
-        p99_ms: percentile_ms(&latencies, 99.0),
-        p999_ms: percentile_ms(&latencies, 99.9),
+        p50_ms: percentile_ms(latencies, 50.0),
+        p99_ms: percentile_ms(latencies, 99.0),
+        p999_ms: percentile_ms(latencies, 99.9),
         total_before,
         total_after,
         conserved: total_before == total_after,
@@ -223,13 +392,91 @@ fn sessions(users: &[User]) -> Vec<(proto::gateway_client::GatewayClient<Channel
         .collect()
 }
 
-type Outcome = (u64, u64, u64, Duration, Vec<Duration>, Vec<User>);
+/// What the clients saw.
+#[derive(Default)]
+struct Tally {
+    committed: u64,
+    aborted: u64,
+    failed: u64,
+    refused: u64,
+    /// Of the attempts the gateway took on (committed or aborted).
+    latencies: Vec<Duration>,
+    /// Of the attempts it shed.
+    refusal_latencies: Vec<Duration>,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.committed += other.committed;
+        self.aborted += other.aborted;
+        self.failed += other.failed;
+        self.refused += other.refused;
+        self.latencies.extend(other.latencies);
+        self.refusal_latencies.extend(other.refusal_latencies);
+    }
+}
+
+/// One client's share of the payments, each resent under its txn id for as
+/// long as the gateway sheds it.
+async fn pay_share(
+    mut user: User,
+    share: u64,
+    destinations: Arc<Vec<(String, String)>>,
+    done: Arc<AtomicU64>,
+) -> anyhow::Result<(Tally, User)> {
+    let mut tally = Tally {
+        latencies: Vec::with_capacity(share as usize),
+        ..Tally::default()
+    };
+    for _ in 0..share {
+        let (to_bank, to_account) = loop {
+            let candidate = &destinations[rand::random_range(0..destinations.len())];
+            if (&candidate.0, &candidate.1) != (&user.bank, &user.account) {
+                break candidate.clone();
+            }
+        };
+        let request = proto::PayRequest {
+            txn_id: uuid::Uuid::new_v4().to_string(),
+            to_bank,
+            to_account,
+            amount: 1,
+            currency: "INR".into(),
+        };
+        loop {
+            let one = Instant::now();
+            let answer = user
+                .client
+                .pay(authorized(request.clone(), &user.key)?)
+                .await;
+            let latency = one.elapsed();
+            match answer {
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                    tally.refused += 1;
+                    tally.refusal_latencies.push(latency);
+                    tokio::time::sleep(retry_after(&status)).await;
+                    continue;
+                }
+                Ok(payment)
+                    if payment.get_ref().status == proto::PaymentStatus::Committed as i32 =>
+                {
+                    tally.committed += 1;
+                }
+                Ok(_) => tally.aborted += 1,
+                Err(_) => tally.failed += 1,
+            }
+            tally.latencies.push(latency);
+            break;
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok((tally, user))
+}
 
 async fn drive(
     args: &BenchArgs,
     users: Vec<User>,
     destinations: &[(String, String)],
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<(Tally, Duration, Vec<User>)> {
     let done = Arc::new(AtomicU64::new(0));
     let destinations = Arc::new(destinations.to_vec());
     let started = Instant::now();
@@ -252,54 +499,22 @@ async fn drive(
     let tasks: Vec<_> = users
         .into_iter()
         .enumerate()
-        .map(|(index, mut user)| {
+        .map(|(index, user)| {
             let share =
                 args.payments / clients + u64::from((index as u64) < args.payments % clients);
-            let done = Arc::clone(&done);
-            let destinations = Arc::clone(&destinations);
-            tokio::spawn(async move {
-                let (mut committed, mut aborted, mut failed) = (0u64, 0u64, 0u64);
-                let mut latencies = Vec::with_capacity(share as usize);
-                for _ in 0..share {
-                    let (to_bank, to_account) = loop {
-                        let candidate = &destinations[rand::random_range(0..destinations.len())];
-                        if (&candidate.0, &candidate.1) != (&user.bank, &user.account) {
-                            break candidate.clone();
-                        }
-                    };
-                    let request = proto::PayRequest {
-                        txn_id: uuid::Uuid::new_v4().to_string(),
-                        to_bank,
-                        to_account,
-                        amount: 1,
-                        currency: "INR".into(),
-                    };
-                    let one = Instant::now();
-                    match user.client.pay(authorized(request, &user.key)?).await {
-                        Ok(payment)
-                            if payment.get_ref().status
-                                == proto::PaymentStatus::Committed as i32 =>
-                        {
-                            committed += 1
-                        }
-                        Ok(_) => aborted += 1,
-                        Err(_) => failed += 1,
-                    }
-                    latencies.push(one.elapsed());
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-                anyhow::Ok((committed, aborted, failed, latencies, user))
-            })
+            tokio::spawn(pay_share(
+                user,
+                share,
+                Arc::clone(&destinations),
+                Arc::clone(&done),
+            ))
         })
         .collect();
-    let (mut committed, mut aborted, mut failed, mut latencies, mut users) =
-        (0, 0, 0, Vec::new(), Vec::new());
+    let mut tally = Tally::default();
+    let mut users = Vec::new();
     for task in tasks {
-        let (c, a, f, l, user) = task.await.context("a bench client failed")??;
-        committed += c;
-        aborted += a;
-        failed += f;
-        latencies.extend(l);
+        let (one, user) = task.await.context("a bench client failed")??;
+        tally.add(one);
         users.push(user);
     }
     let elapsed = started.elapsed();
@@ -308,7 +523,114 @@ async fn drive(
         "\r{}/{} payments done                 ",
         args.payments, args.payments
     );
-    Ok((committed, aborted, failed, elapsed, latencies, users))
+    Ok((tally, elapsed, users))
+}
+
+/// Flood logins answered, by kind.
+#[derive(Default)]
+struct FloodTally {
+    refused: AtomicU64,
+    unauthenticated: AtomicU64,
+    other: AtomicU64,
+}
+
+/// The source address of flood connection `index` when the gateway is on
+/// loopback: 127.0.1.1, 127.0.1.2, … (each its own client to the gateway's
+/// per-address limit).
+fn flood_address(url: &str, index: usize) -> Option<std::net::IpAddr> {
+    let loopback = url.starts_with("https://127.") || url.starts_with("https://localhost");
+    loopback.then(|| {
+        let [high, low] = u16::try_from(256 + index).unwrap_or(u16::MAX).to_be_bytes();
+        std::net::IpAddr::from([127, 0, high, low.max(1)])
+    })
+}
+
+/// Starts `connections` connections sending failing logins until `stop`.
+async fn start_flood(
+    url: &str,
+    tls_dir: &std::path::Path,
+    connections: usize,
+    honour_retry_after: bool,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    tally: Arc<FloodTally>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let tls = TlsDir::new(tls_dir).client("client")?;
+    let mut tasks = Vec::with_capacity(connections * FLOOD_CALLS_PER_CONNECTION);
+    for index in 0..connections {
+        let channel = Endpoint::from_shared(url.to_owned())?
+            .tls_config(tls.clone())?
+            .local_address(flood_address(url, index))
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(60))
+            .connect()
+            .await
+            .with_context(|| format!("flood connection {index}"))?;
+        for call in 0..FLOOD_CALLS_PER_CONNECTION {
+            let mut client = proto::gateway_client::GatewayClient::new(channel.clone());
+            let (mut stop, tally) = (stop.clone(), Arc::clone(&tally));
+            tasks.push(tokio::spawn(async move {
+                let mut attempt = 0u64;
+                while !*stop.borrow_and_update() {
+                    attempt += 1;
+                    let login = client.login(proto::LoginRequest {
+                        username: format!("flood-{index}-{call}-{attempt}"),
+                        password: "not-the-password".into(),
+                    });
+                    let answer = tokio::select! {
+                        answer = login => answer,
+                        _ = stop.changed() => return,
+                    };
+                    let counter = match answer {
+                        Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                            tally.refused.fetch_add(1, Ordering::Relaxed);
+                            if honour_retry_after {
+                                tokio::select! {
+                                    () = tokio::time::sleep(retry_after(&status)) => {}
+                                    _ = stop.changed() => return,
+                                }
+                            }
+                            continue;
+                        }
+                        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                            &tally.unauthenticated
+                        }
+                        _ => &tally.other,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+    }
+    Ok(tasks)
+}
+
+/// A field of `/proc/PID/status` in bytes (`RssAnon`, `VmHWM`, …).
+pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| {
+        line.strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Samples `pid`'s `RssAnon` until `stop`; the largest seen.
+fn sample_rss(
+    pid: u32,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut peak = 0;
+        while !*stop.borrow_and_update() {
+            peak = peak.max(proc_status_bytes(pid, "RssAnon").unwrap_or(0));
+            tokio::select! {
+                () = tokio::time::sleep(RSS_SAMPLE_EVERY) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        peak.max(proc_status_bytes(pid, "RssAnon").unwrap_or(0))
+    })
 }
 
 /// The sum of every balance involved: via the banks (local), or each
@@ -350,8 +672,13 @@ async fn total_balance(
 
 impl BenchReport {
     pub fn human(&self) -> String {
-        format!(
-            "minipay bench: {} clients, {} payments in {:.2} s\n  {:.0} payments/s\n  latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms\n  committed {}, aborted {}, failed {}\n  total of all balances: before {} INR, after {} INR: {}",
+        let mib = |bytes: Option<u64>| {
+            bytes.map_or("-".to_owned(), |bytes| {
+                format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+            })
+        };
+        let mut text = format!(
+            "minipay bench: {} clients, {} payments in {:.2} s\n  {:.0} payments/s\n  latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms\n  committed {}, aborted {}, failed {}\n  refused for load {} (answered in p50 {:.2} ms, p99 {:.2} ms; each resent)",
             self.clients,
             self.payments,
             self.elapsed_s,
@@ -362,6 +689,33 @@ impl BenchReport {
             self.committed,
             self.aborted,
             self.failed,
+            self.refused,
+            self.refused_p50_ms,
+            self.refused_p99_ms,
+        );
+        if self.login_flood > 0 {
+            text += &format!(
+                "\n  login flood from {} connections{}: {} refused for load, {} wrong password, {} other",
+                self.login_flood,
+                if self.flood_honours_retry_after {
+                    " (honouring retry-after)"
+                } else {
+                    ""
+                },
+                self.flood_refused,
+                self.flood_unauthenticated,
+                self.flood_other
+            );
+        }
+        if self.gateway_rss_anon_peak_bytes.is_some() {
+            text += &format!(
+                "\n  gateway memory: RssAnon peak {}, VmHWM {}",
+                mib(self.gateway_rss_anon_peak_bytes),
+                mib(self.gateway_vm_hwm_bytes)
+            );
+        }
+        text += &format!(
+            "\n  total of all balances: before {} INR, after {} INR: {}",
             ledger::Amount(self.total_before),
             ledger::Amount(self.total_after),
             if self.conserved {
@@ -369,6 +723,7 @@ impl BenchReport {
             } else {
                 "NOT CONSERVED"
             }
-        )
+        );
+        text
     }
 }

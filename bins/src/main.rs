@@ -35,9 +35,9 @@ enum Command {
     /// invariant.
     Chaos(minipay::chaos::ChaosArgs),
     /// Run a bank server (the same as the `bank` binary).
-    Bank(minipay::bank_node::BankCommand),
+    Bank(Box<minipay::bank_node::BankCommand>),
     /// Run the payment gateway (the same as the `gateway` binary).
-    Gateway(minipay::gateway_node::GatewayCommand),
+    Gateway(Box<minipay::gateway_node::GatewayCommand>),
     #[command(flatten)]
     Tool(ToolCommand),
     #[command(flatten)]
@@ -147,8 +147,8 @@ fn main() -> ExitCode {
         end_quietly_on_a_closed_pipe();
     }
     let tool = match cli.command {
-        Command::Bank(command) => return minipay::bank_node::main(command),
-        Command::Gateway(command) => return minipay::gateway_node::main(command),
+        Command::Bank(command) => return minipay::bank_node::main(*command),
+        Command::Gateway(command) => return minipay::gateway_node::main(*command),
         Command::Client(command) => return client_main(cli.client, command),
         Command::Demo => return demo_main(),
         Command::Chaos(args) => return chaos_main(args),

@@ -64,6 +64,20 @@ pub fn wal_segment_size(setting: Option<u64>) -> anyhow::Result<u64> {
     Ok(size)
 }
 
+/// The largest amount one payment (at the gateway) or one leg (at a bank)
+/// may move, from `--amount-max` in major units; in minor units.
+pub fn amount_max(setting: Option<&str>) -> anyhow::Result<u64> {
+    let Some(text) = setting else {
+        return Ok(ledger::bank::AMOUNT_MAX_DEFAULT.0);
+    };
+    let amount = ledger::Amount::parse_major(text)
+        .map_err(|error| anyhow::anyhow!("--amount-max {text:?}: {error}"))?;
+    if amount.is_zero() {
+        anyhow::bail!("--amount-max must be positive");
+    }
+    Ok(amount.0)
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn terminated() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -165,6 +179,10 @@ pub fn read_settings<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> 
     toml::from_str(&text).with_context(|| format!("parse {}", path.display()))
 }
 
+/// Threads for blocking work (checkpoints) at most; tokio's default is 512.
+/// Password hashing has its own fixed pool.
+pub const BLOCKING_THREADS_MAX: usize = 8;
+
 /// Runs a server to completion on a multi-threaded runtime and turns how it
 /// ended into the process exit code: 0 after SIGTERM, 3 after a storage
 /// failure, 1 (with the error on stderr) if it could not run.
@@ -177,6 +195,7 @@ pub fn run_server(
     let outcome = server().and_then(|future| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            .max_blocking_threads(BLOCKING_THREADS_MAX)
             .build()?;
         runtime.block_on(future)
     });

@@ -6,11 +6,19 @@
 //!
 //! Handlers add fields with [`note`]; they never log by themselves. Nothing
 //! secret is ever noted: session keys, passwords and keys stay out.
+//!
+//! Refusals for load (RESOURCE_EXHAUSTED) are the exception to one line per
+//! call: under a flood they come by the ten thousand a second, so at most
+//! one is logged per [`REFUSALS_LOGGED_EVERY`], carrying `left_out`, how
+//! many were not logged since the previous one. The log stays bounded and
+//! costs the flood nothing extra.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
@@ -23,6 +31,37 @@ use tracing::field::Empty;
 pub fn note(field: &'static str, value: impl std::fmt::Display) {
     tracing::Span::current().record(field, tracing::field::display(value));
 }
+
+/// At most one refusal for load is logged per this window.
+pub const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(1);
+
+/// Lets one event through per window and counts the rest.
+struct Thinning {
+    window: Duration,
+    /// When the last event was let through (None: never).
+    last: Mutex<Option<Instant>>,
+    left_out: AtomicU64,
+}
+
+impl Thinning {
+    /// `Some(left_out)` if this event is to be logged.
+    fn admit(&self) -> Option<u64> {
+        let mut last = self.last.lock().expect("thinning lock");
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < self.window) {
+            self.left_out.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.left_out.swap(0, Ordering::Relaxed))
+    }
+}
+
+static REFUSALS: LazyLock<Thinning> = LazyLock::new(|| Thinning {
+    window: REFUSALS_LOGGED_EVERY,
+    last: Mutex::new(None),
+    left_out: AtomicU64::new(0),
+});
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RequestLogLayer;
@@ -121,6 +160,17 @@ where
                         let code = status.as_ref().map_or(tonic::Code::Ok, tonic::Status::code);
                         match status.filter(|status| status.code() != tonic::Code::Ok) {
                             None => tracing::info!(code = code_name(code), latency_ms, "response"),
+                            Some(status) if status.code() == tonic::Code::ResourceExhausted => {
+                                if let Some(left_out) = REFUSALS.admit() {
+                                    tracing::warn!(
+                                        code = code_name(code),
+                                        error = status.message(),
+                                        latency_ms,
+                                        left_out,
+                                        "response"
+                                    );
+                                }
+                            }
                             Some(status) => tracing::warn!(
                                 code = code_name(code),
                                 error = status.message(),

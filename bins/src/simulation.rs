@@ -868,6 +868,10 @@ impl World {
             password_cost: coordinator::users::HashCost::SIMULATION_ONLY,
             // Small, so both ways of answering (before and after phase 2) run.
             unsettled_max: 4,
+            payments_in_flight_max: coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
+            waiters_max: coordinator::gateway::WAITERS_MAX_DEFAULT,
+            amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
+            admission: Default::default(),
         };
         let participant = SimParticipant {
             net: Arc::clone(&self.net),

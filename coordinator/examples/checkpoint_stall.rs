@@ -95,6 +95,10 @@ fn measure(n: u64) -> (Duration, Duration) {
         retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
         password_cost: Default::default(),
         unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
+        payments_in_flight_max: coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
+        waiters_max: coordinator::gateway::WAITERS_MAX_DEFAULT,
+        amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
+        admission: Default::default(),
     };
     let users = || {
         vec![SetupUser {

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -16,13 +17,14 @@ use std::time::Duration;
 use imbl::{HashMap as SharedHashMap, OrdMap};
 use wal::{AppendError, Lsn, OpenError, Options, ReplayError, Storage, Wal};
 
+use crate::admission::{RateLimit, Refusal, TokenBuckets};
 use crate::decision_log::GatewayRecord;
 use crate::environment::{Clock, Entropy};
 use crate::participant::{CallError, CallFuture, Direction, Leg, Participant, Vote};
-use crate::payment::{Payment, PaymentRequest, Status, TxnId};
+use crate::payment::{Amount, Payment, PaymentRequest, Status, TxnId};
 use crate::repeated::{Repeated, RepeatedWarnings};
 use crate::sessions::{SessionError, SessionPolicy, Sessions};
-use crate::users::{self, Lockout, LoginPolicy, User};
+use crate::users::{self, Lockout, LoginPolicy, PasswordHasher, SALT_LEN, User};
 
 #[derive(Clone, Debug)]
 pub struct GatewayOptions {
@@ -44,7 +46,60 @@ pub struct GatewayOptions {
     /// Payments answered before their phase 2 is over, at most; past this a
     /// payment is answered after its first phase-2 round. 0: always after.
     pub unsettled_max: usize,
+    /// New payments in their first phase at once, at most; past this a new
+    /// txn id is refused at once ([`GatewayError::Overloaded`]) while repeats
+    /// of known ids are still answered.
+    pub payments_in_flight_max: usize,
+    /// Repeated requests waiting for an in-flight payment's outcome, at
+    /// most; past this a repeat is answered with the payment as it stands.
+    pub waiters_max: usize,
+    /// The largest amount one payment may move.
+    pub amount_max: Amount,
+    /// Logins and registrations admitted per client address and per
+    /// username, before any password is hashed.
+    pub admission: AdmissionPolicy,
 }
+
+/// Rate limits checked before any password is hashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionPolicy {
+    /// Logins and registrations from one client address.
+    pub per_address: RateLimit,
+    /// Logins naming one username (known or not).
+    pub per_username: RateLimit,
+    /// Addresses, and usernames, tracked at once (each map).
+    pub keys_max: usize,
+}
+
+impl Default for AdmissionPolicy {
+    /// 100 at once from one address, then 20 a second (a NAT of many
+    /// users); 10 at once per username, then 10 a minute (a person
+    /// retyping a password, not a guesser); 65,536 keys.
+    fn default() -> AdmissionPolicy {
+        AdmissionPolicy {
+            per_address: RateLimit {
+                burst: 100,
+                period_ms: 5_000,
+            },
+            per_username: RateLimit {
+                burst: 10,
+                period_ms: 60_000,
+            },
+            keys_max: 65_536,
+        }
+    }
+}
+
+/// The default bound on payments in their first phase at once.
+pub const PAYMENTS_IN_FLIGHT_MAX_DEFAULT: usize = 256;
+
+/// The default bound on repeats waiting for in-flight payments.
+pub const WAITERS_MAX_DEFAULT: usize = 4096;
+
+/// The default largest payment: 99,999,999 minor units (999,999.99 INR),
+/// the most a card network's eight-digit amount field carries and Stripe's
+/// own maximum for one charge. Larger movements go by wire, not by card.
+pub const AMOUNT_MAX_DEFAULT: Amount = Amount(99_999_999);
 
 /// The default bound on payments answered but not yet settled.
 pub const UNSETTLED_MAX_DEFAULT: usize = 4096;
@@ -90,6 +145,12 @@ pub enum GatewayError {
     BadCredentials,
     #[error("too many failed logins; try again in {seconds} s")]
     LockedOut { seconds: u64 },
+    #[error("too many logins or registrations from {what}; retry in {} s", retry_after_ms.div_ceil(1000))]
+    RateLimited { what: Limited, retry_after_ms: u64 },
+    #[error("the gateway has {limit} payments in flight (payments_in_flight_max); retry later")]
+    Overloaded { limit: usize },
+    #[error("amount {} exceeds the maximum of {} minor units per payment", amount.0, max.0)]
+    AmountAboveMax { amount: Amount, max: Amount },
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error("{0}")]
@@ -97,6 +158,43 @@ pub enum GatewayError {
     /// The decision log failed: the gateway must stop (fail-stop).
     #[error("the gateway's storage failed: {0}")]
     Storage(#[from] AppendError),
+}
+
+/// What a rate limit counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limited {
+    /// One client address.
+    Address,
+    /// One username.
+    Username,
+    /// So many addresses or usernames at once that no new one is tracked.
+    Clients,
+}
+
+impl std::fmt::Display for Limited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limited::Address => "this address",
+            Limited::Username => "this username",
+            Limited::Clients => "too many clients at once",
+        })
+    }
+}
+
+/// A login admitted past the rate limits and the lockout: the hash to
+/// verify the password against (the user's, or for an unknown username a
+/// hash nobody's password matches, so both cost the same).
+#[derive(Debug)]
+pub struct LoginAttempt {
+    username: String,
+    hash: String,
+    known: bool,
+}
+
+impl LoginAttempt {
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
 }
 
 /// The decision for a transaction, as told to a bank.
@@ -156,6 +254,14 @@ struct State {
     settling: BTreeSet<TxnId>,
     /// Woken when a txn is decided, acknowledged by a bank, or ended.
     waiters: HashMap<TxnId, Vec<Waker>>,
+    /// Repeated requests admitted to wait for an in-flight payment (at most
+    /// `waiters_max`).
+    waiting: usize,
+    /// Payments initiated and not yet decided (at most
+    /// `payments_in_flight_max` are admitted).
+    in_flight: usize,
+    logins_per_address: TokenBuckets<IpAddr>,
+    logins_per_username: TokenBuckets<String>,
 }
 
 impl State {
@@ -208,15 +314,30 @@ pub struct Gateway<P> {
 
 /// A pre-computed argon2id hash of a random password nobody knows.
 fn dummy_hash(entropy: &dyn Entropy, cost: users::HashCost) -> String {
-    let mut bytes = [0u8; 16];
+    let password: String = salt(entropy)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    PasswordHasher::new(cost).hash(&password, salt(entropy))
+}
+
+/// A fresh random salt for a password hash.
+fn salt(entropy: &dyn Entropy) -> [u8; SALT_LEN] {
+    let mut bytes = [0u8; SALT_LEN];
     entropy.fill(&mut bytes);
-    users::hash_password(
-        &bytes
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect::<String>(),
-        cost,
-    )
+    bytes
+}
+
+/// The error for a refusal of a rate limit on `what`.
+fn rate_limited(what: Limited, refusal: Refusal) -> GatewayError {
+    let what = match refusal {
+        Refusal::Empty { .. } => what,
+        Refusal::Full { .. } => Limited::Clients,
+    };
+    GatewayError::RateLimited {
+        what,
+        retry_after_ms: refusal.retry_after_ms(),
+    }
 }
 
 impl<P: Participant> Gateway<P> {
@@ -244,6 +365,16 @@ impl<P: Participant> Gateway<P> {
             forgettable: BTreeSet::new(),
             settling: BTreeSet::new(),
             waiters: HashMap::new(),
+            waiting: 0,
+            in_flight: 0,
+            logins_per_address: TokenBuckets::new(
+                options.admission.per_address,
+                options.admission.keys_max,
+            ),
+            logins_per_username: TokenBuckets::new(
+                options.admission.per_username,
+                options.admission.keys_max,
+            ),
         };
         if let Some(snapshot) = &recovered.snapshot {
             restore(&mut state, &snapshot.payload)
@@ -268,6 +399,7 @@ impl<P: Participant> Gateway<P> {
             Err(other) => return Err(GatewayOpenError::Replay(other.to_string())),
         }
         if state.applied_lsn == Lsn(0) {
+            let mut hasher = PasswordHasher::new(options.password_cost);
             for user in setup_users() {
                 if !users::valid_username(&user.username)
                     || state.users.contains_key(&user.username)
@@ -279,7 +411,7 @@ impl<P: Participant> Gateway<P> {
                 }
                 let record = GatewayRecord::UserRegistered {
                     username: user.username,
-                    password_hash: users::hash_password(&user.password, options.password_cost),
+                    password_hash: hasher.hash(&user.password, salt(&*entropy)),
                     bank: user.bank,
                     account: user.account,
                 };
@@ -352,14 +484,17 @@ impl<P: Participant> Gateway<P> {
         Ok(lsn)
     }
 
-    /// Creates a user (blocking: hashes the password).
-    pub fn register(
+    /// Admits a registration: the shape of the username and password, a
+    /// known bank, a free username, and the rate limit of the client's
+    /// address. Returns the salt to hash the password with; nothing is
+    /// written yet.
+    pub fn register_check(
         &self,
         username: &str,
         password: &str,
         bank: &str,
-        account: &str,
-    ) -> Result<(), GatewayError> {
+        address: Option<IpAddr>,
+    ) -> Result<[u8; SALT_LEN], GatewayError> {
         if !users::valid_username(username) {
             return Err(GatewayError::InvalidArgument(
                 "username must be 1 to 64 letters, digits, '.', '_' or '-'".into(),
@@ -373,7 +508,33 @@ impl<P: Participant> Gateway<P> {
         if !self.options.banks.iter().any(|known| known == bank) {
             return Err(GatewayError::NotFound(format!("unknown bank {bank:?}")));
         }
-        let password_hash = users::hash_password(password, self.options.password_cost);
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        if state.users.contains_key(username) {
+            return Err(GatewayError::AlreadyExists(format!(
+                "username {username:?} is taken"
+            )));
+        }
+        if let Some(address) = address {
+            state
+                .logins_per_address
+                .take(&address, now)
+                .map_err(|refusal| rate_limited(Limited::Address, refusal))?;
+        }
+        Ok(salt(&*self.entropy))
+    }
+
+    /// Creates a user whose password was hashed (with the salt from
+    /// [`Gateway::register_check`]); answers once the user is durable.
+    pub async fn register(
+        &self,
+        username: &str,
+        password_hash: String,
+        bank: &str,
+        account: &str,
+    ) -> Result<(), GatewayError> {
+        assert!(users::valid_username(username));
+        assert!(password_hash.starts_with("$argon2id$"));
         let lsn = {
             let mut state = self.lock();
             if state.users.contains_key(username) {
@@ -391,35 +552,81 @@ impl<P: Participant> Gateway<P> {
                 },
             )?
         };
-        wal::block_on(self.wal.wait_durable(lsn))?;
+        self.wal.wait_durable(lsn).await?;
         Ok(())
     }
 
-    /// Checks a password and opens a session (blocking: verifies a hash).
-    /// Unknown users and wrong passwords get the same error after the same
-    /// amount of work.
-    pub fn login(&self, username: &str, password: &str) -> Result<(String, u64), GatewayError> {
+    /// Admits a login before any hash: the rate limits of the client's
+    /// address and of the username, then the lockout. Unknown usernames
+    /// are admitted alike and verified against a hash nobody matches, so
+    /// the answer and its cost do not tell which usernames exist.
+    pub fn login_begin(
+        &self,
+        username: &str,
+        address: Option<IpAddr>,
+    ) -> Result<LoginAttempt, GatewayError> {
         let now = self.clock.now_ms();
-        let hash = {
-            let state = self.lock();
-            if let Some(until) = state.lockout.locked_until(username, now) {
-                return Err(GatewayError::LockedOut {
-                    seconds: (until - now).div_ceil(1000),
-                });
-            }
-            state
-                .users
-                .get(username)
-                .map(|user| user.password_hash().to_owned())
-        };
-        let matches = users::verify_password(password, hash.as_deref().unwrap_or(&self.dummy_hash));
         let mut state = self.lock();
-        if !(matches && hash.is_some()) {
-            state.lockout.record_failure(username, now);
+        if let Some(address) = address {
+            state
+                .logins_per_address
+                .take(&address, now)
+                .map_err(|refusal| rate_limited(Limited::Address, refusal))?;
+        }
+        // Usernames are charged only in their valid shape, so the map holds
+        // at most 64-byte keys.
+        if users::valid_username(username) {
+            state
+                .logins_per_username
+                .take(&username.to_owned(), now)
+                .map_err(|refusal| rate_limited(Limited::Username, refusal))?;
+        }
+        if let Some(until) = state.lockout.locked_until(username, now) {
+            return Err(GatewayError::LockedOut {
+                seconds: (until - now).div_ceil(1000),
+            });
+        }
+        let hash = state
+            .users
+            .get(username)
+            .map(|user| user.password_hash().to_owned());
+        Ok(LoginAttempt {
+            username: username.to_owned(),
+            known: hash.is_some(),
+            hash: hash.unwrap_or_else(|| self.dummy_hash.clone()),
+        })
+    }
+
+    /// Ends a login whose password was verified against `attempt.hash()`:
+    /// a session if it matched a known user, else a counted failure.
+    pub fn login_end(
+        &self,
+        attempt: LoginAttempt,
+        matched: bool,
+    ) -> Result<(String, u64), GatewayError> {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        if !(matched && attempt.known) {
+            state.lockout.record_failure(&attempt.username, now);
             return Err(GatewayError::BadCredentials);
         }
-        state.lockout.record_success(username);
-        Ok(state.sessions.create(username, &*self.entropy, now)?)
+        state.lockout.record_success(&attempt.username);
+        Ok(state
+            .sessions
+            .create(&attempt.username, &*self.entropy, now)?)
+    }
+
+    /// A whole login on the caller's thread and hasher (blocking), for
+    /// callers without a hashing pool.
+    pub fn login(
+        &self,
+        username: &str,
+        password: &str,
+        hasher: &mut PasswordHasher,
+    ) -> Result<(String, u64), GatewayError> {
+        let attempt = self.login_begin(username, None)?;
+        let matched = hasher.verify(password, attempt.hash());
+        self.login_end(attempt, matched)
     }
 
     /// The user a session key belongs to.
@@ -459,6 +666,12 @@ impl<P: Participant> Gateway<P> {
         if request.amount.0 == 0 {
             return invalid("amount must be positive");
         }
+        if request.amount > self.options.amount_max {
+            return Err(GatewayError::AmountAboveMax {
+                amount: request.amount,
+                max: self.options.amount_max,
+            });
+        }
         if request.currency != self.options.currency {
             return invalid(&format!("currency must be {}", self.options.currency));
         }
@@ -496,11 +709,24 @@ impl<P: Participant> Gateway<P> {
             let mut state = self.lock();
             if let Some(entry) = state.payments.get(&txn) {
                 let stored = replay_of(entry, user, &request)?;
-                if stored.status == Status::Initiated {
-                    Seen::InFlight
-                } else {
+                if stored.status != Status::Initiated {
                     Seen::Finished(Box::new(stored), entry.decided_lsn)
+                } else if state.waiting >= self.options.waiters_max {
+                    Seen::Busy(Box::new(self.visible(entry).map_or(
+                        stored,
+                        |mut payment| {
+                            payment.replayed = true;
+                            payment
+                        },
+                    )))
+                } else {
+                    state.waiting += 1;
+                    Seen::InFlight
                 }
+            } else if state.in_flight >= self.options.payments_in_flight_max {
+                return Err(GatewayError::Overloaded {
+                    limit: self.options.payments_in_flight_max,
+                });
             } else {
                 let now = self.clock.now_ms();
                 let record = GatewayRecord::Initiated {
@@ -518,7 +744,12 @@ impl<P: Participant> Gateway<P> {
         let lsn = match seen {
             Seen::New(lsn) => lsn,
             // Same id still in flight: wait for its outcome, never a second 2PC.
-            Seen::InFlight => return self.outcome(txn).await.map(answered),
+            Seen::InFlight => {
+                let _waiting = Waiting { gateway: self };
+                return self.outcome(txn).await.map(answered);
+            }
+            // Too many waiting already: the payment as it stands.
+            Seen::Busy(stored) => return Ok(answered(*stored)),
             Seen::Finished(stored, decided_lsn) => {
                 self.wal.wait_durable(decided_lsn).await?;
                 return Ok(answered(*stored));
@@ -944,6 +1175,9 @@ fn restore(state: &mut State, bytes: &[u8]) -> Result<(), wal::codec::DecodeErro
             _ => return Err(DecodeError("bad ended flag")),
         };
         let settling = payment.is_some() && decision.is_some() && !ended;
+        if payment.is_some() && decision.is_none() {
+            state.in_flight += 1;
+        }
         let payment = payment.map(|mut payment| {
             if let Some((decision, reason)) = &decision {
                 payment.status = match decision {
@@ -977,8 +1211,27 @@ enum Seen {
     /// A new id: the LSN of its INITIATED record.
     New(Lsn),
     InFlight,
+    /// In flight, and `waiters_max` repeats wait already.
+    Busy(Box<Payment>),
     /// Decided: the stored outcome and the LSN of its decision.
     Finished(Box<Payment>, Lsn),
+}
+
+/// A repeat admitted to wait for an in-flight payment; leaves when dropped.
+struct Waiting<'a, P> {
+    gateway: &'a Gateway<P>,
+}
+
+impl<P> Drop for Waiting<'_, P> {
+    fn drop(&mut self) {
+        let mut state = self
+            .gateway
+            .state
+            .lock()
+            .expect("gateway state lock poisoned");
+        assert!(state.waiting > 0);
+        state.waiting -= 1;
+    }
 }
 
 /// Resolves once a txn is decided (in memory: with the decision's LSN).
@@ -1153,7 +1406,8 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
                 ended: false,
                 replayed: false,
             };
-            state.payments.insert(
+            state.in_flight += 1;
+            let earlier = state.payments.insert(
                 request.txn,
                 Arc::new(Entry {
                     payment: Some(payment),
@@ -1164,6 +1418,7 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
                     acked: 0,
                 }),
             );
+            assert!(earlier.is_none(), "a txn id is initiated once");
         }
         GatewayRecord::Decided {
             txn,
@@ -1181,6 +1436,10 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
                     acked: 0,
                 })
             }));
+            if entry.payment.is_some() && entry.decision.is_none() {
+                assert!(state.in_flight > 0);
+                state.in_flight -= 1;
+            }
             entry.decided_at_ms = *at_ms;
             entry.decided_lsn = lsn;
             let decision = if *commit {

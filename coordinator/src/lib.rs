@@ -3,7 +3,7 @@
 //!
 //! - [`gateway`]: `Gateway`, the coordinator made durable;
 //! - [`decision_log`]: its WAL records; [`payment`]: the vocabulary;
-//! - [`users`], [`sessions`]: authentication;
+//! - [`users`], [`sessions`]: authentication; [`admission`]: rate limits before hashing;
 //! - [`participant`]: the trait a bank is reached through;
 //! - [`environment`]: `Clock` and `Entropy`, injected;
 //! - `repeated`: warnings about a failing bank, once per bank and window.
@@ -11,6 +11,7 @@
 //! Architecture invariant: no gRPC, no TLS, no async runtime here, and no
 //! dependency on `ledger`: banks are only ever reached through `Participant`.
 
+pub mod admission;
 pub mod decision_log;
 pub mod environment;
 pub mod gateway;
@@ -22,7 +23,8 @@ pub mod users;
 
 pub use environment::{Clock, Entropy};
 pub use gateway::{
-    Decision, Gateway, GatewayError, GatewayOpenError, GatewayOptions, Paid, SetupUser,
+    AdmissionPolicy, Decision, Gateway, GatewayError, GatewayOpenError, GatewayOptions, Limited,
+    LoginAttempt, Paid, SetupUser,
 };
 pub use participant::{CallError, CallFuture, Direction, Leg, Participant, Vote};
 pub use payment::{Amount, Endpoint, Payment, PaymentRequest, Status, TxnId};

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::phc::{Output, ParamsString, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 
 pub const USERNAME_LEN_MAX: usize = 64;
 pub const PASSWORD_LEN_MIN: usize = 6;
@@ -83,21 +83,103 @@ impl Default for HashCost {
     }
 }
 
-/// An argon2id hash (PHC string) of `password` with a fresh random salt.
-pub fn hash_password(password: &str, cost: HashCost) -> String {
-    let params = Params::new(cost.memory_kib, cost.iterations, 1, None)
-        .expect("argon2 accepts the configured cost");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password(password.as_bytes())
-        .expect("argon2id hashes any password")
-        .to_string()
+/// The bytes of salt in every new hash (argon2's recommended length).
+pub const SALT_LEN: usize = 16;
+
+/// Hashes and verifies passwords in argon2 working memory it owns: the
+/// memory is allocated once, when the hasher is made, and reused by every
+/// hash, so a pool of hashers costs `hashers × cost` and no more however
+/// many logins arrive. Not `Sync`: one hasher serves one thread at a time.
+pub struct PasswordHasher {
+    cost: HashCost,
+    blocks: Vec<Block>,
 }
 
-/// Whether `password` matches `hash` (constant time inside argon2).
-pub fn verify_password(password: &str, hash: &str) -> bool {
-    Argon2::default()
-        .verify_password(password.as_bytes(), hash)
-        .is_ok()
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("cost", &self.cost)
+            .field("blocks", &self.blocks.len())
+            .finish()
+    }
+}
+
+impl PasswordHasher {
+    /// A hasher for `cost`, its working memory allocated now.
+    pub fn new(cost: HashCost) -> PasswordHasher {
+        let blocks = cost.params().block_count();
+        PasswordHasher {
+            cost,
+            blocks: vec![Block::new(); blocks],
+        }
+    }
+
+    /// The working memory this hasher holds, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.blocks.len() * Block::SIZE
+    }
+
+    /// An argon2id hash (PHC string) of `password` with `salt`.
+    pub fn hash(&mut self, password: &str, salt: [u8; SALT_LEN]) -> String {
+        let params = self.cost.params();
+        let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                &salt,
+                &mut output,
+                &mut self.blocks[..],
+            )
+            .expect("argon2id hashes any password of a valid length");
+        PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).expect("argon2 parameters encode"),
+            salt: Some(Salt::new(&salt).expect("16 bytes make a valid salt")),
+            hash: Some(Output::new(&output).expect("32 bytes make a valid output")),
+        }
+        .to_string()
+    }
+
+    /// Whether `password` matches the PHC string `hash` (compared in
+    /// constant time). A hash whose cost exceeds this hasher's memory grows
+    /// the memory once, to that cost: stored hashes keep the cost they were
+    /// made with, so an operator who lowers the cost still lets old users in.
+    pub fn verify(&mut self, password: &str, hash: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(hash) else {
+            return false;
+        };
+        let (Ok(algorithm), Ok(params), Some(salt), Some(expected)) = (
+            Algorithm::try_from(parsed.algorithm.as_str()),
+            Params::try_from(&parsed),
+            parsed.salt,
+            parsed.hash,
+        ) else {
+            return false;
+        };
+        let version = match parsed.version.map(Version::try_from).transpose() {
+            Ok(version) => version.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        if self.blocks.len() < params.block_count() {
+            self.blocks.resize(params.block_count(), Block::new());
+        }
+        let mut output = vec![0u8; expected.len()];
+        let computed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+            password.as_bytes(),
+            salt.as_ref(),
+            &mut output,
+            &mut self.blocks[..],
+        );
+        computed.is_ok() && Output::new(&output).is_ok_and(|output| output == expected)
+    }
+}
+
+impl HashCost {
+    fn params(self) -> Params {
+        Params::new(self.memory_kib, self.iterations, 1, None)
+            .expect("argon2 accepts the configured cost")
+    }
 }
 
 /// When repeated failed logins lock a username.
@@ -189,13 +271,50 @@ mod tests {
 
     #[test]
     fn hashes_are_argon2id_salted_and_verify_only_the_right_password() {
-        let first = hash_password("pass123", HashCost::default());
-        let second = hash_password("pass123", HashCost::default());
-        assert!(first.starts_with("$argon2id$"), "{first}");
+        let mut hasher = PasswordHasher::new(HashCost::default());
+        assert_eq!(hasher.memory_bytes(), 19 * 1024 * 1024);
+        let first = hasher.hash("pass123", [1; SALT_LEN]);
+        let second = hasher.hash("pass123", [2; SALT_LEN]);
+        assert!(
+            first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{first}"
+        );
         assert_ne!(first, second, "salted");
         assert!(!first.contains("pass123"));
-        assert!(verify_password("pass123", &first));
-        assert!(!verify_password("pass124", &first));
+        assert!(hasher.verify("pass123", &first));
+        assert!(!hasher.verify("pass124", &first));
+        assert!(!hasher.verify("pass123", "$argon2id$not-a-hash"));
+    }
+
+    #[test]
+    fn hashes_agree_with_the_argon2_crates_own_verifier() {
+        use argon2::PasswordVerifier;
+        let mut hasher = PasswordHasher::new(HashCost::SIMULATION_ONLY);
+        let ours = hasher.hash("pass123", [7; SALT_LEN]);
+        assert!(
+            Argon2::default()
+                .verify_password(b"pass123", &PasswordHash::new(&ours).unwrap())
+                .is_ok()
+        );
+        let theirs = argon2::PasswordHasher::hash_password(&Argon2::default(), b"pass123")
+            .unwrap()
+            .to_string();
+        assert!(hasher.verify("pass123", &theirs));
+        assert!(!hasher.verify("pass1234", &theirs));
+    }
+
+    #[test]
+    fn a_hash_of_a_higher_cost_than_the_hasher_grows_its_memory_once() {
+        let mut cheap = PasswordHasher::new(HashCost::SIMULATION_ONLY);
+        let mut dear = PasswordHasher::new(HashCost {
+            memory_kib: 64,
+            iterations: 1,
+        });
+        let hash = dear.hash("pass123", [3; SALT_LEN]);
+        let before = cheap.memory_bytes();
+        assert!(cheap.verify("pass123", &hash));
+        assert_eq!(cheap.memory_bytes(), 64 * 1024);
+        assert!(before < cheap.memory_bytes());
     }
 
     #[test]

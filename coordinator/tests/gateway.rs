@@ -8,11 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use coordinator::admission::RateLimit;
+use coordinator::users::{HashCost, PasswordHasher};
+use coordinator::{AdmissionPolicy, Limited};
 use coordinator::{
     Amount, CallError, CallFuture, Clock, Decision, Direction, Endpoint, Entropy, Gateway,
     GatewayError, GatewayOptions, Leg, Participant, Payment, PaymentRequest, SetupUser, Status,
     TxnId, Vote,
 };
+use std::net::IpAddr;
 use wal::block_on;
 use wal::sim::SimStorage;
 
@@ -204,6 +208,10 @@ fn options() -> GatewayOptions {
         retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
         password_cost: Default::default(),
         unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
+        payments_in_flight_max: coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
+        waiters_max: coordinator::gateway::WAITERS_MAX_DEFAULT,
+        amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
+        admission: Default::default(),
     }
 }
 
@@ -536,45 +544,163 @@ fn get_decision_answers_the_decision_and_unknown_ids_stay_aborted() {
     );
 }
 
+fn hasher() -> PasswordHasher {
+    PasswordHasher::new(HashCost::default())
+}
+
+/// Registers as the gateway service does: admit, hash, record.
+fn register<P: Participant>(
+    gateway: &Gateway<P>,
+    username: &str,
+    password: &str,
+    bank: &str,
+    account: &str,
+) -> Result<(), GatewayError> {
+    let salt = gateway.register_check(username, password, bank, None)?;
+    let hash = hasher().hash(password, salt);
+    block_on(gateway.register(username, hash, bank, account))
+}
+
 #[test]
 fn login_sessions_and_lockout() {
     let gateway = open(&SimStorage::new(), Banks::default());
-    let (key, _) = gateway.login("alice", "pass123").unwrap();
+    let mut hasher = hasher();
+    let (key, _) = gateway.login("alice", "pass123", &mut hasher).unwrap();
     assert_eq!(gateway.authenticate(&key).unwrap(), "alice");
     assert!(matches!(
-        gateway.login("alice", "wrong-password"),
+        gateway.login("alice", "wrong-password", &mut hasher),
         Err(GatewayError::BadCredentials)
     ));
     assert!(matches!(
-        gateway.login("nobody", "pass123"),
+        gateway.login("nobody", "pass123", &mut hasher),
         Err(GatewayError::BadCredentials)
     ));
     gateway.logout(&key).unwrap();
     assert!(gateway.authenticate(&key).is_err());
     for _ in 0..5 {
-        let _ = gateway.login("bob", "guess-guess");
+        let _ = gateway.login("bob", "guess-guess", &mut hasher);
     }
     assert!(matches!(
-        gateway.login("bob", "hunter22"),
+        gateway.login("bob", "hunter22", &mut hasher),
         Err(GatewayError::LockedOut { .. })
     ));
-    gateway
-        .register("erin", "erin-secret", "bank_b", "999")
-        .unwrap();
+    register(&gateway, "erin", "erin-secret", "bank_b", "999").unwrap();
     assert!(matches!(
-        gateway.register("erin", "another1", "bank_b", "998"),
+        register(&gateway, "erin", "another1", "bank_b", "998"),
         Err(GatewayError::AlreadyExists(_))
     ));
     assert!(matches!(
-        gateway.register("frank", "frank-pw", "bank_z", "1"),
+        register(&gateway, "frank", "frank-pw", "bank_z", "1"),
         Err(GatewayError::NotFound(_))
     ));
     assert!(matches!(
-        gateway.register("frank", "short", "bank_a", "1"),
+        register(&gateway, "frank", "short", "bank_a", "1"),
         Err(GatewayError::InvalidArgument(_))
     ));
-    let (key, _) = gateway.login("erin", "erin-secret").unwrap();
+    let (key, _) = gateway.login("erin", "erin-secret", &mut hasher).unwrap();
     assert_eq!(gateway.authenticate(&key).unwrap(), "erin");
+}
+
+#[test]
+fn unknown_usernames_are_verified_against_a_hash_like_a_known_users() {
+    let gateway = open(&SimStorage::new(), Banks::default());
+    let known = gateway.login_begin("alice", None).unwrap();
+    let unknown = gateway.login_begin("nobody", None).unwrap();
+    let params = |hash: &str| hash.split('$').nth(3).unwrap().to_owned();
+    assert_eq!(params(known.hash()), params(unknown.hash()), "same cost");
+    assert!(unknown.hash().starts_with("$argon2id$"));
+    assert!(matches!(
+        gateway.login_end(unknown, true),
+        Err(GatewayError::BadCredentials)
+    ));
+}
+
+#[test]
+fn logins_past_the_rate_of_an_address_or_a_username_are_refused_before_any_hash() {
+    let policy = AdmissionPolicy {
+        per_address: RateLimit {
+            burst: 3,
+            period_ms: 180_000,
+        },
+        per_username: RateLimit {
+            burst: 2,
+            period_ms: 120_000,
+        },
+        keys_max: 16,
+    };
+    let gateway = Gateway::open(
+        Arc::new(SimStorage::new()),
+        GatewayOptions {
+            admission: policy,
+            ..options()
+        },
+        Banks::default(),
+        Arc::new(TestClock(AtomicU64::new(1_000))),
+        Arc::new(TestEntropy(AtomicU64::new(7))),
+        setup_users,
+    )
+    .unwrap();
+    let here: IpAddr = "10.0.0.1".parse().unwrap();
+    let there: IpAddr = "10.0.0.2".parse().unwrap();
+    // Two tries at bob from here, then bob is refused from anywhere.
+    for _ in 0..2 {
+        gateway.login_begin("bob", Some(here)).unwrap();
+    }
+    let refused = gateway.login_begin("bob", Some(there)).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            GatewayError::RateLimited {
+                what: Limited::Username,
+                retry_after_ms: 60_000
+            }
+        ),
+        "{refused:?}"
+    );
+    // Here's third login (any username) is its last; the fourth is refused.
+    gateway.login_begin("alice", Some(here)).unwrap();
+    let refused = gateway.login_begin("dave", Some(here)).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            GatewayError::RateLimited {
+                what: Limited::Address,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        matches!(
+            gateway.register_check("erin", "erin-secret", "bank_a", Some(here)),
+            Err(GatewayError::RateLimited {
+                what: Limited::Address,
+                ..
+            })
+        ),
+        "registrations count against the address too"
+    );
+    // Another address is not held back by this one.
+    gateway.login_begin("alice", Some(there)).unwrap();
+}
+
+#[test]
+fn payments_above_the_maximum_amount_are_refused_and_nothing_is_written() {
+    let banks = Banks::default();
+    let gateway = open(&SimStorage::new(), banks.clone());
+    let max = coordinator::gateway::AMOUNT_MAX_DEFAULT.0;
+    for amount in [max + 1, u64::MAX] {
+        let refused = block_on(gateway.pay("alice", payment(1, "bank_b", "456", amount)));
+        assert!(
+            matches!(refused, Err(GatewayError::AmountAboveMax { max: Amount(m), .. }) if m == max),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(banks.calls.load(Ordering::SeqCst), 0);
+    assert!(gateway.current(txn(1)).is_none());
+    // The maximum itself is a payment like any other.
+    let paid = pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", max)).unwrap();
+    assert_eq!(paid.status, Status::Committed);
 }
 
 #[test]
@@ -678,7 +804,7 @@ fn checkpoints_keep_users_and_recent_payments_and_forget_old_finished_ones() {
     let stored = pay_then_settle(&recovered, "alice", payment(2, "bank_b", "456", 5)).unwrap();
     assert_eq!((stored.status, stored.replayed), (Status::Committed, true));
     assert!(
-        recovered.login("bob", "hunter22").is_ok(),
+        recovered.login("bob", "hunter22", &mut hasher()).is_ok(),
         "users survive in the snapshot"
     );
     assert!(recovered.payment("alice", txn(3)).unwrap().ended);
@@ -773,7 +899,11 @@ fn open_gated(storage: &SimStorage, banks: &GatedBanks) -> Arc<Gateway<GatedBank
     Arc::new(
         Gateway::open(
             Arc::new(storage.clone()),
-            options(),
+            GatewayOptions {
+                payments_in_flight_max: 1,
+                waiters_max: 1,
+                ..options()
+            },
             banks.clone(),
             Arc::new(TestClock(AtomicU64::new(1_000))),
             Arc::new(TestEntropy(AtomicU64::new(7))),
@@ -788,6 +918,22 @@ fn a_repeat_of_an_in_flight_txn_id_waits_for_its_outcome_and_never_starts_a_seco
     let banks = GatedBanks::new();
     let gateway = open_gated(&SimStorage::new(), &banks);
     let (first, repeat) = pay_and_repeat_while_prepare_is_held(&gateway, &banks);
+    // The one payment in flight is the most the options allow: a new id is
+    // shed at once, nothing written for it.
+    let shed = block_on(gateway.pay("alice", payment(2, "bank_b", "456", 5)));
+    assert!(
+        matches!(shed, Err(GatewayError::Overloaded { limit: 1 })),
+        "{shed:?}"
+    );
+    assert!(gateway.current(txn(2)).is_none());
+    // The one waiting repeat is the most allowed: another repeat is
+    // answered with the payment as it stands, not parked.
+    let busy = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
+    assert_eq!(
+        (busy.payment.status, busy.payment.replayed),
+        (Status::Initiated, true)
+    );
+    assert_eq!(gateway.waiting_on(txn(1)), 1);
     banks.open_gate();
     let first = first.join().unwrap().unwrap();
     let repeat = repeat.join().unwrap().unwrap();

@@ -18,7 +18,7 @@ use wal::{AppendError, Lsn, OpenError, Options, RecordKind, ReplayError, Storage
 use crate::money::Amount;
 use crate::participant::{Account, ApplyError, Ledger, ParticipantError, Step, Vote};
 use crate::record::LedgerRecord;
-use crate::txn::{AccountNo, Leg, TxnId};
+use crate::txn::{AccountNo, InvalidRequest, Leg, TxnId};
 use wal::codec::DecodeError;
 
 /// Milliseconds in the default retention of decided transactions (7 days).
@@ -31,7 +31,14 @@ pub struct BankOptions {
     pub snapshot_every: u64,
     /// Decided transactions are forgotten this long after their decision.
     pub decided_retention_ms: u64,
+    /// The largest amount one leg of a prepare may move; a larger one is
+    /// refused as invalid, whatever the gateway allowed.
+    pub amount_max: Amount,
 }
+
+/// The default largest leg: the gateway's default largest payment
+/// (999,999.99 in major units).
+pub const AMOUNT_MAX_DEFAULT: Amount = Amount(99_999_999);
 
 impl Default for BankOptions {
     fn default() -> BankOptions {
@@ -39,6 +46,7 @@ impl Default for BankOptions {
             wal: Options::default(),
             snapshot_every: 100_000,
             decided_retention_ms: DECIDED_RETENTION_MS_DEFAULT,
+            amount_max: AMOUNT_MAX_DEFAULT,
         }
     }
 }
@@ -203,6 +211,10 @@ impl Bank {
 
     /// 2PC phase 1. A YES is durable (holds included) before it is returned.
     pub async fn prepare(&self, txn: TxnId, legs: &[Leg], now_ms: u64) -> Result<Vote, BankError> {
+        let max = self.options.amount_max;
+        if legs.iter().any(|leg| leg.amount > max) {
+            return Err(ParticipantError::Invalid(InvalidRequest::AmountAboveMax { max }).into());
+        }
         self.execute(|ledger| ledger.decide_prepare(txn, legs, now_ms))
             .await
     }

@@ -120,6 +120,8 @@ pub enum InvalidRequest {
     TooManyLegs,
     #[error("amounts must be positive")]
     ZeroAmount,
+    #[error("an amount exceeds this bank's maximum of {max} per leg")]
+    AmountAboveMax { max: Amount },
     #[error("leg direction must be DEBIT or CREDIT")]
     NoDirection,
     #[error("an account appears in more than one leg")]

@@ -215,3 +215,51 @@ pub fn gateway_args(
     }
     args
 }
+
+/// The `minipay` client binary with a profile in a scratch directory,
+/// pointed at one gateway.
+pub struct Cli<'a> {
+    pub scratch: &'a Scratch,
+    pub gateway: String,
+}
+
+impl Cli<'_> {
+    pub fn run(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_minipay"))
+            .arg("--profile")
+            .arg(self.scratch.dir.path().join("profile"))
+            .arg("--tls-dir")
+            .arg(self.scratch.tls())
+            .args(["--gateway", &self.gateway])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str], stdin: &str) -> String {
+        let output = self.run(args, stdin);
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args, "");
+        assert!(!output.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+}
