@@ -373,6 +373,7 @@ pub fn gateway_requests(data: &[u8]) {
             unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
             payments_in_flight_max: coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
             waiters_max: coordinator::gateway::WAITERS_MAX_DEFAULT,
+            settling_max: coordinator::gateway::SETTLING_MAX_DEFAULT,
             amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
             admission: Default::default(),
         };

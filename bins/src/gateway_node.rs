@@ -114,6 +114,10 @@ pub struct GatewaySettings {
     /// Repeats of in-flight txn ids waiting for the outcome (default 4096).
     #[arg(long)]
     pub waiters_max: Option<usize>,
+    /// Decided payments waiting for a bank to acknowledge phase 2; past it
+    /// a new payment is refused RESOURCE_EXHAUSTED (default 65536).
+    #[arg(long)]
+    pub settling_max: Option<usize>,
     /// The largest payment, in major units (default 999999.99).
     #[arg(long)]
     pub amount_max: Option<String>,
@@ -165,6 +169,7 @@ impl crate::process::ServerSettings for GatewaySettings {
             payments_in_flight_max: self.payments_in_flight_max.or(file.payments_in_flight_max),
             unsettled_max: self.unsettled_max.or(file.unsettled_max),
             waiters_max: self.waiters_max.or(file.waiters_max),
+            settling_max: self.settling_max.or(file.settling_max),
             amount_max: self.amount_max.or(file.amount_max),
             bank_queue_max: self.bank_queue_max.or(file.bank_queue_max),
             connections_max: self.connections_max.or(file.connections_max),
@@ -204,6 +209,7 @@ pub struct GatewayLimits {
     pub payments_in_flight_max: usize,
     pub unsettled_max: usize,
     pub waiters_max: usize,
+    pub settling_max: usize,
     pub amount_max: coordinator::Amount,
     pub bank_queue_max: usize,
 }
@@ -285,6 +291,11 @@ impl GatewayLimits {
             waiters_max: settings
                 .waiters_max
                 .unwrap_or(coordinator::gateway::WAITERS_MAX_DEFAULT),
+            settling_max: at_least_one(
+                settings.settling_max,
+                coordinator::gateway::SETTLING_MAX_DEFAULT,
+                "--settling-max",
+            )?,
             amount_max,
             bank_queue_max: at_least_one(
                 settings.bank_queue_max,
@@ -435,6 +446,7 @@ fn open_gateway(
         unsettled_max: config.limits.unsettled_max,
         payments_in_flight_max: config.limits.payments_in_flight_max,
         waiters_max: config.limits.waiters_max,
+        settling_max: config.limits.settling_max,
         amount_max: config.limits.amount_max,
         admission: config.limits.admission,
     };

@@ -53,6 +53,10 @@ pub struct GatewayOptions {
     /// Repeated requests waiting for an in-flight payment's outcome, at
     /// most; past this a repeat is answered with the payment as it stands.
     pub waiters_max: usize,
+    /// Payments decided and waiting for a bank to acknowledge phase 2, at
+    /// most (they pile up while a bank is down); past this a new txn id is
+    /// refused at once ([`GatewayError::Overloaded`]).
+    pub settling_max: usize,
     /// The largest amount one payment may move.
     pub amount_max: Amount,
     /// Logins and registrations admitted per client address and per
@@ -95,6 +99,9 @@ pub const PAYMENTS_IN_FLIGHT_MAX_DEFAULT: usize = 256;
 
 /// The default bound on repeats waiting for in-flight payments.
 pub const WAITERS_MAX_DEFAULT: usize = 4096;
+
+/// The default bound on payments waiting for phase 2 to be acknowledged.
+pub const SETTLING_MAX_DEFAULT: usize = 65_536;
 
 /// The default largest payment: 99,999,999 minor units (999,999.99 INR),
 /// the most a card network's eight-digit amount field carries and Stripe's
@@ -147,8 +154,8 @@ pub enum GatewayError {
     LockedOut { seconds: u64 },
     #[error("too many logins or registrations from {what}; retry in {} s", retry_after_ms.div_ceil(1000))]
     RateLimited { what: Limited, retry_after_ms: u64 },
-    #[error("the gateway has {limit} payments in flight (payments_in_flight_max); retry later")]
-    Overloaded { limit: usize },
+    #[error("{}; retry later", bound.describe(*limit))]
+    Overloaded { bound: Bound, limit: usize },
     #[error("amount {} exceeds the maximum of {} minor units per payment", amount.0, max.0)]
     AmountAboveMax { amount: Amount, max: Amount },
     #[error(transparent)]
@@ -158,6 +165,28 @@ pub enum GatewayError {
     /// The decision log failed: the gateway must stop (fail-stop).
     #[error("the gateway's storage failed: {0}")]
     Storage(#[from] AppendError),
+}
+
+/// Which bound shed a payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// `payments_in_flight_max` payments are in their first phase.
+    InFlight,
+    /// `settling_max` decided payments wait for a bank's acknowledgement.
+    Settling,
+}
+
+impl Bound {
+    fn describe(self, limit: usize) -> String {
+        match self {
+            Bound::InFlight => {
+                format!("the gateway has {limit} payments in flight (payments_in_flight_max)")
+            }
+            Bound::Settling => format!(
+                "{limit} decided payments wait for a bank to acknowledge them (settling_max)"
+            ),
+        }
+    }
 }
 
 /// What a rate limit counted.
@@ -725,7 +754,13 @@ impl<P: Participant> Gateway<P> {
                 }
             } else if state.in_flight >= self.options.payments_in_flight_max {
                 return Err(GatewayError::Overloaded {
+                    bound: Bound::InFlight,
                     limit: self.options.payments_in_flight_max,
+                });
+            } else if state.settling.len() >= self.options.settling_max {
+                return Err(GatewayError::Overloaded {
+                    bound: Bound::Settling,
+                    limit: self.options.settling_max,
                 });
             } else {
                 let now = self.clock.now_ms();

@@ -23,8 +23,8 @@ pub mod users;
 
 pub use environment::{Clock, Entropy};
 pub use gateway::{
-    AdmissionPolicy, Decision, Gateway, GatewayError, GatewayOpenError, GatewayOptions, Limited,
-    LoginAttempt, Paid, SetupUser,
+    AdmissionPolicy, Bound, Decision, Gateway, GatewayError, GatewayOpenError, GatewayOptions,
+    Limited, LoginAttempt, Paid, SetupUser,
 };
 pub use participant::{CallError, CallFuture, Direction, Leg, Participant, Vote};
 pub use payment::{Amount, Endpoint, Payment, PaymentRequest, Status, TxnId};

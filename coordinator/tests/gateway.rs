@@ -210,6 +210,7 @@ fn options() -> GatewayOptions {
         unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
         payments_in_flight_max: coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
         waiters_max: coordinator::gateway::WAITERS_MAX_DEFAULT,
+        settling_max: coordinator::gateway::SETTLING_MAX_DEFAULT,
         amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
         admission: Default::default(),
     }
@@ -404,6 +405,51 @@ fn bad_payments_are_refused_before_anything_is_written() {
         assert!(gateway.payment("alice", request.txn).is_err());
     }
     assert_eq!(banks.calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn past_settling_max_unacknowledged_payments_a_new_id_is_shed_until_phase_two_catches_up() {
+    let banks = Banks::default();
+    let gateway = Gateway::open(
+        Arc::new(SimStorage::new()),
+        GatewayOptions {
+            settling_max: 1,
+            ..options()
+        },
+        banks.clone(),
+        Arc::new(TestClock(AtomicU64::new(1_000))),
+        Arc::new(TestEntropy(AtomicU64::new(7))),
+        setup_users,
+    )
+    .unwrap();
+    // bank_b is down: the payment aborts and its phase 2 stays unacknowledged.
+    banks.set("bank_b", Behaviour::Down);
+    let aborted = pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 5)).unwrap();
+    assert_eq!(aborted.status, Status::Aborted);
+    assert_eq!(gateway.unfinished(), vec![txn(1)]);
+    // A payment that does not even touch bank_b is shed, nothing written.
+    let shed = block_on(gateway.pay("alice", payment(2, "bank_a", "321", 5)));
+    assert!(
+        matches!(
+            shed,
+            Err(GatewayError::Overloaded {
+                bound: coordinator::Bound::Settling,
+                limit: 1
+            })
+        ),
+        "{shed:?}"
+    );
+    assert!(gateway.current(txn(2)).is_none());
+    // The repeat of the known id is still answered.
+    let repeat = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 5))).unwrap();
+    assert_eq!(
+        (repeat.payment.status, repeat.payment.replayed),
+        (Status::Aborted, true)
+    );
+    banks.set("bank_b", Behaviour::Normal);
+    assert_eq!(block_on(gateway.resume()).unwrap(), 0);
+    let paid = pay_then_settle(&gateway, "alice", payment(2, "bank_a", "321", 5)).unwrap();
+    assert_eq!(paid.status, Status::Committed);
 }
 
 #[test]
@@ -922,7 +968,13 @@ fn a_repeat_of_an_in_flight_txn_id_waits_for_its_outcome_and_never_starts_a_seco
     // shed at once, nothing written for it.
     let shed = block_on(gateway.pay("alice", payment(2, "bank_b", "456", 5)));
     assert!(
-        matches!(shed, Err(GatewayError::Overloaded { limit: 1 })),
+        matches!(
+            shed,
+            Err(GatewayError::Overloaded {
+                bound: coordinator::Bound::InFlight,
+                limit: 1
+            })
+        ),
         "{shed:?}"
     );
     assert!(gateway.current(txn(2)).is_none());
