@@ -152,7 +152,7 @@ pub enum GatewayError {
     BadCredentials,
     #[error("too many failed logins; try again in {seconds} s")]
     LockedOut { seconds: u64 },
-    #[error("too many logins or registrations from {what}; retry in {} s", retry_after_ms.div_ceil(1000))]
+    #[error("{what}; retry in {} s", retry_after_ms.div_ceil(1000))]
     RateLimited { what: Limited, retry_after_ms: u64 },
     #[error("{}; retry later", bound.describe(*limit))]
     Overloaded { bound: Bound, limit: usize },
@@ -203,9 +203,9 @@ pub enum Limited {
 impl std::fmt::Display for Limited {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Limited::Address => "this address",
-            Limited::Username => "this username",
-            Limited::Clients => "too many clients at once",
+            Limited::Address => "too many logins or registrations from this address",
+            Limited::Username => "too many logins for this username",
+            Limited::Clients => "too many clients are logging in at once",
         })
     }
 }
