@@ -273,9 +273,8 @@ async fn a_full_hashing_queue_refuses_logins_and_registrations_at_once_with_a_re
         async move { answers.refused.load(Ordering::Relaxed) > 0 }
     })
     .await;
-    // While the queue overflows, a registration is refused before the
-    // bank opens an account: either it is refused, or it went through
-    // whole; never an account without a user.
+    // While the queue overflows, a registration is refused at once (it is
+    // hashed before the bank opens an account).
     let mut carol = client(&scratch, &cluster).await;
     let mut registered = 0;
     let mut refused = None;
@@ -309,8 +308,8 @@ async fn a_full_hashing_queue_refuses_logins_and_registrations_at_once_with_a_re
     );
     assert_eq!(refused.metadata().get("retry-after").unwrap(), "1");
     assert_eq!(answers.other.load(Ordering::Relaxed), 0);
-    // The refused registration left nothing: its username is free, and the
-    // bank opened exactly one account per registration that went through.
+    // The refused registration left no user behind: its username is free,
+    // and registering it again makes a whole user with its own balance.
     let refused_name = format!("erin{registered}");
     carol
         .register(proto::RegisterRequest {

@@ -11,6 +11,9 @@ use anyhow::Context;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
+/// How long a server waits for a TLS handshake to finish.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a certificate's holder is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -76,10 +79,14 @@ impl TlsDir {
 
     /// Server side: present `name`'s certificate, require a client
     /// certificate from the CA.
+    /// A connection that has not finished its handshake in
+    /// [`HANDSHAKE_TIMEOUT`] is closed, so idle sockets cannot hold the
+    /// server's `connections_max` places.
     pub fn server(&self, name: &str) -> anyhow::Result<ServerTlsConfig> {
         Ok(ServerTlsConfig::new()
             .identity(self.identity(name)?)
-            .client_ca_root(self.ca()?))
+            .client_ca_root(self.ca()?)
+            .timeout(HANDSHAKE_TIMEOUT))
     }
 
     /// Client side: present `name`'s certificate, trust only the CA.

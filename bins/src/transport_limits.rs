@@ -9,6 +9,8 @@
 //!   HTTP/2 tells the client so (`SETTINGS_MAX_CONCURRENT_STREAMS`), and a
 //!   call past it anyway is answered RESOURCE_EXHAUSTED at once.
 //! - A call running longer than `request_timeout` is ended CANCELLED.
+//! - A TLS handshake must finish within 5 s and an open connection answer
+//!   HTTP/2 pings, so idle or dead sockets give their place back.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,6 +31,10 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
 pub const STREAMS_PER_CONNECTION_MAX_DEFAULT: u32 = 256;
 /// The default bound on one call's duration.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+/// How often an open connection is pinged, and how long the peer has to
+/// answer before the connection is closed (a dead peer frees its place).
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Refused connections are warned about at most once per this window.
 const REFUSED_WARNING_EVERY: Duration = Duration::from_secs(10);
 
@@ -68,6 +74,8 @@ impl TransportLimits {
     /// A server builder with the per-connection and per-call limits set.
     pub fn server(&self) -> Server {
         Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_EVERY))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .max_concurrent_streams(self.streams_per_connection_max)
             .concurrency_limit_per_connection(self.streams_per_connection_max as usize)
             .load_shed(true)

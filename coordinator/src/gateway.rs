@@ -100,6 +100,9 @@ pub const PAYMENTS_IN_FLIGHT_MAX_DEFAULT: usize = 256;
 /// The default bound on repeats waiting for in-flight payments.
 pub const WAITERS_MAX_DEFAULT: usize = 4096;
 
+/// The most wakers parked on one txn (see `State::park`).
+const WAKERS_PER_TXN_MAX: usize = 64;
+
 /// The default bound on payments waiting for phase 2 to be acknowledged.
 pub const SETTLING_MAX_DEFAULT: usize = 65_536;
 
@@ -213,11 +216,18 @@ impl std::fmt::Display for Limited {
 /// A login admitted past the rate limits and the lockout: the hash to
 /// verify the password against (the user's, or for an unknown username a
 /// hash nobody's password matches, so both cost the same).
-#[derive(Debug)]
 pub struct LoginAttempt {
     username: String,
     hash: String,
     known: bool,
+}
+
+impl std::fmt::Debug for LoginAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginAttempt")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LoginAttempt {
@@ -309,6 +319,25 @@ impl State {
                 self.payments.remove(&txn);
             }
         }
+    }
+
+    /// Parks `waker` until `txn` changes. A task parks once however often
+    /// it is polled, and at most [`WAKERS_PER_TXN_MAX`] wakers wait on one
+    /// txn: a full list is woken and emptied first (a future still waiting
+    /// parks again when polled; one that gave up is not polled), so wakers
+    /// left behind by callers that gave up cannot pile up.
+    fn park(&mut self, txn: TxnId, waker: &Waker) {
+        let parked = self.waiters.entry(txn).or_default();
+        if parked.iter().any(|known| known.will_wake(waker)) {
+            return;
+        }
+        if parked.len() >= WAKERS_PER_TXN_MAX {
+            for stale in parked.drain(..) {
+                stale.wake();
+            }
+        }
+        parked.push(waker.clone());
+        assert!(parked.len() <= WAKERS_PER_TXN_MAX);
     }
 
     fn wake(&mut self, txn: TxnId) {
@@ -539,16 +568,18 @@ impl<P: Participant> Gateway<P> {
         }
         let now = self.clock.now_ms();
         let mut state = self.lock();
-        if state.users.contains_key(username) {
-            return Err(GatewayError::AlreadyExists(format!(
-                "username {username:?} is taken"
-            )));
-        }
+        // Charged before the username is looked at, so probing which
+        // usernames are taken costs the same rate as registering.
         if let Some(address) = address {
             state
                 .logins_per_address
                 .take(&address, now)
                 .map_err(|refusal| rate_limited(Limited::Address, refusal))?;
+        }
+        if state.users.contains_key(username) {
+            return Err(GatewayError::AlreadyExists(format!(
+                "username {username:?} is taken"
+            )));
         }
         Ok(salt(&*self.entropy))
     }
@@ -603,12 +634,14 @@ impl<P: Participant> Gateway<P> {
                 .map_err(|refusal| rate_limited(Limited::Address, refusal))?;
         }
         // Usernames are charged only in their valid shape, so the map holds
-        // at most 64-byte keys.
+        // at most 64-byte keys. A full map admits the login untracked (the
+        // address rate and the lockout still apply): refusing every new
+        // username would let a flood of made-up names lock everyone out.
         if users::valid_username(username) {
-            state
-                .logins_per_username
-                .take(&username.to_owned(), now)
-                .map_err(|refusal| rate_limited(Limited::Username, refusal))?;
+            match state.logins_per_username.take(&username.to_owned(), now) {
+                Ok(()) | Err(Refusal::Full { .. }) => {}
+                Err(refusal) => return Err(rate_limited(Limited::Username, refusal)),
+            }
         }
         if let Some(until) = state.lockout.locked_until(username, now) {
             return Err(GatewayError::LockedOut {
@@ -636,7 +669,11 @@ impl<P: Participant> Gateway<P> {
         let now = self.clock.now_ms();
         let mut state = self.lock();
         if !(matched && attempt.known) {
-            state.lockout.record_failure(&attempt.username, now);
+            // Only names of a valid shape are counted (no user has another),
+            // so the lockout's keys stay small.
+            if users::valid_username(&attempt.username) {
+                state.lockout.record_failure(&attempt.username, now);
+            }
             return Err(GatewayError::BadCredentials);
         }
         state.lockout.record_success(&attempt.username);
@@ -695,12 +732,6 @@ impl<P: Participant> Gateway<P> {
         if request.amount.0 == 0 {
             return invalid("amount must be positive");
         }
-        if request.amount > self.options.amount_max {
-            return Err(GatewayError::AmountAboveMax {
-                amount: request.amount,
-                max: self.options.amount_max,
-            });
-        }
         if request.currency != self.options.currency {
             return invalid(&format!("currency must be {}", self.options.currency));
         }
@@ -752,6 +783,13 @@ impl<P: Participant> Gateway<P> {
                     state.waiting += 1;
                     Seen::InFlight
                 }
+            } else if request.amount > self.options.amount_max {
+                // New ids only: a repeat of a payment made under a higher
+                // maximum still gets its stored outcome.
+                return Err(GatewayError::AmountAboveMax {
+                    amount: request.amount,
+                    max: self.options.amount_max,
+                });
             } else if state.in_flight >= self.options.payments_in_flight_max {
                 return Err(GatewayError::Overloaded {
                     bound: Bound::InFlight,
@@ -1295,11 +1333,7 @@ impl<P: Participant> Future for DecidedFuture<'_, P> {
                 Poll::Ready((payment, decided_lsn))
             }
             _ => {
-                state
-                    .waiters
-                    .entry(self.txn)
-                    .or_default()
-                    .push(context.waker().clone());
+                state.park(self.txn, context.waker());
                 Poll::Pending
             }
         }
@@ -1372,11 +1406,7 @@ impl<P: Participant> Future for AcknowledgedFuture<'_, P> {
             None => Poll::Ready(()),
             Some(txn) => {
                 let txn = *txn;
-                state
-                    .waiters
-                    .entry(txn)
-                    .or_default()
-                    .push(context.waker().clone());
+                state.park(txn, context.waker());
                 Poll::Pending
             }
         }
@@ -1453,7 +1483,14 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
                     acked: 0,
                 }),
             );
-            assert!(earlier.is_none(), "a txn id is initiated once");
+            // An id forgotten after its retention may be used again; if a
+            // crash lost the snapshot that forgot it, replay meets both.
+            if let Some(earlier) = earlier
+                && earlier.payment.is_some()
+                && earlier.decision.is_none()
+            {
+                state.in_flight -= 1;
+            }
         }
         GatewayRecord::Decided {
             txn,

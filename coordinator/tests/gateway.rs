@@ -408,6 +408,37 @@ fn bad_payments_are_refused_before_anything_is_written() {
 }
 
 #[test]
+fn a_repeat_of_a_payment_made_under_a_higher_maximum_still_gets_its_outcome() {
+    let storage = SimStorage::new();
+    let gateway = open(&storage, Banks::default());
+    let paid = pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 5_000)).unwrap();
+    assert_eq!(paid.status, Status::Committed);
+    drop(gateway);
+    let lowered = Gateway::open(
+        Arc::new(storage.crash()),
+        GatewayOptions {
+            amount_max: Amount(100),
+            ..options()
+        },
+        Banks::default(),
+        Arc::new(TestClock(AtomicU64::new(2_000))),
+        Arc::new(TestEntropy(AtomicU64::new(8))),
+        setup_users,
+    )
+    .unwrap();
+    let repeat = block_on(lowered.pay("alice", payment(1, "bank_b", "456", 5_000))).unwrap();
+    assert_eq!(
+        (repeat.payment.status, repeat.payment.replayed),
+        (Status::Committed, true)
+    );
+    let refused = block_on(lowered.pay("alice", payment(2, "bank_b", "456", 5_000)));
+    assert!(
+        matches!(refused, Err(GatewayError::AmountAboveMax { .. })),
+        "{refused:?}"
+    );
+}
+
+#[test]
 fn past_settling_max_unacknowledged_payments_a_new_id_is_shed_until_phase_two_catches_up() {
     let banks = Banks::default();
     let gateway = Gateway::open(
