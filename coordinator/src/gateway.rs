@@ -321,6 +321,18 @@ impl State {
         }
     }
 
+    /// Takes one token of the client address's login rate (none for a
+    /// caller without an address, such as a test or a tool).
+    fn charge_address(&mut self, address: Option<IpAddr>, now_ms: u64) -> Result<(), GatewayError> {
+        match address {
+            None => Ok(()),
+            Some(address) => self
+                .logins_per_address
+                .take(&address, now_ms)
+                .map_err(|refusal| rate_limited(Limited::Address, refusal)),
+        }
+    }
+
     /// Parks `waker` until `txn` changes. A task parks once however often
     /// it is polled, and at most [`WAKERS_PER_TXN_MAX`] wakers wait on one
     /// txn: a full list is woken and emptied first (a future still waiting
@@ -570,12 +582,7 @@ impl<P: Participant> Gateway<P> {
         let mut state = self.lock();
         // Charged before the username is looked at, so probing which
         // usernames are taken costs the same rate as registering.
-        if let Some(address) = address {
-            state
-                .logins_per_address
-                .take(&address, now)
-                .map_err(|refusal| rate_limited(Limited::Address, refusal))?;
-        }
+        state.charge_address(address, now)?;
         if state.users.contains_key(username) {
             return Err(GatewayError::AlreadyExists(format!(
                 "username {username:?} is taken"
@@ -627,12 +634,7 @@ impl<P: Participant> Gateway<P> {
     ) -> Result<LoginAttempt, GatewayError> {
         let now = self.clock.now_ms();
         let mut state = self.lock();
-        if let Some(address) = address {
-            state
-                .logins_per_address
-                .take(&address, now)
-                .map_err(|refusal| rate_limited(Limited::Address, refusal))?;
-        }
+        state.charge_address(address, now)?;
         // Usernames are charged only in their valid shape, so the map holds
         // at most 64-byte keys. A full map admits the login untracked (the
         // address rate and the lockout still apply): refusing every new
