@@ -240,9 +240,13 @@ fn setup_users() -> Vec<SetupUser> {
 }
 
 fn open(storage: &SimStorage, banks: Banks) -> Gateway<Banks> {
+    open_with(storage, banks, options())
+}
+
+fn open_with(storage: &SimStorage, banks: Banks, options: GatewayOptions) -> Gateway<Banks> {
     Gateway::open(
         Arc::new(storage.clone()),
-        options(),
+        options,
         banks,
         Arc::new(TestClock(AtomicU64::new(1_000))),
         Arc::new(TestEntropy(AtomicU64::new(7))),
@@ -441,18 +445,14 @@ fn a_repeat_of_a_payment_made_under_a_higher_maximum_still_gets_its_outcome() {
 #[test]
 fn past_settling_max_unacknowledged_payments_a_new_id_is_shed_until_phase_two_catches_up() {
     let banks = Banks::default();
-    let gateway = Gateway::open(
-        Arc::new(SimStorage::new()),
+    let gateway = open_with(
+        &SimStorage::new(),
+        banks.clone(),
         GatewayOptions {
             settling_max: 1,
             ..options()
         },
-        banks.clone(),
-        Arc::new(TestClock(AtomicU64::new(1_000))),
-        Arc::new(TestEntropy(AtomicU64::new(7))),
-        setup_users,
-    )
-    .unwrap();
+    );
     // bank_b is down: the payment aborts and its phase 2 stays unacknowledged.
     banks.set("bank_b", Behaviour::Down);
     let aborted = pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 5)).unwrap();
@@ -574,18 +574,14 @@ fn a_balance_waits_only_for_its_own_bank_acknowledging_phase_two() {
 #[test]
 fn past_the_unsettled_bound_a_payment_is_answered_after_its_phase_two() {
     let banks = Banks::default();
-    let gateway = Gateway::open(
-        Arc::new(SimStorage::new()),
+    let gateway = open_with(
+        &SimStorage::new(),
+        banks.clone(),
         GatewayOptions {
             unsettled_max: 1,
             ..options()
         },
-        banks.clone(),
-        Arc::new(TestClock(AtomicU64::new(1_000))),
-        Arc::new(TestEntropy(AtomicU64::new(7))),
-        setup_users,
-    )
-    .unwrap();
+    );
     let first = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 5))).unwrap();
     assert!(first.phase_two_pending, "within the bound: answered early");
     // The first is still unsettled (its phase 2 not run), so the second
@@ -705,18 +701,14 @@ fn logins_past_the_rate_of_an_address_or_a_username_are_refused_before_any_hash(
         },
         keys_max: 16,
     };
-    let gateway = Gateway::open(
-        Arc::new(SimStorage::new()),
+    let gateway = open_with(
+        &SimStorage::new(),
+        Banks::default(),
         GatewayOptions {
             admission: policy,
             ..options()
         },
-        Banks::default(),
-        Arc::new(TestClock(AtomicU64::new(1_000))),
-        Arc::new(TestEntropy(AtomicU64::new(7))),
-        setup_users,
-    )
-    .unwrap();
+    );
     let here: IpAddr = "10.0.0.1".parse().unwrap();
     let there: IpAddr = "10.0.0.2".parse().unwrap();
     // Two tries at bob from here, then bob is refused from anywhere.
