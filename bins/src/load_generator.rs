@@ -245,16 +245,7 @@ pub async fn run(
     gateway: Option<String>,
     tls_dir: Option<std::path::PathBuf>,
 ) -> anyhow::Result<BenchReport> {
-    ensure!(
-        (1..=CLIENTS_MAX).contains(&args.clients),
-        "--clients must be between 1 and {CLIENTS_MAX}"
-    );
-    ensure!(args.payments >= 1, "--payments must be at least 1");
-    ensure!(args.accounts >= 2, "--accounts must be at least 2");
-    ensure!(
-        args.login_flood <= FLOOD_CONNECTIONS_MAX,
-        "--login-flood must be at most {FLOOD_CONNECTIONS_MAX}"
-    );
+    check_args(&args)?;
     crate::tls::install_crypto_provider();
     let scratch = std::env::temp_dir().join(format!("minipay-bench-{}", std::process::id()));
     let mut cluster = None;
@@ -262,24 +253,7 @@ pub async fn run(
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch)?;
         eprintln!("starting a local cluster in {}", scratch.display());
-        // Every bench user logs in from 127.0.0.1: that one address may
-        // make all their logins (a flood comes from addresses of its own).
-        let mut gateway_flags = vec![
-            "--login-rate-per-address".to_owned(),
-            "100000/1s".to_owned(),
-        ];
-        if let Some(max) = args.payments_in_flight_max {
-            gateway_flags.extend(["--payments-in-flight-max".to_owned(), max.to_string()]);
-        }
-        let exe = std::env::current_exe().context("find the minipay executable")?;
-        let local = LocalCluster::start_with(
-            crate::cluster::Servers::ReExec(exe),
-            &scratch,
-            r#"{"users": []}"#,
-            &["bank_a", "bank_b"],
-            &[],
-            &gateway_flags,
-        )?;
+        let local = start_local(&args, &scratch)?;
         let found = (
             local.gateway_url(),
             local.tls_dir(),
@@ -300,19 +274,7 @@ pub async fn run(
         .map(|user| (user.bank.clone(), user.account.clone()))
         .collect();
     if let Some(local) = &cluster {
-        for index in 0..args.accounts {
-            let bank = &banks[index % banks.len()];
-            let mut client = local.bank_client(bank).await?;
-            let opened = client
-                .open_account(proto::OpenAccountRequest {
-                    owner: format!("payee{index}"),
-                    initial_balance: 0,
-                    account_no: String::new(),
-                })
-                .await?
-                .into_inner();
-            destinations.push((bank.clone(), opened.account_no));
-        }
+        destinations.extend(payees(local, &banks, args.accounts).await?);
     }
     let total_before = total_balance(cluster.as_ref(), &destinations, sessions(&users)).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -347,13 +309,7 @@ pub async fn run(
     tally.latencies.sort_unstable();
     tally.refusal_latencies.sort_unstable();
     let latencies = &tally.latencies;
-    // Phase 2 may still be landing for the last payments: give it a moment.
-    let mut total_after = total_balance(cluster.as_ref(), &destinations, sessions(&users)).await?;
-    let settle_started = Instant::now();
-    while total_after != total_before && settle_started.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        total_after = total_balance(cluster.as_ref(), &destinations, sessions(&users)).await?;
-    }
+    let total_after = settled_total(cluster.as_ref(), &destinations, &users, total_before).await?;
     if let Some(mut local) = cluster {
         local.stop()?;
         let _ = std::fs::remove_dir_all(&scratch);
@@ -383,6 +339,82 @@ pub async fn run(
         total_after,
         conserved: total_before == total_after,
     })
+}
+
+fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
+    ensure!(
+        (1..=CLIENTS_MAX).contains(&args.clients),
+        "--clients must be between 1 and {CLIENTS_MAX}"
+    );
+    ensure!(args.payments >= 1, "--payments must be at least 1");
+    ensure!(args.accounts >= 2, "--accounts must be at least 2");
+    ensure!(
+        args.login_flood <= FLOOD_CONNECTIONS_MAX,
+        "--login-flood must be at most {FLOOD_CONNECTIONS_MAX}"
+    );
+    Ok(())
+}
+
+/// Starts the bench's own cluster in `scratch`.
+fn start_local(args: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<LocalCluster> {
+    // Every bench user logs in from 127.0.0.1: that one address may make
+    // all their logins (a flood comes from addresses of its own).
+    let mut gateway_flags = vec![
+        "--login-rate-per-address".to_owned(),
+        "100000/1s".to_owned(),
+    ];
+    if let Some(max) = args.payments_in_flight_max {
+        gateway_flags.extend(["--payments-in-flight-max".to_owned(), max.to_string()]);
+    }
+    let exe = std::env::current_exe().context("find the minipay executable")?;
+    LocalCluster::start_with(
+        crate::cluster::Servers::ReExec(exe),
+        scratch,
+        r#"{"users": []}"#,
+        &["bank_a", "bank_b"],
+        &[],
+        &gateway_flags,
+    )
+}
+
+/// Opens `accounts` empty payee accounts, alternating banks.
+async fn payees(
+    local: &LocalCluster,
+    banks: &[String],
+    accounts: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut opened_accounts = Vec::with_capacity(accounts);
+    for index in 0..accounts {
+        let bank = &banks[index % banks.len()];
+        let mut client = local.bank_client(bank).await?;
+        let opened = client
+            .open_account(proto::OpenAccountRequest {
+                owner: format!("payee{index}"),
+                initial_balance: 0,
+                account_no: String::new(),
+            })
+            .await?
+            .into_inner();
+        opened_accounts.push((bank.clone(), opened.account_no));
+    }
+    Ok(opened_accounts)
+}
+
+/// The total of all balances once phase 2 of the last payments landed
+/// (waiting at most 10 s for it to equal `before`).
+async fn settled_total(
+    cluster: Option<&LocalCluster>,
+    destinations: &[(String, String)],
+    users: &[User],
+    before: u64,
+) -> anyhow::Result<u64> {
+    let mut total = total_balance(cluster, destinations, sessions(users)).await?;
+    let settle_started = Instant::now();
+    while total != before && settle_started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        total = total_balance(cluster, destinations, sessions(users)).await?;
+    }
+    Ok(total)
 }
 
 fn sessions(users: &[User]) -> Vec<(proto::gateway_client::GatewayClient<Channel>, String)> {

@@ -59,7 +59,8 @@ impl PasswordPool {
         let (queue, jobs) = sync_channel::<Job>(queue_max);
         let jobs = Arc::new(Mutex::new(jobs));
         let hashed = Arc::new(AtomicU64::new(0));
-        let (ready, started) = std::sync::mpsc::channel();
+        // One message per worker, so a buffer of `workers` never blocks.
+        let (ready, started) = sync_channel(workers);
         for index in 0..workers {
             let jobs = Arc::clone(&jobs);
             let hashed = Arc::clone(&hashed);
@@ -161,7 +162,7 @@ mod tests {
     async fn a_full_queue_refuses_at_once_and_the_refused_job_never_runs() {
         let pool = PasswordPool::start(1, 1, HashCost::SIMULATION_ONLY);
         // Hold the one worker inside a job until the test lets it go.
-        let (entered, inside) = std::sync::mpsc::channel();
+        let (entered, inside) = sync_channel(1);
         let release = Arc::new(Barrier::new(2));
         let held_release = Arc::clone(&release);
         let mut held = Box::pin(pool.run(move |_| {

@@ -259,6 +259,19 @@ struct Entry {
 }
 
 impl Entry {
+    /// An entry without a decision yet (`payment` is `None` for an id first
+    /// heard of in a bank's GetDecision).
+    fn undecided(payment: Option<Payment>) -> Entry {
+        Entry {
+            payment,
+            decision: None,
+            decided_lsn: Lsn(0),
+            decided_at_ms: 0,
+            ended: false,
+            acked: 0,
+        }
+    }
+
     /// Whether the entry may be forgotten once its decision is old: the
     /// payment ended, or the id was only heard of in a GetDecision.
     fn forgettable(&self) -> bool {
@@ -391,6 +404,35 @@ fn dummy_hash(entropy: &dyn Entropy, cost: users::HashCost) -> String {
     PasswordHasher::new(cost).hash(&password, salt(entropy))
 }
 
+/// Writes the setup file's users on a first start (hashing each password
+/// once, with one hasher).
+fn seed(
+    wal: &Wal,
+    state: &mut State,
+    setup_users: Vec<SetupUser>,
+    cost: users::HashCost,
+    entropy: &dyn Entropy,
+) -> Result<(), GatewayOpenError> {
+    let mut hasher = PasswordHasher::new(cost);
+    for user in setup_users {
+        if !users::valid_username(&user.username) || state.users.contains_key(&user.username) {
+            return Err(GatewayOpenError::Seed(format!(
+                "bad or duplicate username {:?}",
+                user.username
+            )));
+        }
+        let record = GatewayRecord::UserRegistered {
+            username: user.username,
+            password_hash: hasher.hash(&user.password, salt(entropy)),
+            bank: user.bank,
+            account: user.account,
+        };
+        let lsn = wal.append(record.kind(), &record.encode())?;
+        apply(state, lsn, &record);
+    }
+    Ok(())
+}
+
 /// A fresh random salt for a password hash.
 fn salt(entropy: &dyn Entropy) -> [u8; SALT_LEN] {
     let mut bytes = [0u8; SALT_LEN];
@@ -469,25 +511,13 @@ impl<P: Participant> Gateway<P> {
             Err(other) => return Err(GatewayOpenError::Replay(other.to_string())),
         }
         if state.applied_lsn == Lsn(0) {
-            let mut hasher = PasswordHasher::new(options.password_cost);
-            for user in setup_users() {
-                if !users::valid_username(&user.username)
-                    || state.users.contains_key(&user.username)
-                {
-                    return Err(GatewayOpenError::Seed(format!(
-                        "bad or duplicate username {:?}",
-                        user.username
-                    )));
-                }
-                let record = GatewayRecord::UserRegistered {
-                    username: user.username,
-                    password_hash: hasher.hash(&user.password, salt(&*entropy)),
-                    bank: user.bank,
-                    account: user.account,
-                };
-                let lsn = wal.append(record.kind(), &record.encode())?;
-                apply(&mut state, lsn, &record);
-            }
+            seed(
+                &wal,
+                &mut state,
+                setup_users(),
+                options.password_cost,
+                &*entropy,
+            )?;
         }
         let now = clock.now_ms();
         let mut undecided: Vec<TxnId> = state
@@ -1463,78 +1493,13 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
             request,
             user,
             at_ms,
-        } => {
-            let payment = Payment {
-                request: request.clone(),
-                user: user.clone(),
-                status: Status::Initiated,
-                reason: String::new(),
-                created_at_ms: *at_ms,
-                ended: false,
-                replayed: false,
-            };
-            state.in_flight += 1;
-            let earlier = state.payments.insert(
-                request.txn,
-                Arc::new(Entry {
-                    payment: Some(payment),
-                    decision: None,
-                    decided_lsn: Lsn(0),
-                    decided_at_ms: 0,
-                    ended: false,
-                    acked: 0,
-                }),
-            );
-            // An id forgotten after its retention may be used again; if a
-            // crash lost the snapshot that forgot it, replay meets both.
-            if let Some(earlier) = earlier
-                && earlier.payment.is_some()
-                && earlier.decision.is_none()
-            {
-                state.in_flight -= 1;
-            }
-        }
+        } => apply_initiated(state, request, user, *at_ms),
         GatewayRecord::Decided {
             txn,
             commit,
             reason,
             at_ms,
-        } => {
-            let entry = Arc::make_mut(state.payments.entry(*txn).or_insert_with(|| {
-                Arc::new(Entry {
-                    payment: None,
-                    decision: None,
-                    decided_lsn: Lsn(0),
-                    decided_at_ms: 0,
-                    ended: false,
-                    acked: 0,
-                })
-            }));
-            if entry.payment.is_some() && entry.decision.is_none() {
-                assert!(state.in_flight > 0);
-                state.in_flight -= 1;
-            }
-            entry.decided_at_ms = *at_ms;
-            entry.decided_lsn = lsn;
-            let decision = if *commit {
-                Decision::Commit
-            } else {
-                Decision::Abort
-            };
-            entry.decision = Some((decision, reason.clone()));
-            if let Some(payment) = &mut entry.payment {
-                payment.status = if *commit {
-                    Status::Committed
-                } else {
-                    Status::Aborted
-                };
-                payment.reason = reason.clone();
-                if !entry.ended {
-                    state.settling.insert(*txn);
-                }
-            }
-            state.forgettable.extend(entry.forget_key(*txn));
-        }
+        } => apply_decided(state, lsn, *txn, *commit, reason, *at_ms),
         GatewayRecord::Ended { txn } => {
             if let Some(entry) = state.payments.get_mut(txn) {
                 let entry = Arc::make_mut(entry);
@@ -1548,6 +1513,66 @@ fn apply(state: &mut State, lsn: Lsn, record: &GatewayRecord) {
             state.wake(*txn);
         }
     }
+}
+
+/// A new payment: in flight until its decision.
+fn apply_initiated(state: &mut State, request: &PaymentRequest, user: &str, at_ms: u64) {
+    let payment = Payment {
+        request: request.clone(),
+        user: user.to_owned(),
+        status: Status::Initiated,
+        reason: String::new(),
+        created_at_ms: at_ms,
+        ended: false,
+        replayed: false,
+    };
+    state.in_flight += 1;
+    let earlier = state
+        .payments
+        .insert(request.txn, Arc::new(Entry::undecided(Some(payment))));
+    // An id forgotten after its retention may be used again; if a crash
+    // lost the snapshot that forgot it, replay meets both.
+    if let Some(earlier) = earlier
+        && earlier.payment.is_some()
+        && earlier.decision.is_none()
+    {
+        state.in_flight -= 1;
+    }
+}
+
+/// A decision (for a payment, or for an id first heard of from a bank):
+/// the payment leaves the in-flight count and waits for phase 2.
+fn apply_decided(state: &mut State, lsn: Lsn, txn: TxnId, commit: bool, reason: &str, at_ms: u64) {
+    let entry = Arc::make_mut(
+        state
+            .payments
+            .entry(txn)
+            .or_insert_with(|| Arc::new(Entry::undecided(None))),
+    );
+    if entry.payment.is_some() && entry.decision.is_none() {
+        assert!(state.in_flight > 0);
+        state.in_flight -= 1;
+    }
+    entry.decided_at_ms = at_ms;
+    entry.decided_lsn = lsn;
+    let decision = if commit {
+        Decision::Commit
+    } else {
+        Decision::Abort
+    };
+    entry.decision = Some((decision, reason.to_owned()));
+    if let Some(payment) = &mut entry.payment {
+        payment.status = if commit {
+            Status::Committed
+        } else {
+            Status::Aborted
+        };
+        payment.reason = reason.to_owned();
+        if !entry.ended {
+            state.settling.insert(txn);
+        }
+    }
+    state.forgettable.extend(entry.forget_key(txn));
 }
 
 /// Polls every future to completion, concurrently; results in order.
