@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::{
     Cli, Process, SETUP, Scratch, authorized, bank_args, gateway_args, txn_id, wait_until,
 };
-use minipay::load_generator::proc_status_bytes;
+use minipay::load_generator::{loopback_source, proc_status_bytes};
 use minipay_proto::v1::{self as proto, PaymentStatus};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -78,11 +78,6 @@ async fn client(scratch: &Scratch, cluster: &Cluster) -> Client {
     client_from(&scratch.tls(), cluster.gateway.address, None).await
 }
 
-/// The address of flood connection `index`: 127.0.1.1, 127.0.1.2, …
-fn flood_source(index: usize) -> IpAddr {
-    IpAddr::from([127, 0, 1 + (index / 250) as u8, 1 + (index % 250) as u8])
-}
-
 async fn login(
     client: &mut Client,
     username: &str,
@@ -133,7 +128,7 @@ async fn flood(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for index in 0..connections {
-        let client = client_from(tls, gateway, Some(flood_source(index))).await;
+        let client = client_from(tls, gateway, Some(loopback_source(index))).await;
         for call in 0..calls {
             let (mut client, stop, answers) =
                 (client.clone(), Arc::clone(&stop), Arc::clone(&answers));
@@ -379,7 +374,7 @@ async fn logins_past_the_rate_of_an_address_or_of_a_username_are_refused_before_
     let mut there = client_from(
         &scratch.tls(),
         cluster.gateway.address,
-        Some(flood_source(7)),
+        Some(loopback_source(7)),
     )
     .await;
     login(&mut there, "carol", "secret77").await.unwrap();

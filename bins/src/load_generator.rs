@@ -566,15 +566,18 @@ struct FloodTally {
     other: AtomicU64,
 }
 
-/// The source address of flood connection `index` when the gateway is on
-/// loopback: 127.0.1.1, 127.0.1.2, … (each its own client to the gateway's
-/// per-address limit).
+/// A loopback source address of its own for client `index`: 127.0.1.1,
+/// 127.0.1.2, … (each its own client address to a server on 127.0.0.1).
+pub fn loopback_source(index: usize) -> std::net::IpAddr {
+    let third = u8::try_from(1 + index / 250).expect("at most 63,500 loopback sources");
+    std::net::IpAddr::from([127, 0, third, 1 + (index % 250) as u8])
+}
+
+/// The source address of flood connection `index`: its own loopback
+/// address when the gateway is on loopback.
 fn flood_address(url: &str, index: usize) -> Option<std::net::IpAddr> {
     let loopback = url.starts_with("https://127.") || url.starts_with("https://localhost");
-    loopback.then(|| {
-        let [high, low] = u16::try_from(256 + index).unwrap_or(u16::MAX).to_be_bytes();
-        std::net::IpAddr::from([127, 0, high, low.max(1)])
-    })
+    loopback.then(|| loopback_source(index))
 }
 
 /// Starts `connections` connections sending failing logins until `stop`.
