@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use minipay::wal_tools::preallocated_scratch;
+use minipay::tools::wal::preallocated_scratch;
 use wal::{RECORD_HEADER_LEN, framed_len};
 
 /// Bytes of the preallocated file the rounds are written to, in turn.

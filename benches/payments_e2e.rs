@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use minipay::cluster::ServerProcess;
+use minipay::harness::cluster::ServerProcess;
 use minipay_proto::v1 as proto;
 use tonic::transport::{Channel, Endpoint};
 
@@ -33,7 +33,7 @@ fn start_cluster() -> Cluster {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let tls = dir.join("tls");
-    minipay::certs::generate(&tls, &["bank_a".into(), "bank_b".into()]).expect("certs");
+    minipay::tools::certs::generate(&tls, &["bank_a".into(), "bank_b".into()]).expect("certs");
     let users: Vec<String> = (0..CLIENTS_MAX)
         .flat_map(|index| {
             [("bank_a", "a"), ("bank_b", "b")].map(|(bank, prefix)| {
@@ -92,7 +92,7 @@ fn start_cluster() -> Cluster {
 }
 
 async fn channel(cluster: &Cluster) -> Channel {
-    let tls = minipay::tls::TlsDir::new(&cluster.tls)
+    let tls = minipay::rpc::tls::TlsDir::new(&cluster.tls)
         .client("client")
         .expect("client tls");
     Endpoint::from_shared(format!("https://{}", cluster.gateway))
@@ -163,7 +163,7 @@ fn percentile(sorted: &[Duration], percent: usize) -> Duration {
 }
 
 fn payments_e2e(c: &mut Criterion) {
-    minipay::tls::install_crypto_provider();
+    minipay::rpc::tls::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ideal_log::IdealLog;
-use minipay::wal_tools::preallocated_scratch;
+use minipay::tools::wal::preallocated_scratch;
 use wal::{Lsn, Options, RecordKind, SyncPolicy, Wal};
 
 const KIND: RecordKind = RecordKind(0x7F);

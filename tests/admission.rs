@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::{
     Cli, Process, SETUP, Scratch, authorized, bank_args, gateway_args, txn_id, wait_until,
 };
-use minipay::load_generator::{loopback_source, proc_status_bytes};
+use minipay::harness::load_generator::{loopback_source, proc_status_bytes};
 use minipay_proto::v1::{self as proto, PaymentStatus};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -61,7 +61,9 @@ fn start(scratch: &Scratch, bank_flags: &[&str], gateway_flags: &[&str]) -> Clus
 /// A client connection to the gateway from `source` (any loopback address
 /// reaches a server on 127.0.0.1; each is its own client address to it).
 async fn client_from(tls: &Path, gateway: SocketAddr, source: Option<IpAddr>) -> Client {
-    let config = minipay::tls::TlsDir::new(tls).client("client").unwrap();
+    let config = minipay::rpc::tls::TlsDir::new(tls)
+        .client("client")
+        .unwrap();
     let channel = Endpoint::from_shared(format!("https://{gateway}"))
         .unwrap()
         .tls_config(config)

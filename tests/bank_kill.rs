@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use common::{
     Process, SETUP, Scratch, bank_args, bank_client, in_doubt_txns, leg, txn_id, wait_until,
 };
-use minipay::tls::{Role, TlsDir, require_role};
-use minipay::wal_tools::reused_segments;
+use minipay::rpc::tls::{Role, TlsDir, require_role};
+use minipay::tools::wal::reused_segments;
 use minipay_proto::v1::{self as proto, Direction};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;

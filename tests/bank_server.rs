@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{SETUP, Scratch, bank_client, in_doubt_txns, leg, txn_id};
-use minipay::bank_node::{self, BankConfig, Stopped};
+use minipay::servers::bank::node::{self as bank_node, BankConfig, Stopped};
 use minipay_proto::v1::{self as proto, Direction};
 use tokio::sync::oneshot;
 use tonic::Code;
@@ -41,8 +41,10 @@ async fn start(scratch: &Scratch) -> Running {
         snapshot_every: 1000,
         wal_segment_size: wal::Options::default().segment_size,
         amount_max: ledger::bank::AMOUNT_MAX_DEFAULT.0,
-        transport: minipay::transport_limits::TransportLimits::from_settings(None, None, None)
-            .unwrap(),
+        transport: minipay::servers::transport_limits::TransportLimits::from_settings(
+            None, None, None,
+        )
+        .unwrap(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(bank_node::run(config, Some(listener), async move {
@@ -272,7 +274,7 @@ async fn a_batch_answers_each_item_as_its_single_call_would() {
     assert_eq!(empty.code(), Code::InvalidArgument);
     let too_many = client
         .finish_batch(proto::FinishBatchRequest {
-            finishes: (0..=minipay::bank_service::BATCH_LEN_MAX as u32)
+            finishes: (0..=minipay::servers::bank::service::BATCH_LEN_MAX as u32)
                 .map(|txn| finish(1_000 + txn, proto::Decision::Abort))
                 .collect(),
         })
@@ -295,10 +297,10 @@ async fn a_burst_of_prepares_larger_than_one_message_gets_every_vote() {
     use coordinator::{Amount, Direction as Way, Leg, Participant, TxnId, Vote};
     let scratch = Scratch::new(&["bank_a"], SETUP);
     let bank = start(&scratch).await;
-    let clients = minipay::bank_clients::BankClients::new(
+    let clients = minipay::servers::gateway::bank_clients::BankClients::new(
         &[("bank_a".into(), format!("https://{}", bank.address))],
-        &minipay::tls::TlsDir::new(&scratch.tls()),
-        minipay::gateway_node::BANK_QUEUE_MAX_DEFAULT,
+        &minipay::rpc::tls::TlsDir::new(&scratch.tls()),
+        minipay::servers::gateway::node::BANK_QUEUE_MAX_DEFAULT,
     )
     .unwrap();
     // Unknown 64-character accounts: every vote is NO, and every prepare is

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use minipay::chaos::{ChaosOptions, run};
-use minipay::cluster::Servers;
+use minipay::harness::chaos::{ChaosOptions, run};
+use minipay::harness::cluster::Servers;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_random_processes_under_load_breaks_no_invariant() {

@@ -1,10 +1,10 @@
-//! The fuzz entry points (`minipay::fuzzing`, driven by `cargo fuzz` in
+//! The fuzz entry points (`minipay::harness::fuzzing`, driven by `cargo fuzz` in
 //! `fuzz/`) over seeded random inputs, so every CI run builds and exercises
 //! them. Coverage-guided runs and what they found: TESTING.md.
 
 use std::sync::Arc;
 
-use minipay::fuzzing;
+use minipay::harness::fuzzing;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use wal::sim::SimStorage;

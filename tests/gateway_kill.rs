@@ -14,7 +14,7 @@ use common::{
     Process, SETUP, Scratch, authorized, bank_args, bank_client, channel, gateway_args,
     gateway_balance, txn_id, wait_until,
 };
-use minipay::cluster::{VOTES_LOGGED, gateway_logged_yes};
+use minipay::harness::cluster::{VOTES_LOGGED, gateway_logged_yes};
 use minipay_proto::v1::{self as proto, PaymentStatus};
 use tonic::transport::Channel;
 
@@ -56,7 +56,7 @@ async fn in_doubt(scratch: &Scratch, bank: SocketAddr) -> usize {
         tonic::transport::Endpoint::from_shared(format!("https://{bank}"))
             .unwrap()
             .tls_config(
-                minipay::tls::TlsDir::new(&scratch.tls())
+                minipay::rpc::tls::TlsDir::new(&scratch.tls())
                     .client("gateway")
                     .unwrap(),
             )

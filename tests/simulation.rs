@@ -8,8 +8,8 @@
 //! choose the seeds; `minipay sim --seeds N --from S` runs more, faster, in a
 //! release build, and `minipay sim --seed S` replays one.
 
-use minipay::invariants::Invariant;
-use minipay::simulation::{Broken, SimConfig, run, run_seeds};
+use minipay_simulation::invariants::Invariant;
+use minipay_simulation::{Broken, SimConfig, run, run_seeds};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {

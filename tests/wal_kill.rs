@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use minipay::wal_tools::{BENCH_KIND, decode_bench_payload, reused_segments};
+use minipay::tools::wal::{BENCH_KIND, decode_bench_payload, reused_segments};
 use rand::{Rng, SeedableRng};
 use wal::{Options, Wal};
 

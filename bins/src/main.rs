@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use minipay::wal_tools::{self, BenchConfig};
+use minipay::tools::wal::{self as wal_tools, BenchConfig};
 use wal::SyncPolicy;
 
 #[derive(Parser)]
@@ -17,7 +17,7 @@ use wal::SyncPolicy;
 )]
 struct Cli {
     #[command(flatten)]
-    client: minipay::client::ClientOptions,
+    client: minipay::client::commands::ClientOptions,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,19 +29,19 @@ enum Command {
     Demo,
     /// Load generator: concurrent clients making random payments; checks
     /// that money is conserved.
-    Bench(minipay::load_generator::BenchArgs),
+    Bench(minipay::harness::load_generator::BenchArgs),
     /// Kill -9 random processes of a local cluster (3 banks, a gateway)
     /// under concurrent payments, restart them, heal, and check every
     /// invariant.
-    Chaos(minipay::chaos::ChaosArgs),
+    Chaos(minipay::harness::chaos::ChaosArgs),
     /// Run a bank server (the same as the `bank` binary).
-    Bank(Box<minipay::bank_node::BankCommand>),
+    Bank(Box<minipay::servers::bank::node::BankCommand>),
     /// Run the payment gateway (the same as the `gateway` binary).
-    Gateway(Box<minipay::gateway_node::GatewayCommand>),
+    Gateway(Box<minipay::servers::gateway::node::GatewayCommand>),
     #[command(flatten)]
     Tool(ToolCommand),
     #[command(flatten)]
-    Client(minipay::client::ClientCommand),
+    Client(minipay::client::commands::ClientCommand),
 }
 
 /// Commands that run and exit.
@@ -52,7 +52,7 @@ enum ToolCommand {
     Wal(WalCommand),
     /// Deterministic simulation of the whole system under faults: many
     /// seeds, or `--seed S` to replay one.
-    Sim(minipay::simulation::SimArgs),
+    Sim(minipay::harness::sim::SimArgs),
     /// Generate a development CA and mTLS certificates for every node.
     Certs {
         /// Directory to write ca.pem, gateway.pem/.key, <bank>.pem/.key, client.pem/.key.
@@ -147,8 +147,8 @@ fn main() -> ExitCode {
         end_quietly_on_a_closed_pipe();
     }
     let tool = match cli.command {
-        Command::Bank(command) => return minipay::bank_node::main(*command),
-        Command::Gateway(command) => return minipay::gateway_node::main(*command),
+        Command::Bank(command) => return minipay::servers::bank::node::main(*command),
+        Command::Gateway(command) => return minipay::servers::gateway::node::main(*command),
         Command::Client(command) => return client_main(cli.client, command),
         Command::Demo => return demo_main(),
         Command::Chaos(args) => return chaos_main(args),
@@ -156,7 +156,7 @@ fn main() -> ExitCode {
         // The simulation's nodes log what real ones would (timeouts, failed
         // syncs) by design; its report says what happened.
         Command::Tool(ToolCommand::Sim(args)) => {
-            return match minipay::simulation::main(args) {
+            return match minipay::harness::sim::main(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("error: {error:#}");
@@ -197,8 +197,8 @@ fn end_quietly_on_a_closed_pipe() {
 }
 
 fn bench_main(
-    options: minipay::client::ClientOptions,
-    args: minipay::load_generator::BenchArgs,
+    options: minipay::client::commands::ClientOptions,
+    args: minipay::harness::load_generator::BenchArgs,
 ) -> ExitCode {
     let json = args.json;
     let outcome = tokio::runtime::Builder::new_multi_thread()
@@ -206,7 +206,7 @@ fn bench_main(
         .build()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| {
-            runtime.block_on(minipay::load_generator::run(
+            runtime.block_on(minipay::harness::load_generator::run(
                 args,
                 options.gateway,
                 options.tls_dir,
@@ -240,7 +240,7 @@ fn demo_main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(minipay::demo::run()));
+        .and_then(|runtime| runtime.block_on(minipay::harness::demo::run()));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -250,12 +250,12 @@ fn demo_main() -> ExitCode {
     }
 }
 
-fn chaos_main(args: minipay::chaos::ChaosArgs) -> ExitCode {
+fn chaos_main(args: minipay::harness::chaos::ChaosArgs) -> ExitCode {
     let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(minipay::chaos::main(args)));
+        .and_then(|runtime| runtime.block_on(minipay::harness::chaos::main(args)));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -266,14 +266,14 @@ fn chaos_main(args: minipay::chaos::ChaosArgs) -> ExitCode {
 }
 
 fn client_main(
-    options: minipay::client::ClientOptions,
-    command: minipay::client::ClientCommand,
+    options: minipay::client::commands::ClientOptions,
+    command: minipay::client::commands::ClientCommand,
 ) -> ExitCode {
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(minipay::client::run(options, command)));
+        .and_then(|runtime| runtime.block_on(minipay::client::commands::run(options, command)));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -287,7 +287,7 @@ fn run(tool: ToolCommand) -> anyhow::Result<()> {
     match tool {
         ToolCommand::Sim(_) => unreachable!("the simulation runs without logging"),
         ToolCommand::Certs { out, banks } => {
-            for file in minipay::certs::generate(&out, &banks)? {
+            for file in minipay::tools::certs::generate(&out, &banks)? {
                 println!("{file}");
             }
             Ok(())

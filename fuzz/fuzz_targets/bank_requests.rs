@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| minipay::fuzzing::bank_requests(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| minipay::harness::fuzzing::bank_requests(data));

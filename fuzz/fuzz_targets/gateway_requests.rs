@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| minipay::fuzzing::gateway_requests(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| minipay::harness::fuzzing::gateway_requests(data));

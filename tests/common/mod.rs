@@ -17,10 +17,10 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(banks: &[&str], setup_json: &str) -> Scratch {
-        minipay::tls::install_crypto_provider();
+        minipay::rpc::tls::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let banks: Vec<String> = banks.iter().map(|bank| bank.to_string()).collect();
-        minipay::certs::generate(&dir.path().join("tls"), &banks).unwrap();
+        minipay::tools::certs::generate(&dir.path().join("tls"), &banks).unwrap();
         std::fs::write(dir.path().join("setup.json"), setup_json).unwrap();
         Scratch { dir }
     }
@@ -46,7 +46,9 @@ pub const SETUP: &str = r#"{"users": [
 
 /// An mTLS channel to `address` presenting `identity`'s certificate.
 pub async fn channel(tls: &Path, identity: &str, address: SocketAddr) -> Channel {
-    let config = minipay::tls::TlsDir::new(tls).client(identity).unwrap();
+    let config = minipay::rpc::tls::TlsDir::new(tls)
+        .client(identity)
+        .unwrap();
     Endpoint::from_shared(format!("https://{address}"))
         .unwrap()
         .tls_config(config)
@@ -77,11 +79,11 @@ pub async fn in_doubt_txns(
         .txns
 }
 
-/// A real server process, killed when dropped (see `minipay::cluster`).
-pub struct Process(minipay::cluster::ServerProcess);
+/// A real server process, killed when dropped (see `minipay::harness::cluster`).
+pub struct Process(minipay::harness::cluster::ServerProcess);
 
 impl std::ops::Deref for Process {
-    type Target = minipay::cluster::ServerProcess;
+    type Target = minipay::harness::cluster::ServerProcess;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
@@ -105,8 +107,13 @@ impl Process {
         env: &[(&str, &str)],
     ) -> Process {
         Process(
-            minipay::cluster::ServerProcess::start_with_env(Path::new(program), args, log, env)
-                .unwrap(),
+            minipay::harness::cluster::ServerProcess::start_with_env(
+                Path::new(program),
+                args,
+                log,
+                env,
+            )
+            .unwrap(),
         )
     }
 

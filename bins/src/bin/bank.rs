@@ -1,7 +1,7 @@
 //! `bank`: one named bank's server. See `bank --help` and README.md.
 
 use clap::Parser;
-use minipay::bank_node::{self, BankCommand};
+use minipay::servers::bank::node::{self as bank_node, BankCommand};
 
 #[derive(Parser)]
 #[command(

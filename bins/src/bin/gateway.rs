@@ -1,7 +1,7 @@
 //! `gateway`: the payment gateway server. See `gateway --help` and README.md.
 
 use clap::Parser;
-use minipay::gateway_node::{self, GatewayCommand};
+use minipay::servers::gateway::node::{self as gateway_node, GatewayCommand};
 
 #[derive(Parser)]
 #[command(

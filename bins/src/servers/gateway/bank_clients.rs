@@ -20,8 +20,8 @@ use minipay_proto::v1 as proto;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::bank_service::BATCH_LEN_MAX;
-use crate::tls::TlsDir;
+use crate::rpc::tls::TlsDir;
+use crate::servers::bank::service::BATCH_LEN_MAX;
 
 /// How long connecting to a bank may take before a call counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -145,7 +145,7 @@ async fn queue_call<T, R>(
 
 /// The most encoded bytes of items one batch call carries: half of what a
 /// bank accepts in one message, leaving room for framing.
-const BATCH_BYTES_MAX: usize = crate::bank_node::BANK_MESSAGE_LEN_MAX / 2;
+const BATCH_BYTES_MAX: usize = crate::servers::bank::node::BANK_MESSAGE_LEN_MAX / 2;
 
 /// An item's share of its batch message: its encoding, tag and length.
 fn item_len(item: &impl prost::Message) -> usize {
@@ -344,7 +344,7 @@ fn call_error(bank: &str, status: tonic::Status, timeout: Duration) -> CallError
             detail: format!(
                 "{} ({})",
                 status.message(),
-                crate::request_log::code_name(status.code())
+                crate::rpc::request_log::code_name(status.code())
             ),
         },
     }

@@ -11,8 +11,8 @@ use anyhow::{Context, bail, ensure};
 use ledger::Amount;
 use minipay_proto::v1 as proto;
 
-use crate::client::{self, ClientCommand, ClientOptions, RetryOptions};
-use crate::cluster::{LocalCluster, gateway_logged_yes};
+use crate::client::commands::{self as client, ClientCommand, ClientOptions, RetryOptions};
+use crate::harness::cluster::{LocalCluster, gateway_logged_yes};
 
 const SETUP: &str = r#"{"users": [
   {"username": "alice", "password": "alice-pass", "bank": "bank_a", "account_no": "123", "balance": 1000},
@@ -145,7 +145,7 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 async fn run_in(dir: &Path) -> anyhow::Result<()> {
-    crate::tls::install_crypto_provider();
+    crate::rpc::tls::install_crypto_provider();
     say("A development CA, certificates for every node, and a setup file");
     println!("alice: bank_a/123 with 1,000.00 INR; bob: bank_b/456 with 250.00 INR");
     say("Two banks and the gateway start as real processes over mutual TLS");

@@ -1,6 +1,6 @@
 //! The `minipay` client commands: register, login, logout, balance, pay,
 //! status, history, queue, sync. A profile directory holds the session
-//! (mode 0600) and the persistent payment queue ([`crate::client_queue`]).
+//! (mode 0600) and the persistent payment queue ([`crate::client::queue`]).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::client_queue::{Outcome, PaymentQueue, QueuedPayment};
-use crate::tls::TlsDir;
+use crate::client::queue::{Outcome, PaymentQueue, QueuedPayment};
+use crate::rpc::session_key::authorized;
+use crate::rpc::tls::TlsDir;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Deadline of Register and Login (a password hash each).
@@ -34,7 +35,7 @@ pub struct ClientOptions {
     pub profile: Option<PathBuf>,
     /// How long to wait for the gateway's answer before treating it as
     /// unreachable (the payment then stays queued under its id).
-    #[arg(long, global = true, default_value = "30s", value_parser = crate::bank_node::parse_duration)]
+    #[arg(long, global = true, default_value = "30s", value_parser = crate::rpc::settings::parse_duration)]
     pub timeout: Duration,
 }
 
@@ -100,10 +101,10 @@ pub enum ClientCommand {
 #[derive(Clone, Copy, Debug, clap::Args)]
 pub struct RetryOptions {
     /// First wait between attempts.
-    #[arg(long, default_value = "5s", value_parser = crate::bank_node::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::rpc::settings::parse_duration)]
     pub retry_initial: Duration,
     /// Longest wait between attempts.
-    #[arg(long, default_value = "60s", value_parser = crate::bank_node::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::rpc::settings::parse_duration)]
     pub retry_max: Duration,
 }
 
@@ -211,16 +212,6 @@ async fn connect(
     Ok(proto::gateway_client::GatewayClient::new(channel))
 }
 
-/// `message` with the session key as its bearer token (the one way every
-/// client here authorizes a gateway call).
-pub fn authorized<T>(message: T, session_key: &str) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {session_key}").parse()?);
-    Ok(request)
-}
-
 /// Whether a failed call means "could not reach the gateway" (retry later)
 /// rather than a refusal.
 fn unreachable(status: &tonic::Status) -> bool {
@@ -239,7 +230,7 @@ fn refusal(status: &tonic::Status) -> anyhow::Error {
         code => anyhow::anyhow!(
             "{} ({})",
             status.message(),
-            crate::request_log::code_name(code)
+            crate::rpc::request_log::code_name(code)
         ),
     }
 }
@@ -322,7 +313,7 @@ pub async fn login_as(
     let profile = Profile::new(options)?;
     let gateway = options.gateway.clone().context("--gateway is required")?;
     let tls_dir = options.tls_dir.clone().context("--tls-dir is required")?;
-    crate::tls::install_crypto_provider();
+    crate::rpc::tls::install_crypto_provider();
     login(&profile, &gateway, &tls_dir, username, password).await
 }
 
@@ -341,7 +332,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
         .clone()
         .or_else(|| remembered.as_ref().map(|session| session.tls_dir.clone()))
         .context("--tls-dir is required (the directory with ca.pem and client.pem/.key)")?;
-    crate::tls::install_crypto_provider();
+    crate::rpc::tls::install_crypto_provider();
     match command {
         ClientCommand::Register {
             username,
@@ -434,7 +425,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
                 to_account: to_account.to_owned(),
                 amount: amount.0,
                 currency: "INR".to_owned(),
-                queued_at_ms: crate::bank_service::now_ms(),
+                queued_at_ms: crate::rpc::settings::now_ms(),
                 outcome: None,
             };
             match queue.get(&txn_id) {

@@ -14,14 +14,14 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
-use crate::bank_clients::BankClients;
-use crate::bank_node::parse_duration;
-use crate::gateway_service::{DecisionService, GatewayService, SessionAuth};
-use crate::password_pool::PasswordPool;
-use crate::process::{StopSwitch, Stopped, serve_until_stopped};
-use crate::request_log::RequestLogLayer;
-use crate::tls::{Role, TlsDir, require_role};
-use crate::transport_limits::TransportLimits;
+use crate::rpc::request_log::RequestLogLayer;
+use crate::rpc::settings::parse_duration;
+use crate::rpc::tls::{Role, TlsDir, require_role};
+use crate::servers::gateway::bank_clients::BankClients;
+use crate::servers::gateway::password_pool::PasswordPool;
+use crate::servers::gateway::service::{DecisionService, GatewayService, SessionAuth};
+use crate::servers::process::{StopSwitch, Stopped, serve_until_stopped};
+use crate::servers::transport_limits::TransportLimits;
 
 /// Largest request the gateway decodes.
 pub const GATEWAY_MESSAGE_LEN_MAX: usize = 64 * 1024;
@@ -50,18 +50,27 @@ pub struct GatewaySettings {
     pub banks: Vec<String>,
     /// Deadline of each Prepare.
     #[arg(long, value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::rpc::settings::deserialize_duration"
+    )]
     pub prepare_timeout: Option<Duration>,
     /// Deadline of each Commit/Abort round (retried until acknowledged).
     #[arg(long, value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::rpc::settings::deserialize_duration"
+    )]
     pub commit_timeout: Option<Duration>,
     /// Currency of every payment (default INR).
     #[arg(long)]
     pub currency: Option<String>,
     /// Finished payments (and their ids) are kept at least this long (default 7d).
     #[arg(long, value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::rpc::settings::deserialize_duration"
+    )]
     pub retention: Option<Duration>,
     /// Snapshot and trim the decision log after this many records (default 100000).
     #[arg(long)]
@@ -72,18 +81,27 @@ pub struct GatewaySettings {
     pub wal_segment_size: Option<u64>,
     /// A session unused this long expires (default 30m).
     #[arg(long, value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::rpc::settings::deserialize_duration"
+    )]
     pub session_idle: Option<Duration>,
     /// A session expires this long after login, used or not (default 12h).
     #[arg(long, value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::rpc::settings::deserialize_duration"
+    )]
     pub session_max_age: Option<Duration>,
     /// Failed logins within a minute that lock a username (default 5).
     #[arg(long)]
     pub login_failures_max: Option<u32>,
     /// How long a locked username stays locked (default 5m).
     #[arg(long, value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::rpc::settings::deserialize_duration"
+    )]
     pub login_lockout: Option<Duration>,
     /// Password-hashing threads, each holding the argon2 memory of one hash
     /// (19 MiB) from start (default: the number of cores).
@@ -133,11 +151,14 @@ pub struct GatewaySettings {
     pub streams_per_connection_max: Option<u32>,
     /// The longest one call may run before it is cancelled (default 60s).
     #[arg(long, value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "crate::bank_node::deserialize_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::rpc::settings::deserialize_duration"
+    )]
     pub request_timeout: Option<Duration>,
 }
 
-impl crate::process::ServerSettings for GatewaySettings {
+impl crate::servers::process::ServerSettings for GatewaySettings {
     fn or(self, file: GatewaySettings) -> GatewaySettings {
         GatewaySettings {
             listen: self.listen.or(file.listen),
@@ -248,14 +269,15 @@ impl GatewayLimits {
             Ok(value)
         };
         let hash_workers = at_least_one(settings.hash_workers, cores, "--hash-workers")?;
-        if hash_workers > crate::password_pool::HASH_WORKERS_MAX {
+        if hash_workers > crate::servers::gateway::password_pool::HASH_WORKERS_MAX {
             bail!(
                 "--hash-workers must be at most {}",
-                crate::password_pool::HASH_WORKERS_MAX
+                crate::servers::gateway::password_pool::HASH_WORKERS_MAX
             );
         }
-        let amount_max =
-            coordinator::Amount(crate::process::amount_max(settings.amount_max.as_deref())?);
+        let amount_max = coordinator::Amount(crate::servers::process::amount_max(
+            settings.amount_max.as_deref(),
+        )?);
         let rate = |text: &Option<String>, default, flag: &str| match text {
             None => Ok(default),
             Some(text) => parse_rate(text, flag),
@@ -314,7 +336,7 @@ impl GatewayConfig {
             let (name, url) = bank
                 .split_once('=')
                 .with_context(|| format!("--bank {bank:?} must be NAME=URL"))?;
-            crate::setup::check_bank_name(name)?;
+            crate::rpc::setup::check_bank_name(name)?;
             if !url.starts_with("https://") {
                 bail!("--bank {name}: the URL must be https:// (mTLS only), not {url:?}");
             }
@@ -391,7 +413,7 @@ impl GatewayConfig {
             )?,
             retention,
             snapshot_every,
-            wal_segment_size: crate::process::wal_segment_size(settings.wal_segment_size)?,
+            wal_segment_size: crate::servers::process::wal_segment_size(settings.wal_segment_size)?,
             sessions,
             login,
             listen: settings.listen.context("--listen is required")?,
@@ -410,7 +432,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        crate::bank_service::now_ms()
+        crate::rpc::settings::now_ms()
     }
 }
 
@@ -433,7 +455,7 @@ fn open_gateway(
     let storage = wal::FsStorage::open_locked(&config.data_dir.join("wal"))
         .with_context(|| format!("open data directory {}", config.data_dir.display()))?;
     let options = GatewayOptions {
-        wal: crate::process::server_wal_options(config.wal_segment_size),
+        wal: crate::servers::process::server_wal_options(config.wal_segment_size),
         prepare_timeout: config.prepare_timeout,
         commit_timeout: config.commit_timeout,
         currency: config.currency.clone(),
@@ -452,7 +474,7 @@ fn open_gateway(
     };
     let setup = config.setup.clone();
     let mut setup_error = None;
-    let users = || match setup.as_ref().map(|path| crate::setup::load(path)) {
+    let users = || match setup.as_ref().map(|path| crate::rpc::setup::load(path)) {
         None => Vec::new(),
         Some(Ok(users)) => users
             .into_iter()
@@ -489,7 +511,7 @@ pub async fn run(
     listener: Option<TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Stopped> {
-    crate::tls::install_crypto_provider();
+    crate::rpc::tls::install_crypto_provider();
     let tls = TlsDir::new(&config.tls_dir);
     let banks = BankClients::new(&config.banks, &tls, config.limits.bank_queue_max)?;
     let gateway = Arc::new(open_gateway(&config, banks.clone())?);
@@ -567,12 +589,16 @@ async fn resume_loop(gateway: Arc<Gateway<BankClients>>, stop: StopSwitch) {
 }
 
 /// The `gateway` command line (also `minipay gateway`).
-pub type GatewayCommand = crate::process::ServerCommand<GatewaySettings>;
+pub type GatewayCommand = crate::servers::process::ServerCommand<GatewaySettings>;
 
 /// Runs a gateway process to completion; its exit code.
 pub fn main(command: GatewayCommand) -> std::process::ExitCode {
-    crate::process::main("gateway", command, |settings| {
+    crate::servers::process::main("gateway", command, |settings| {
         let config = GatewayConfig::from_settings(settings)?;
-        Ok(Box::pin(run(config, None, crate::process::terminated())))
+        Ok(Box::pin(run(
+            config,
+            None,
+            crate::servers::process::terminated(),
+        )))
     })
 }

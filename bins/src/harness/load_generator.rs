@@ -21,9 +21,9 @@ use minipay_proto::v1 as proto;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::client::authorized;
-use crate::cluster::LocalCluster;
-use crate::tls::TlsDir;
+use crate::harness::cluster::LocalCluster;
+use crate::rpc::session_key::authorized;
+use crate::rpc::tls::TlsDir;
 
 /// The most concurrent clients.
 pub const CLIENTS_MAX: usize = 1024;
@@ -127,7 +127,7 @@ async fn gateway_client(
 fn retry_after(status: &tonic::Status) -> Duration {
     let seconds = status
         .metadata()
-        .get(crate::gateway_service::RETRY_AFTER)
+        .get(crate::servers::gateway::service::RETRY_AFTER)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
         .unwrap_or(1);
     Duration::from_secs(seconds)
@@ -246,7 +246,7 @@ pub async fn run(
     tls_dir: Option<std::path::PathBuf>,
 ) -> anyhow::Result<BenchReport> {
     check_args(&args)?;
-    crate::tls::install_crypto_provider();
+    crate::rpc::tls::install_crypto_provider();
     let scratch = std::env::temp_dir().join(format!("minipay-bench-{}", std::process::id()));
     let mut cluster = None;
     let (url, tls_dir, banks) = if args.local {
@@ -368,7 +368,7 @@ fn start_local(args: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<Lo
     }
     let exe = std::env::current_exe().context("find the minipay executable")?;
     LocalCluster::start_with(
-        crate::cluster::Servers::ReExec(exe),
+        crate::harness::cluster::Servers::ReExec(exe),
         scratch,
         r#"{"users": []}"#,
         &["bank_a", "bank_b"],

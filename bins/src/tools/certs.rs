@@ -4,7 +4,7 @@
 //! Each certificate names its *role* as a DNS subject alternative name
 //! (`gateway.minipay.internal`, `bank.minipay.internal`,
 //! `client.minipay.internal`); servers check a peer's role from it (see
-//! [`crate::tls::peer_role`]). Server certificates are also valid for
+//! [`crate::rpc::tls::peer_role`]). Server certificates are also valid for
 //! `localhost` and `127.0.0.1`. Private keys are written with mode 0600.
 
 use std::fs::{self, OpenOptions};
@@ -18,13 +18,13 @@ use rcgen::{
     KeyUsagePurpose, date_time_ymd,
 };
 
-use crate::tls::Role;
+use crate::rpc::tls::Role;
 
 /// Writes `ca.pem`, `gateway.pem/.key`, `<bank>.pem/.key` for each bank and
 /// `client.pem/.key` into `out`. Returns the files written.
 pub fn generate(out: &Path, banks: &[String]) -> anyhow::Result<Vec<String>> {
     for bank in banks {
-        crate::setup::check_bank_name(bank)?;
+        crate::rpc::setup::check_bank_name(bank)?;
     }
     if banks.is_empty() {
         bail!("--banks needs at least one bank name");

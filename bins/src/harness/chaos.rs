@@ -4,7 +4,7 @@
 //! retrying each with its txn id until it has an outcome; meanwhile a
 //! random process is SIGKILLed at a random moment and restarted. Then the
 //! faults stop, the system heals, and the six invariants
-//! ([`crate::invariants`]) are checked from the servers' own answers and
+//! ([`minipay_simulation::invariants`]) are checked from the servers' own answers and
 //! the clients' record of acknowledged outcomes.
 
 use std::collections::BTreeMap;
@@ -19,12 +19,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::client::authorized;
-use crate::cluster::{LocalCluster, Servers};
-use crate::invariants::{
+use crate::harness::cluster::{LocalCluster, Servers};
+use crate::rpc::session_key::authorized;
+use crate::rpc::tls::TlsDir;
+use minipay_simulation::invariants::{
     AccountRef, BankView, Checker, GatewayEntry, Movement, Observation, Outcome, TxnKey,
 };
-use crate::tls::TlsDir;
 
 const BANKS: [&str; 3] = ["bank_a", "bank_b", "bank_c"];
 const USERS_PER_BANK: usize = 2;
@@ -328,7 +328,7 @@ pub async fn run(
     let mut stops_in_reused_segments = 0;
     // 1 if a stopped server's log has a reused segment live.
     let reused_live = |server: &str| -> anyhow::Result<u32> {
-        let count = crate::wal_tools::reused_segments(&dir.join(server).join("wal"))?;
+        let count = crate::tools::wal::reused_segments(&dir.join(server).join("wal"))?;
         Ok(u32::from(count > 0))
     };
     for _ in 0..options.kills {

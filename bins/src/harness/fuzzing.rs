@@ -20,11 +20,11 @@ use tonic::{Code, Request, Status};
 use wal::sim::SimStorage;
 use wal::{Lsn, RecordKind, Wal};
 
-use crate::bank_clients::BankClients;
-use crate::bank_service::BankService;
-use crate::gateway_node::{OsEntropy, SystemClock};
-use crate::gateway_service::{DecisionService, GatewayService, SessionUser};
-use crate::tls::TlsDir;
+use crate::rpc::tls::TlsDir;
+use crate::servers::bank::service::BankService;
+use crate::servers::gateway::bank_clients::BankClients;
+use crate::servers::gateway::node::{OsEntropy, SystemClock};
+use crate::servers::gateway::service::{DecisionService, GatewayService, SessionUser};
 
 const MAX_PAYLOAD: u32 = 1 << 12;
 
@@ -335,7 +335,8 @@ fn certificates() -> &'static std::path::Path {
         if !shared.join("ca.pem").exists() {
             let mine =
                 std::env::temp_dir().join(format!("minipay-fuzz-tls.{}", std::process::id()));
-            crate::certs::generate(&mine, &["bank_a".to_owned()]).expect("generate certificates");
+            crate::tools::certs::generate(&mine, &["bank_a".to_owned()])
+                .expect("generate certificates");
             if std::fs::rename(&mine, &shared).is_err() {
                 // Another run put its set in place first.
                 let _ = std::fs::remove_dir_all(&mine);
@@ -356,7 +357,7 @@ pub fn gateway_requests(data: &[u8]) {
         let banks = BankClients::new(
             &[("bank_a".to_owned(), "https://127.0.0.1:1".to_owned())],
             &TlsDir::new(certificates()),
-            crate::gateway_node::BANK_QUEUE_MAX_DEFAULT,
+            crate::servers::gateway::node::BANK_QUEUE_MAX_DEFAULT,
         )
         .expect("bank clients");
         let options = GatewayOptions {
@@ -400,9 +401,9 @@ pub fn gateway_requests(data: &[u8]) {
         let service = GatewayService::new(
             gateway,
             banks,
-            crate::password_pool::PasswordPool::start(
+            crate::servers::gateway::password_pool::PasswordPool::start(
                 1,
-                crate::gateway_node::HASH_QUEUE_MAX_DEFAULT,
+                crate::servers::gateway::node::HASH_QUEUE_MAX_DEFAULT,
                 coordinator::users::HashCost::SIMULATION_ONLY,
             ),
             Arc::new(move || stop.store(true, Ordering::SeqCst)),

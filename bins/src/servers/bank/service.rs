@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::request_log::note;
+use crate::rpc::request_log::note;
+use crate::rpc::settings::now_ms;
 
 /// What the service needs besides the ledger. Cheap to clone: a batch
 /// hands each item its own handle.
@@ -122,13 +123,6 @@ fn describe_legs(legs: &[Leg], currency: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Milliseconds since the Unix epoch: the bank's clock.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// The most items one batch call may carry.

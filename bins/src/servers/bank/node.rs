@@ -15,12 +15,13 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::bank_service::{BankService, now_ms};
-pub use crate::process::Stopped;
-use crate::process::{StopSwitch, serve_until_stopped};
-use crate::request_log::RequestLogLayer;
-use crate::tls::{Role, TlsDir, require_role};
-use crate::transport_limits::TransportLimits;
+use crate::rpc::request_log::RequestLogLayer;
+use crate::rpc::settings::{deserialize_duration, now_ms, parse_duration};
+use crate::rpc::tls::{Role, TlsDir, require_role};
+use crate::servers::bank::service::BankService;
+pub use crate::servers::process::Stopped;
+use crate::servers::process::{StopSwitch, serve_until_stopped};
+use crate::servers::transport_limits::TransportLimits;
 
 /// Largest request a bank decodes; its requests are a few hundred bytes.
 pub const BANK_MESSAGE_LEN_MAX: usize = 64 * 1024;
@@ -82,7 +83,7 @@ pub struct BankSettings {
     pub request_timeout: Option<Duration>,
 }
 
-impl crate::process::ServerSettings for BankSettings {
+impl crate::servers::process::ServerSettings for BankSettings {
     fn or(self, file: BankSettings) -> BankSettings {
         BankSettings {
             name: self.name.or(file.name),
@@ -126,7 +127,7 @@ pub struct BankConfig {
 impl BankConfig {
     pub fn from_settings(settings: BankSettings) -> anyhow::Result<BankConfig> {
         let name = settings.name.context("--name is required")?;
-        crate::setup::check_bank_name(&name)?;
+        crate::rpc::setup::check_bank_name(&name)?;
         let currency = settings.currency.unwrap_or_else(|| "INR".to_owned());
         if currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_uppercase()) {
             bail!("--currency must be a three-letter code like INR, not {currency:?}");
@@ -151,8 +152,8 @@ impl BankConfig {
             in_doubt_timeout,
             currency,
             snapshot_every,
-            wal_segment_size: crate::process::wal_segment_size(settings.wal_segment_size)?,
-            amount_max: crate::process::amount_max(settings.amount_max.as_deref())?,
+            wal_segment_size: crate::servers::process::wal_segment_size(settings.wal_segment_size)?,
+            amount_max: crate::servers::process::amount_max(settings.amount_max.as_deref())?,
             transport: TransportLimits::from_settings(
                 settings.connections_max,
                 settings.streams_per_connection_max,
@@ -162,35 +163,6 @@ impl BankConfig {
     }
 }
 
-/// Parses `250ms`, `10s`, `2m`, `1h`, `7d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text
-        .find(|character: char| !character.is_ascii_digit())
-        .map_or((text, ""), |index| text.split_at(index));
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 250ms, 10s, 2m, 1h or 7d"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
-        "h" => Ok(Duration::from_secs(value * 3_600)),
-        "d" => Ok(Duration::from_secs(value * 86_400)),
-        _ => Err(format!(
-            "{text:?} is not a duration like 250ms, 10s, 2m, 1h or 7d"
-        )),
-    }
-}
-
-pub fn deserialize_duration<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    parse_duration(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
-}
-
 /// Opens the ledger, serves until `shutdown` resolves or storage fails.
 /// `listener`, if given, is used instead of binding `config.listen`.
 pub async fn run(
@@ -198,7 +170,7 @@ pub async fn run(
     listener: Option<TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Stopped> {
-    crate::tls::install_crypto_provider();
+    crate::rpc::tls::install_crypto_provider();
     let bank = Arc::new(open_bank(&config)?);
     let listener = match listener {
         Some(listener) => listener,
@@ -248,7 +220,7 @@ fn open_bank(config: &BankConfig) -> anyhow::Result<Bank> {
     let storage = wal::FsStorage::open_locked(&config.data_dir.join("wal"))
         .with_context(|| format!("open data directory {}", config.data_dir.display()))?;
     let options = BankOptions {
-        wal: crate::process::server_wal_options(config.wal_segment_size),
+        wal: crate::servers::process::server_wal_options(config.wal_segment_size),
         snapshot_every: config.snapshot_every,
         amount_max: ledger::Amount(config.amount_max),
         ..BankOptions::default()
@@ -258,8 +230,8 @@ fn open_bank(config: &BankConfig) -> anyhow::Result<Bank> {
             .setup
             .as_ref()
             .ok_or("a new data directory needs --setup to seed its accounts")?;
-        let users = crate::setup::load(path).map_err(|error| format!("{error:#}"))?;
-        crate::setup::seeds_for(&users, &config.name).map_err(|error| format!("{error:#}"))
+        let users = crate::rpc::setup::load(path).map_err(|error| format!("{error:#}"))?;
+        crate::rpc::setup::seeds_for(&users, &config.name).map_err(|error| format!("{error:#}"))
     };
     let (bank, report) = Bank::open(
         Arc::new(storage),
@@ -375,7 +347,7 @@ impl InDoubtResolver {
             let decision = match answer {
                 Ok(Ok(response)) => proto::Decision::try_from(response.into_inner().decision).ok(),
                 Ok(Err(status)) => {
-                    tracing::warn!(txn_id = %doubt.txn, code = crate::request_log::code_name(status.code()), "GetDecision failed");
+                    tracing::warn!(txn_id = %doubt.txn, code = crate::rpc::request_log::code_name(status.code()), "GetDecision failed");
                     None
                 }
                 Err(_) => None,
@@ -409,12 +381,16 @@ impl InDoubtResolver {
 }
 
 /// The `bank` command line (also `minipay bank`).
-pub type BankCommand = crate::process::ServerCommand<BankSettings>;
+pub type BankCommand = crate::servers::process::ServerCommand<BankSettings>;
 
 /// Runs a bank process to completion; its exit code.
 pub fn main(command: BankCommand) -> std::process::ExitCode {
-    crate::process::main("bank", command, |settings| {
+    crate::servers::process::main("bank", command, |settings| {
         let config = BankConfig::from_settings(settings)?;
-        Ok(Box::pin(run(config, None, crate::process::terminated())))
+        Ok(Box::pin(run(
+            config,
+            None,
+            crate::servers::process::terminated(),
+        )))
     })
 }

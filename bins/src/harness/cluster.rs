@@ -211,7 +211,7 @@ impl LocalCluster {
         gateway_log_filter: Option<&'static str>,
     ) -> anyhow::Result<LocalCluster> {
         let names: Vec<String> = banks.iter().map(|name| (*name).to_owned()).collect();
-        crate::certs::generate(&dir.join("tls"), &names)?;
+        crate::tools::certs::generate(&dir.join("tls"), &names)?;
         std::fs::write(dir.join("setup.json"), setup_json)?;
         // The banks must know the gateway's address (for in-doubt questions)
         // before it runs: reserve one.
@@ -310,7 +310,7 @@ impl LocalCluster {
             .1
             .address;
         let channel = tonic::transport::Endpoint::from_shared(format!("https://{address}"))?
-            .tls_config(crate::tls::TlsDir::new(&self.tls_dir()).client("gateway")?)?
+            .tls_config(crate::rpc::tls::TlsDir::new(&self.tls_dir()).client("gateway")?)?
             .connect_timeout(std::time::Duration::from_secs(2))
             .connect()
             .await

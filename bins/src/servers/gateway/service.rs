@@ -19,10 +19,11 @@ use tower::Service;
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use crate::bank_clients::BankClients;
-use crate::password_pool::{PasswordPool, PoolBusy};
-use crate::request_log::note;
-use crate::tls::Role;
+use crate::rpc::request_log::note;
+use crate::rpc::session_key::bearer;
+use crate::rpc::tls::Role;
+use crate::servers::gateway::bank_clients::BankClients;
+use crate::servers::gateway::password_pool::{PasswordPool, PoolBusy};
 
 /// The authenticated user, put in a request's extensions by [`SessionAuth`].
 #[derive(Clone, Debug)]
@@ -47,14 +48,6 @@ impl<S: NamedService> NamedService for SessionAuth<S> {
     const NAME: &'static str = S::NAME;
 }
 
-fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    headers
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-}
-
 impl<S, B> Service<http::Request<B>> for SessionAuth<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send,
@@ -74,7 +67,7 @@ where
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(TlsConnectInfo::peer_certs)
-            .and_then(|certs| crate::tls::peer_role(&certs));
+            .and_then(|certs| crate::rpc::tls::peer_role(&certs));
         if role != Some(Role::Client) {
             let refused = Status::permission_denied(format!(
                 "the Gateway service accepts only client certificates; the peer presented {role:?}"
@@ -435,7 +428,9 @@ impl proto::gateway_server::Gateway for GatewayService {
         note("txn_id", &request.txn_id);
         note("amount", self.money(request.amount));
         let txn = parse_txn(&request.txn_id)?;
-        if request.to_bank.is_empty() || request.to_bank.len() > crate::setup::BANK_NAME_LEN_MAX {
+        if request.to_bank.is_empty()
+            || request.to_bank.len() > crate::rpc::setup::BANK_NAME_LEN_MAX
+        {
             return Err(Status::invalid_argument(
                 "to_bank must be 1 to 32 characters",
             ));
