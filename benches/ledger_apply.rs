@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ledger::{AccountNo, Amount, Bank, BankOptions, Direction, Leg, Seed, TxnId, Vote};
+use ledger::{Bank, BankOptions, Seed, Vote};
+use money::{AccountNo, Amount, Direction, Leg, TxnId};
 
 const ACCOUNTS: u64 = 1000;
 

@@ -294,11 +294,13 @@ async fn a_batch_answers_each_item_as_its_single_call_would() {
 /// in one message the bank accepts. Each still gets its own vote.
 #[tokio::test]
 async fn a_burst_of_prepares_larger_than_one_message_gets_every_vote() {
-    use coordinator::{Amount, Direction as Way, Leg, Participant, TxnId, Vote};
+    use coordinator::{Participant, Vote};
+    use money::{AccountNo, Amount, BankName, Direction as Way, Leg, TxnId};
+    let bank_a = BankName::parse("bank_a").unwrap();
     let scratch = Scratch::new(&["bank_a"], SETUP);
     let bank = start(&scratch).await;
     let clients = minipay::servers::gateway::bank_clients::BankClients::new(
-        &[("bank_a".into(), format!("https://{}", bank.address))],
+        &[(bank_a.clone(), format!("https://{}", bank.address))],
         &minipay::rpc::tls::TlsDir::new(&scratch.tls()),
         minipay::servers::gateway::node::BANK_QUEUE_MAX_DEFAULT,
     )
@@ -309,6 +311,7 @@ async fn a_burst_of_prepares_larger_than_one_message_gets_every_vote() {
     let votes: Vec<_> = (0..payments)
         .map(|index| {
             let clients = clients.clone();
+            let bank_a = bank_a.clone();
             tokio::spawn(async move {
                 let txn = TxnId(
                     *uuid::Uuid::parse_str(&txn_id(10_000 + index))
@@ -316,12 +319,12 @@ async fn a_burst_of_prepares_larger_than_one_message_gets_every_vote() {
                         .as_bytes(),
                 );
                 let leg = Leg {
-                    account: format!("{index:0>64}"),
+                    account: AccountNo::parse(&format!("{index:0>64}")).unwrap(),
                     direction: Way::Credit,
                     amount: Amount(1),
                 };
                 clients
-                    .prepare("bank_a", txn, vec![leg], Duration::from_secs(30))
+                    .prepare(&bank_a, txn, vec![leg], Duration::from_secs(30))
                     .await
             })
         })

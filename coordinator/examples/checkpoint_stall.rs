@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use coordinator::{
-    Amount, CallFuture, Clock, Endpoint, Entropy, Gateway, GatewayOptions, Leg, Participant,
-    PaymentRequest, SetupUser, TxnId, Vote,
+    CallFuture, Clock, Endpoint, Entropy, Gateway, GatewayOptions, Participant, PaymentRequest,
+    SetupUser, Vote,
 };
+use money::{AccountNo, Amount, BankName, Leg, TxnId};
 use wal::block_on;
 use wal::sim::SimStorage;
 
@@ -23,7 +24,7 @@ struct AgreeableBanks;
 impl Participant for AgreeableBanks {
     fn prepare<'a>(
         &'a self,
-        _bank: &'a str,
+        _bank: &'a BankName,
         _txn: TxnId,
         _legs: Vec<Leg>,
         _timeout: Duration,
@@ -31,11 +32,21 @@ impl Participant for AgreeableBanks {
         Box::pin(std::future::ready(Ok(Vote::Yes)))
     }
 
-    fn commit<'a>(&'a self, _bank: &'a str, _txn: TxnId, _timeout: Duration) -> CallFuture<'a, ()> {
+    fn commit<'a>(
+        &'a self,
+        _bank: &'a BankName,
+        _txn: TxnId,
+        _timeout: Duration,
+    ) -> CallFuture<'a, ()> {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn abort<'a>(&'a self, _bank: &'a str, _txn: TxnId, _timeout: Duration) -> CallFuture<'a, ()> {
+    fn abort<'a>(
+        &'a self,
+        _bank: &'a BankName,
+        _txn: TxnId,
+        _timeout: Duration,
+    ) -> CallFuture<'a, ()> {
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -87,7 +98,10 @@ fn measure(n: u64) -> (Duration, Duration) {
         prepare_timeout: Duration::from_secs(10),
         commit_timeout: Duration::from_secs(10),
         currency: "INR".into(),
-        banks: vec!["bank_a".into(), "bank_b".into()],
+        banks: vec![
+            BankName::parse("bank_a").unwrap(),
+            BankName::parse("bank_b").unwrap(),
+        ],
         login: Default::default(),
         sessions: Default::default(),
         // Three records per payment: the checkpoint is due after the last.
@@ -105,8 +119,8 @@ fn measure(n: u64) -> (Duration, Duration) {
         vec![SetupUser {
             username: "alice".into(),
             password: "password-1".into(),
-            bank: "bank_a".into(),
-            account: "123".into(),
+            bank: BankName::parse("bank_a").unwrap(),
+            account: AccountNo::parse("123").unwrap(),
         }]
     };
     let gateway = Arc::new(
@@ -125,12 +139,12 @@ fn measure(n: u64) -> (Duration, Duration) {
         let request = PaymentRequest {
             txn,
             from: Endpoint {
-                bank: "bank_a".into(),
-                account: "123".into(),
+                bank: BankName::parse("bank_a").unwrap(),
+                account: AccountNo::parse("123").unwrap(),
             },
             to: Endpoint {
-                bank: "bank_b".into(),
-                account: "456".into(),
+                bank: BankName::parse("bank_b").unwrap(),
+                account: AccountNo::parse("456").unwrap(),
             },
             amount: Amount(1),
             currency: "INR".into(),

@@ -4,7 +4,9 @@
 use wal::RecordKind;
 use wal::codec::{DecodeError, Reader, Writer};
 
-use crate::payment::{Amount, Endpoint, PaymentRequest, TxnId};
+use money::{AccountNo, Amount, BankName, TxnId};
+
+use crate::payment::{Endpoint, PaymentRequest};
 
 pub const USER_REGISTERED: RecordKind = RecordKind(0x20);
 pub const INITIATED: RecordKind = RecordKind(0x21);
@@ -16,8 +18,8 @@ pub enum GatewayRecord {
     UserRegistered {
         username: String,
         password_hash: String,
-        bank: String,
-        account: String,
+        bank: BankName,
+        account: AccountNo,
     },
     Initiated {
         request: PaymentRequest,
@@ -57,8 +59,8 @@ impl GatewayRecord {
                 writer
                     .str(username)
                     .str(password_hash)
-                    .str(bank)
-                    .str(account);
+                    .str(bank.as_str())
+                    .str(account.as_str());
             }
             GatewayRecord::Initiated {
                 request,
@@ -68,10 +70,10 @@ impl GatewayRecord {
                 writer.0.extend_from_slice(&request.txn.0);
                 writer
                     .str(user)
-                    .str(&request.from.bank)
-                    .str(&request.from.account)
-                    .str(&request.to.bank)
-                    .str(&request.to.account)
+                    .str(request.from.bank.as_str())
+                    .str(request.from.account.as_str())
+                    .str(request.to.bank.as_str())
+                    .str(request.to.account.as_str())
                     .u64(request.amount.0)
                     .str(&request.currency)
                     .u64(*at_ms);
@@ -97,20 +99,14 @@ impl GatewayRecord {
             USER_REGISTERED => GatewayRecord::UserRegistered {
                 username: text(&mut reader)?,
                 password_hash: text(&mut reader)?,
-                bank: text(&mut reader)?,
-                account: text(&mut reader)?,
+                bank: read_bank(&mut reader)?,
+                account: read_account(&mut reader)?,
             },
             INITIATED => {
                 let txn = TxnId(reader.array16()?);
                 let user = text(&mut reader)?;
-                let from = Endpoint {
-                    bank: text(&mut reader)?,
-                    account: text(&mut reader)?,
-                };
-                let to = Endpoint {
-                    bank: text(&mut reader)?,
-                    account: text(&mut reader)?,
-                };
+                let from = read_endpoint(&mut reader)?;
+                let to = read_endpoint(&mut reader)?;
                 let amount = Amount(reader.u64()?);
                 let currency = text(&mut reader)?;
                 let at_ms = reader.u64()?;
@@ -151,6 +147,25 @@ pub fn is_gateway_kind(kind: RecordKind) -> bool {
     (0x20..=0x23).contains(&kind.0)
 }
 
+/// A bank name as the records and the snapshot store it (checked again on
+/// the way in: a record is validated after reading as before writing).
+pub(crate) fn read_bank(reader: &mut Reader<'_>) -> Result<BankName, DecodeError> {
+    BankName::parse(reader.str()?).map_err(|_| DecodeError("malformed bank name"))
+}
+
+/// An account number as the records and the snapshot store it.
+pub(crate) fn read_account(reader: &mut Reader<'_>) -> Result<AccountNo, DecodeError> {
+    AccountNo::parse(reader.str()?).map_err(|_| DecodeError("malformed account number"))
+}
+
+/// A bank and an account.
+pub(crate) fn read_endpoint(reader: &mut Reader<'_>) -> Result<Endpoint, DecodeError> {
+    Ok(Endpoint {
+        bank: read_bank(reader)?,
+        account: read_account(reader)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,12 +175,12 @@ mod tests {
         let request = PaymentRequest {
             txn: TxnId([7; 16]),
             from: Endpoint {
-                bank: "bank_a".into(),
-                account: "123".into(),
+                bank: BankName::parse("bank_a").unwrap(),
+                account: AccountNo::parse("123").unwrap(),
             },
             to: Endpoint {
-                bank: "bank_b".into(),
-                account: "456".into(),
+                bank: BankName::parse("bank_b").unwrap(),
+                account: AccountNo::parse("456").unwrap(),
             },
             amount: Amount(1250),
             currency: "INR".into(),
@@ -174,8 +189,8 @@ mod tests {
             GatewayRecord::UserRegistered {
                 username: "alice".into(),
                 password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-                bank: "bank_a".into(),
-                account: "123".into(),
+                bank: BankName::parse("bank_a").unwrap(),
+                account: AccountNo::parse("123").unwrap(),
             },
             GatewayRecord::Initiated {
                 request,

@@ -15,13 +15,14 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use imbl::{HashMap as SharedHashMap, OrdMap};
+use money::{AccountNo, Amount, BankName, Direction, Leg, TxnId};
 use wal::{AppendError, Lsn, OpenError, Options, ReplayError, Storage, Wal};
 
 use crate::admission::{RateLimit, Refusal, TokenBuckets};
-use crate::decision_log::GatewayRecord;
+use crate::decision_log::{GatewayRecord, read_account, read_bank, read_endpoint};
 use crate::environment::{Clock, Entropy};
-use crate::participant::{CallError, CallFuture, Direction, Leg, Participant, Vote};
-use crate::payment::{Amount, Payment, PaymentRequest, Status, TxnId};
+use crate::participant::{CallError, CallFuture, Participant, Vote};
+use crate::payment::{Payment, PaymentRequest, Status};
 use crate::repeated::{Repeated, RepeatedWarnings};
 use crate::sessions::{SessionError, SessionPolicy, Sessions};
 use crate::users::{self, Lockout, LoginPolicy, PasswordHasher, SALT_LEN, User};
@@ -33,7 +34,7 @@ pub struct GatewayOptions {
     pub commit_timeout: Duration,
     pub currency: String,
     /// Banks the gateway can reach; payments naming others are refused.
-    pub banks: Vec<String>,
+    pub banks: Vec<BankName>,
     pub login: LoginPolicy,
     pub sessions: SessionPolicy,
     /// Snapshot the state and trim the decision log after this many records.
@@ -122,8 +123,8 @@ pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3_600_000;
 pub struct SetupUser {
     pub username: String,
     pub password: String,
-    pub bank: String,
-    pub account: String,
+    pub bank: BankName,
+    pub account: AccountNo,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -558,15 +559,17 @@ impl<P: Participant> Gateway<P> {
     /// which banks had answered when a payment was decided; a bank that
     /// gives no vote is warned about once per window (`left_out`: how many
     /// more since the last line).
-    fn log_vote(&self, txn: TxnId, bank: &str, vote: &Result<Vote, CallError>) {
+    fn log_vote(&self, txn: TxnId, bank: &BankName, vote: &Result<Vote, CallError>) {
         match vote {
             // The common case: a debug line (the payment's own line says how it ended).
-            Ok(Vote::Yes) => tracing::debug!(txn_id = %txn, bank, "vote YES"),
-            Ok(Vote::No { reason }) => tracing::info!(txn_id = %txn, bank, reason, "vote NO"),
+            Ok(Vote::Yes) => tracing::debug!(txn_id = %txn, bank = bank.as_str(), "vote YES"),
+            Ok(Vote::No { reason }) => {
+                tracing::info!(txn_id = %txn, bank = bank.as_str(), reason, "vote NO")
+            }
             Err(error) => {
                 let now = self.clock.now_ms();
                 if let Some(left_out) = self.warnings.admit(Repeated::NoVote, bank, now) {
-                    tracing::warn!(txn_id = %txn, bank, %error, left_out, "no vote");
+                    tracing::warn!(txn_id = %txn, bank = bank.as_str(), %error, left_out, "no vote");
                 }
             }
         }
@@ -592,7 +595,7 @@ impl<P: Participant> Gateway<P> {
         &self,
         username: &str,
         password: &str,
-        bank: &str,
+        bank: &BankName,
         address: Option<IpAddr>,
     ) -> Result<[u8; SALT_LEN], GatewayError> {
         if !users::valid_username(username) {
@@ -605,7 +608,7 @@ impl<P: Participant> Gateway<P> {
                 "password must be 6 to 128 bytes".into(),
             ));
         }
-        if !self.options.banks.iter().any(|known| known == bank) {
+        if !self.options.banks.contains(bank) {
             return Err(GatewayError::NotFound(format!("unknown bank {bank:?}")));
         }
         let now = self.clock.now_ms();
@@ -627,8 +630,8 @@ impl<P: Participant> Gateway<P> {
         &self,
         username: &str,
         password_hash: String,
-        bank: &str,
-        account: &str,
+        bank: &BankName,
+        account: &AccountNo,
     ) -> Result<(), GatewayError> {
         assert!(users::valid_username(username));
         assert!(password_hash.starts_with("$argon2id$"));
@@ -644,8 +647,8 @@ impl<P: Participant> Gateway<P> {
                 GatewayRecord::UserRegistered {
                     username: username.to_owned(),
                     password_hash,
-                    bank: bank.to_owned(),
-                    account: account.to_owned(),
+                    bank: bank.clone(),
+                    account: account.clone(),
                 },
             )?
         };
@@ -739,7 +742,7 @@ impl<P: Participant> Gateway<P> {
     }
 
     /// The bank and account of a user.
-    pub fn user_account(&self, username: &str) -> Option<(String, String)> {
+    pub fn user_account(&self, username: &str) -> Option<(BankName, AccountNo)> {
         self.lock()
             .users
             .get(username)
@@ -761,7 +764,7 @@ impl<P: Participant> Gateway<P> {
 
     fn check_request(&self, user: &str, request: &PaymentRequest) -> Result<(), GatewayError> {
         let invalid = |message: &str| Err(GatewayError::InvalidArgument(message.to_owned()));
-        if request.amount.0 == 0 {
+        if request.amount.is_zero() {
             return invalid("amount must be positive");
         }
         if request.currency != self.options.currency {
@@ -978,7 +981,7 @@ impl<P: Participant> Gateway<P> {
                 .warnings
                 .admit(Repeated::PhaseTwoUnacknowledged, bank, now)
             {
-                tracing::warn!(txn_id = %txn, bank, ?decision, %error, left_out, "phase 2 not acknowledged; will retry");
+                tracing::warn!(txn_id = %txn, bank = bank.as_str(), ?decision, %error, left_out, "phase 2 not acknowledged; will retry");
             }
         }
         if !acknowledged {
@@ -1010,7 +1013,7 @@ impl<P: Participant> Gateway<P> {
 
     /// Decided payments touching `account` at `bank` that this bank has not
     /// acknowledged yet: a balance read now may not show them.
-    pub fn unacknowledged(&self, bank: &str, account: &str) -> Vec<TxnId> {
+    pub fn unacknowledged(&self, bank: &BankName, account: &AccountNo) -> Vec<TxnId> {
         let state = self.lock();
         state
             .settling
@@ -1032,7 +1035,7 @@ impl<P: Participant> Gateway<P> {
     /// `txns` (or they ended), so a balance read after it shows them all.
     pub fn acknowledged_by<'a>(
         &'a self,
-        bank: &'a str,
+        bank: &'a BankName,
         txns: Vec<TxnId>,
     ) -> impl Future<Output = ()> + 'a {
         AcknowledgedFuture {
@@ -1180,8 +1183,8 @@ fn snapshot(users: &OrdMap<String, User>, payments: &SharedHashMap<TxnId, Arc<En
         writer
             .str(&user.username)
             .str(user.password_hash())
-            .str(&user.bank)
-            .str(&user.account);
+            .str(user.bank.as_str())
+            .str(user.account.as_str());
     }
     let mut payments: Vec<(&TxnId, &Arc<Entry>)> = payments.iter().collect();
     payments.sort_by_key(|(txn, _)| **txn);
@@ -1197,10 +1200,10 @@ fn snapshot(users: &OrdMap<String, User>, payments: &SharedHashMap<TxnId, Arc<En
                 writer
                     .u8(1)
                     .str(&payment.user)
-                    .str(&request.from.bank)
-                    .str(&request.from.account)
-                    .str(&request.to.bank)
-                    .str(&request.to.account)
+                    .str(request.from.bank.as_str())
+                    .str(request.from.account.as_str())
+                    .str(request.to.bank.as_str())
+                    .str(request.to.account.as_str())
                     .u64(request.amount.0)
                     .str(&request.currency)
                     .u64(payment.created_at_ms);
@@ -1227,8 +1230,8 @@ fn restore(state: &mut State, bytes: &[u8]) -> Result<(), wal::codec::DecodeErro
         let user = User::new(
             text(&mut reader)?,
             text(&mut reader)?,
-            text(&mut reader)?,
-            text(&mut reader)?,
+            read_bank(&mut reader)?,
+            read_account(&mut reader)?,
         );
         state.users.insert(user.username.clone(), user);
     }
@@ -1238,15 +1241,9 @@ fn restore(state: &mut State, bytes: &[u8]) -> Result<(), wal::codec::DecodeErro
             0 => None,
             1 => {
                 let user = text(&mut reader)?;
-                let from = crate::payment::Endpoint {
-                    bank: text(&mut reader)?,
-                    account: text(&mut reader)?,
-                };
-                let to = crate::payment::Endpoint {
-                    bank: text(&mut reader)?,
-                    account: text(&mut reader)?,
-                };
-                let amount = crate::payment::Amount(reader.u64()?);
+                let from = read_endpoint(&mut reader)?;
+                let to = read_endpoint(&mut reader)?;
+                let amount = Amount(reader.u64()?);
                 let currency = text(&mut reader)?;
                 let created_at_ms = reader.u64()?;
                 Some(Payment {
@@ -1396,18 +1393,18 @@ fn replay_of(entry: &Entry, user: &str, request: &PaymentRequest) -> Result<Paym
 }
 
 /// Whether a payment moves money in or out of `account` at `bank`.
-fn touches(request: &PaymentRequest, bank: &str, account: &str) -> bool {
-    (request.from.bank == bank && request.from.account == account)
-        || (request.to.bank == bank && request.to.account == account)
+fn touches(request: &PaymentRequest, bank: &BankName, account: &AccountNo) -> bool {
+    (request.from.bank == *bank && request.from.account == *account)
+        || (request.to.bank == *bank && request.to.account == *account)
 }
 
 /// Whether the payment still waits for `bank` to acknowledge its phase 2
 /// (the bank's place in [`legs_per_bank`]: the payer's bank first).
-fn awaits(entry: &Entry, bank: &str) -> bool {
+fn awaits(entry: &Entry, bank: &BankName) -> bool {
     let Some(payment) = &entry.payment else {
         return false;
     };
-    let place = if payment.request.from.bank == bank {
+    let place = if payment.request.from.bank == *bank {
         0
     } else {
         1
@@ -1418,7 +1415,7 @@ fn awaits(entry: &Entry, bank: &str) -> bool {
 /// Resolves once a bank acknowledged phase 2 of every txn in a list.
 struct AcknowledgedFuture<'a, P> {
     gateway: &'a Gateway<P>,
-    bank: &'a str,
+    bank: &'a BankName,
     txns: Vec<TxnId>,
 }
 
@@ -1446,7 +1443,7 @@ impl<P: Participant> Future for AcknowledgedFuture<'_, P> {
 }
 
 /// The legs each bank must prepare: one prepare per bank.
-fn legs_per_bank(request: &PaymentRequest) -> Vec<(String, Vec<Leg>)> {
+fn legs_per_bank(request: &PaymentRequest) -> Vec<(BankName, Vec<Leg>)> {
     let debit = Leg {
         account: request.from.account.clone(),
         direction: Direction::Debit,

@@ -2,7 +2,8 @@
 //! two-phase-commit coordinator with its decision log (`docs/gateway-coordinator.md`).
 //!
 //! - [`gateway`]: `Gateway`, the coordinator made durable;
-//! - [`decision_log`]: its WAL records; [`payment`]: the vocabulary;
+//! - [`decision_log`]: its WAL records; [`payment`]: a payment and its state
+//!   (amounts, ids and legs are the shared `money` crate's);
 //! - [`users`], [`sessions`]: authentication; [`admission`]: rate limits before hashing;
 //! - [`participant`]: the trait a bank is reached through;
 //! - [`environment`]: `Clock` and `Entropy`, injected;
@@ -26,5 +27,5 @@ pub use gateway::{
     AdmissionPolicy, Bound, Decision, Gateway, GatewayError, GatewayOpenError, GatewayOptions,
     Limited, LoginAttempt, Paid, SetupUser,
 };
-pub use participant::{CallError, CallFuture, Direction, Leg, Participant, Vote};
-pub use payment::{Amount, Endpoint, Payment, PaymentRequest, Status, TxnId};
+pub use participant::{CallError, CallFuture, Participant, Vote};
+pub use payment::{Endpoint, Payment, PaymentRequest, Status};

@@ -6,21 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::payment::{Amount, TxnId};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    Debit,
-    Credit,
-}
-
-/// One account's part in a transaction, at one bank.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Leg {
-    pub account: String,
-    pub direction: Direction,
-    pub amount: Amount,
-}
+use money::{BankName, Leg, TxnId};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Vote {
@@ -32,11 +18,11 @@ pub enum Vote {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     #[error("bank {bank} did not answer within {timeout:?}")]
-    Timeout { bank: String, timeout: Duration },
+    Timeout { bank: BankName, timeout: Duration },
     #[error("bank {bank} is unreachable: {detail}")]
-    Unreachable { bank: String, detail: String },
+    Unreachable { bank: BankName, detail: String },
     #[error("bank {bank} refused: {detail}")]
-    Refused { bank: String, detail: String },
+    Refused { bank: BankName, detail: String },
 }
 
 pub type CallFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CallError>> + Send + 'a>>;
@@ -44,11 +30,17 @@ pub type CallFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CallError>> +
 pub trait Participant: Send + Sync {
     fn prepare<'a>(
         &'a self,
-        bank: &'a str,
+        bank: &'a BankName,
         txn: TxnId,
         legs: Vec<Leg>,
         timeout: Duration,
     ) -> CallFuture<'a, Vote>;
-    fn commit<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()>;
-    fn abort<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()>;
+    fn commit<'a>(
+        &'a self,
+        bank: &'a BankName,
+        txn: TxnId,
+        timeout: Duration,
+    ) -> CallFuture<'a, ()>;
+    fn abort<'a>(&'a self, bank: &'a BankName, txn: TxnId, timeout: Duration)
+    -> CallFuture<'a, ()>;
 }

@@ -1,39 +1,13 @@
-//! The vocabulary of a payment at the gateway: ids, money, where it goes,
-//! its state, and the fingerprint that pins a txn id to one request.
+//! A payment at the gateway: where it goes, its state, and the fingerprint
+//! that pins a txn id to one request (ids and money are the `money` crate's).
 
-use std::fmt;
-
-/// A client-chosen transaction id (a UUID's 16 bytes).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TxnId(pub [u8; 16]);
-
-impl fmt::Display for TxnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, byte) in self.0.iter().enumerate() {
-            if matches!(index, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for TxnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TxnId({self})")
-    }
-}
-
-/// Money in minor units.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Amount(pub u64);
+use money::{AccountNo, Amount, BankName, TxnId};
 
 /// An account at a bank.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
-    pub bank: String,
-    pub account: String,
+    pub bank: BankName,
+    pub account: AccountNo,
 }
 
 /// What a client asks: move `amount` from `from` to `to`.

@@ -7,6 +7,8 @@
 
 use std::sync::Mutex;
 
+use money::BankName;
+
 /// A warning that repeats for every payment a failing bank is part of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Repeated {
@@ -27,7 +29,7 @@ pub(crate) struct RepeatedWarnings {
 
 struct Seen {
     warning: Repeated,
-    bank: String,
+    bank: BankName,
     logged_at_ms: u64,
     left_out: u64,
 }
@@ -36,15 +38,15 @@ impl RepeatedWarnings {
     /// `Some(left_out)`: log this one now, saying how many like it were
     /// left out since the last one logged. `None`: leave it out (counted).
     /// A clock that stepped back counts as a new window.
-    pub(crate) fn admit(&self, warning: Repeated, bank: &str, now_ms: u64) -> Option<u64> {
+    pub(crate) fn admit(&self, warning: Repeated, bank: &BankName, now_ms: u64) -> Option<u64> {
         let mut seen = self.seen.lock().expect("repeated warnings lock poisoned");
         let Some(entry) = seen
             .iter_mut()
-            .find(|entry| entry.warning == warning && entry.bank == bank)
+            .find(|entry| entry.warning == warning && entry.bank == *bank)
         else {
             seen.push(Seen {
                 warning,
-                bank: bank.to_owned(),
+                bank: bank.clone(),
                 logged_at_ms: now_ms,
                 left_out: 0,
             });
@@ -64,33 +66,40 @@ impl RepeatedWarnings {
 mod tests {
     use super::*;
 
+    fn bank(name: &str) -> BankName {
+        BankName::parse(name).unwrap()
+    }
+
     #[test]
     fn a_repeated_warning_is_logged_once_per_window_with_the_count_left_out() {
         let warnings = RepeatedWarnings::default();
         let start = 1_000_000;
-        assert_eq!(warnings.admit(Repeated::NoVote, "bank_a", start), Some(0));
+        assert_eq!(
+            warnings.admit(Repeated::NoVote, &bank("bank_a"), start),
+            Some(0)
+        );
         for step in 1..=5 {
             assert_eq!(
-                warnings.admit(Repeated::NoVote, "bank_a", start + step * 1_000),
+                warnings.admit(Repeated::NoVote, &bank("bank_a"), start + step * 1_000),
                 None
             );
         }
         // The last millisecond of the window still counts.
         assert_eq!(
-            warnings.admit(Repeated::NoVote, "bank_a", start + WINDOW_MS - 1),
+            warnings.admit(Repeated::NoVote, &bank("bank_a"), start + WINDOW_MS - 1),
             None
         );
         assert_eq!(
-            warnings.admit(Repeated::NoVote, "bank_a", start + WINDOW_MS),
+            warnings.admit(Repeated::NoVote, &bank("bank_a"), start + WINDOW_MS),
             Some(6)
         );
         // The count starts again from the line just logged.
         assert_eq!(
-            warnings.admit(Repeated::NoVote, "bank_a", start + WINDOW_MS + 1),
+            warnings.admit(Repeated::NoVote, &bank("bank_a"), start + WINDOW_MS + 1),
             None
         );
         assert_eq!(
-            warnings.admit(Repeated::NoVote, "bank_a", start + 3 * WINDOW_MS),
+            warnings.admit(Repeated::NoVote, &bank("bank_a"), start + 3 * WINDOW_MS),
             Some(1)
         );
     }
@@ -98,20 +107,26 @@ mod tests {
     #[test]
     fn each_bank_and_each_kind_of_warning_has_its_own_window() {
         let warnings = RepeatedWarnings::default();
-        assert_eq!(warnings.admit(Repeated::NoVote, "bank_a", 500), Some(0));
-        assert_eq!(warnings.admit(Repeated::NoVote, "bank_b", 600), Some(0));
         assert_eq!(
-            warnings.admit(Repeated::PhaseTwoUnacknowledged, "bank_a", 700),
+            warnings.admit(Repeated::NoVote, &bank("bank_a"), 500),
             Some(0)
         );
-        assert_eq!(warnings.admit(Repeated::NoVote, "bank_a", 800), None);
-        assert_eq!(warnings.admit(Repeated::NoVote, "bank_b", 900), None);
         assert_eq!(
-            warnings.admit(Repeated::NoVote, "bank_b", 600 + WINDOW_MS),
+            warnings.admit(Repeated::NoVote, &bank("bank_b"), 600),
+            Some(0)
+        );
+        assert_eq!(
+            warnings.admit(Repeated::PhaseTwoUnacknowledged, &bank("bank_a"), 700),
+            Some(0)
+        );
+        assert_eq!(warnings.admit(Repeated::NoVote, &bank("bank_a"), 800), None);
+        assert_eq!(warnings.admit(Repeated::NoVote, &bank("bank_b"), 900), None);
+        assert_eq!(
+            warnings.admit(Repeated::NoVote, &bank("bank_b"), 600 + WINDOW_MS),
             Some(1)
         );
         assert_eq!(
-            warnings.admit(Repeated::NoVote, "bank_a", 600 + WINDOW_MS),
+            warnings.admit(Repeated::NoVote, &bank("bank_a"), 600 + WINDOW_MS),
             Some(1)
         );
     }
@@ -119,9 +134,21 @@ mod tests {
     #[test]
     fn a_clock_that_steps_back_starts_a_new_window() {
         let warnings = RepeatedWarnings::default();
-        assert_eq!(warnings.admit(Repeated::NoVote, "bank_a", 50_000), Some(0));
-        assert_eq!(warnings.admit(Repeated::NoVote, "bank_a", 50_001), None);
-        assert_eq!(warnings.admit(Repeated::NoVote, "bank_a", 40_000), Some(1));
-        assert_eq!(warnings.admit(Repeated::NoVote, "bank_a", 40_001), None);
+        assert_eq!(
+            warnings.admit(Repeated::NoVote, &bank("bank_a"), 50_000),
+            Some(0)
+        );
+        assert_eq!(
+            warnings.admit(Repeated::NoVote, &bank("bank_a"), 50_001),
+            None
+        );
+        assert_eq!(
+            warnings.admit(Repeated::NoVote, &bank("bank_a"), 40_000),
+            Some(1)
+        );
+        assert_eq!(
+            warnings.admit(Repeated::NoVote, &bank("bank_a"), 40_001),
+            None
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use argon2::password_hash::phc::{Output, ParamsString, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
+use money::{AccountNo, BankName};
 
 pub const USERNAME_LEN_MAX: usize = 64;
 pub const PASSWORD_LEN_MIN: usize = 6;
@@ -14,8 +15,8 @@ pub const PASSWORD_LEN_MAX: usize = 128;
 pub struct User {
     pub username: String,
     password_hash: String,
-    pub bank: String,
-    pub account: String,
+    pub bank: BankName,
+    pub account: AccountNo,
 }
 
 impl std::fmt::Debug for User {
@@ -29,7 +30,12 @@ impl std::fmt::Debug for User {
 }
 
 impl User {
-    pub fn new(username: String, password_hash: String, bank: String, account: String) -> User {
+    pub fn new(
+        username: String,
+        password_hash: String,
+        bank: BankName,
+        account: AccountNo,
+    ) -> User {
         User {
             username,
             password_hash,

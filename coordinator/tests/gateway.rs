@@ -12,13 +12,21 @@ use coordinator::admission::RateLimit;
 use coordinator::users::{HashCost, PasswordHasher};
 use coordinator::{AdmissionPolicy, Limited};
 use coordinator::{
-    Amount, CallError, CallFuture, Clock, Decision, Direction, Endpoint, Entropy, Gateway,
-    GatewayError, GatewayOptions, Leg, Participant, Payment, PaymentRequest, SetupUser, Status,
-    TxnId, Vote,
+    CallError, CallFuture, Clock, Decision, Endpoint, Entropy, Gateway, GatewayError,
+    GatewayOptions, Participant, Payment, PaymentRequest, SetupUser, Status, Vote,
 };
+use money::{AccountNo, Amount, BankName, Direction, Leg, TxnId};
 use std::net::IpAddr;
 use wal::block_on;
 use wal::sim::SimStorage;
+
+fn bank(name: &str) -> BankName {
+    BankName::parse(name).unwrap()
+}
+
+fn account(number: &str) -> AccountNo {
+    AccountNo::parse(number).unwrap()
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BankTxn {
@@ -92,11 +100,11 @@ impl Banks {
         }
         match self.behaviour(bank) {
             Behaviour::Down => Err(CallError::Unreachable {
-                bank: bank.into(),
+                bank: BankName::parse(bank).unwrap(),
                 detail: "connection refused".into(),
             }),
             Behaviour::Timeout => Err(CallError::Timeout {
-                bank: bank.into(),
+                bank: BankName::parse(bank).unwrap(),
                 timeout,
             }),
             Behaviour::Normal | Behaviour::VoteNo => Ok(()),
@@ -107,12 +115,13 @@ impl Banks {
 impl Participant for Banks {
     fn prepare<'a>(
         &'a self,
-        bank: &'a str,
+        bank: &'a BankName,
         txn: TxnId,
         legs: Vec<Leg>,
         timeout: Duration,
     ) -> CallFuture<'a, Vote> {
         Box::pin(async move {
+            let bank = bank.as_str();
             self.enter(bank, timeout)?;
             let mut txns = self.txns.lock().unwrap();
             let key = (bank.to_owned(), txn);
@@ -136,8 +145,14 @@ impl Participant for Banks {
         })
     }
 
-    fn commit<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()> {
+    fn commit<'a>(
+        &'a self,
+        bank: &'a BankName,
+        txn: TxnId,
+        timeout: Duration,
+    ) -> CallFuture<'a, ()> {
         Box::pin(async move {
+            let bank = bank.as_str();
             self.enter(bank, timeout)?;
             let mut txns = self.txns.lock().unwrap();
             match txns.get_mut(&(bank.to_owned(), txn)) {
@@ -150,8 +165,14 @@ impl Participant for Banks {
         })
     }
 
-    fn abort<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()> {
+    fn abort<'a>(
+        &'a self,
+        bank: &'a BankName,
+        txn: TxnId,
+        timeout: Duration,
+    ) -> CallFuture<'a, ()> {
         Box::pin(async move {
+            let bank = bank.as_str();
             self.enter(bank, timeout)?;
             let mut txns = self.txns.lock().unwrap();
             match txns.get_mut(&(bank.to_owned(), txn)) {
@@ -201,7 +222,10 @@ fn options() -> GatewayOptions {
         prepare_timeout: Duration::from_secs(10),
         commit_timeout: Duration::from_secs(10),
         currency: "INR".into(),
-        banks: vec!["bank_a".into(), "bank_b".into()],
+        banks: vec![
+            BankName::parse("bank_a").unwrap(),
+            BankName::parse("bank_b").unwrap(),
+        ],
         login: Default::default(),
         sessions: Default::default(),
         snapshot_every: 1_000_000,
@@ -221,20 +245,20 @@ fn setup_users() -> Vec<SetupUser> {
         SetupUser {
             username: "alice".into(),
             password: "pass123".into(),
-            bank: "bank_a".into(),
-            account: "123".into(),
+            bank: BankName::parse("bank_a").unwrap(),
+            account: AccountNo::parse("123").unwrap(),
         },
         SetupUser {
             username: "bob".into(),
             password: "hunter22".into(),
-            bank: "bank_b".into(),
-            account: "456".into(),
+            bank: BankName::parse("bank_b").unwrap(),
+            account: AccountNo::parse("456").unwrap(),
         },
         SetupUser {
             username: "dave".into(),
             password: "dave1234".into(),
-            bank: "bank_a".into(),
-            account: "321".into(),
+            bank: BankName::parse("bank_a").unwrap(),
+            account: AccountNo::parse("321").unwrap(),
         },
     ]
 }
@@ -280,12 +304,12 @@ fn payment(n: u8, to_bank: &str, to_account: &str, amount: u64) -> PaymentReques
     PaymentRequest {
         txn: txn(n),
         from: Endpoint {
-            bank: "bank_a".into(),
-            account: "123".into(),
+            bank: BankName::parse("bank_a").unwrap(),
+            account: AccountNo::parse("123").unwrap(),
         },
         to: Endpoint {
-            bank: to_bank.into(),
-            account: to_account.into(),
+            bank: bank(to_bank),
+            account: account(to_account),
         },
         amount: Amount(amount),
         currency: "INR".into(),
@@ -369,7 +393,7 @@ fn a_txn_id_pays_once_and_cannot_be_reused_for_anything_else() {
         "{other_amount}"
     );
     let mut from_dave = payment(1, "bank_b", "456", 2_500);
-    from_dave.from.account = "321".into();
+    from_dave.from.account = account("321");
     let other_user = pay_then_settle(&gateway, "dave", from_dave).unwrap_err();
     assert!(
         matches!(other_user, GatewayError::AlreadyExists(_)),
@@ -393,7 +417,7 @@ fn bad_payments_are_refused_before_anything_is_written() {
     let mut wrong_currency = payment(1, "bank_b", "456", 5);
     wrong_currency.currency = "USD".into();
     let mut not_mine = payment(2, "bank_b", "456", 5);
-    not_mine.from.account = "321".into();
+    not_mine.from.account = account("321");
     let cases = [
         payment(3, "bank_b", "456", 0),
         wrong_currency,
@@ -525,14 +549,22 @@ fn pay_answers_at_the_durable_decision_and_phase_two_follows() {
     // Both banks only hold the money so far.
     assert_eq!(banks.state("bank_a", txn(1)), Some(BankTxn::Prepared));
     assert_eq!(banks.state("bank_b", txn(1)), Some(BankTxn::Prepared));
-    assert_eq!(gateway.unacknowledged("bank_a", "123"), vec![txn(1)]);
-    assert_eq!(gateway.unacknowledged("bank_b", "456"), vec![txn(1)]);
     assert_eq!(
-        gateway.unacknowledged("bank_a", "321"),
+        gateway.unacknowledged(&bank("bank_a"), &account("123")),
+        vec![txn(1)]
+    );
+    assert_eq!(
+        gateway.unacknowledged(&bank("bank_b"), &account("456")),
+        vec![txn(1)]
+    );
+    assert_eq!(
+        gateway.unacknowledged(&bank("bank_a"), &account("321")),
         vec![],
         "not touched"
     );
-    assert!(pending(gateway.acknowledged_by("bank_a", vec![txn(1)])));
+    assert!(pending(
+        gateway.acknowledged_by(&bank("bank_a"), vec![txn(1)])
+    ));
     // The answer is durable: a crash now resumes phase 2 from the decision.
     let recovered = open(&storage.crash(), banks.snapshot());
     assert_eq!(recovered.unfinished(), vec![txn(1)]);
@@ -540,8 +572,13 @@ fn pay_answers_at_the_durable_decision_and_phase_two_follows() {
     assert!(block_on(gateway.phase_two(txn(1))).unwrap());
     assert_eq!(banks.state("bank_a", txn(1)), Some(BankTxn::Committed));
     assert_eq!(banks.state("bank_b", txn(1)), Some(BankTxn::Committed));
-    assert!(!pending(gateway.acknowledged_by("bank_a", vec![txn(1)])));
-    assert_eq!(gateway.unacknowledged("bank_b", "456"), vec![]);
+    assert!(!pending(
+        gateway.acknowledged_by(&bank("bank_a"), vec![txn(1)])
+    ));
+    assert_eq!(
+        gateway.unacknowledged(&bank("bank_b"), &account("456")),
+        vec![]
+    );
     assert!(gateway.payment("alice", txn(1)).unwrap().ended);
     let again = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
     assert!(!again.phase_two_pending, "a repeat never runs phase 2");
@@ -560,15 +597,27 @@ fn a_balance_waits_only_for_its_own_bank_acknowledging_phase_two() {
         "bank_b missed it"
     );
     // bank_a applied the commit: the payer's balance need not wait.
-    assert_eq!(gateway.unacknowledged("bank_a", "123"), vec![]);
-    assert!(!pending(gateway.acknowledged_by("bank_a", vec![txn(1)])));
+    assert_eq!(
+        gateway.unacknowledged(&bank("bank_a"), &account("123")),
+        vec![]
+    );
+    assert!(!pending(
+        gateway.acknowledged_by(&bank("bank_a"), vec![txn(1)])
+    ));
     // The payee's bank did not: its balance would not show the payment yet.
-    assert_eq!(gateway.unacknowledged("bank_b", "456"), vec![txn(1)]);
-    let waiting = gateway.acknowledged_by("bank_b", vec![txn(1)]);
+    assert_eq!(
+        gateway.unacknowledged(&bank("bank_b"), &account("456")),
+        vec![txn(1)]
+    );
+    let bank_b = bank("bank_b");
+    let waiting = gateway.acknowledged_by(&bank_b, vec![txn(1)]);
     banks.set("bank_b", Behaviour::Normal);
     assert_eq!(block_on(gateway.resume()).unwrap(), 0);
     block_on(waiting);
-    assert_eq!(gateway.unacknowledged("bank_b", "456"), vec![]);
+    assert_eq!(
+        gateway.unacknowledged(&bank("bank_b"), &account("456")),
+        vec![]
+    );
 }
 
 #[test]
@@ -626,12 +675,13 @@ fn register<P: Participant>(
     gateway: &Gateway<P>,
     username: &str,
     password: &str,
-    bank: &str,
-    account: &str,
+    bank_name: &str,
+    account_no: &str,
 ) -> Result<(), GatewayError> {
-    let salt = gateway.register_check(username, password, bank, None)?;
+    let (bank, account) = (bank(bank_name), account(account_no));
+    let salt = gateway.register_check(username, password, &bank, None)?;
     let hash = hasher().hash(password, salt);
-    block_on(gateway.register(username, hash, bank, account))
+    block_on(gateway.register(username, hash, &bank, &account))
 }
 
 #[test]
@@ -741,7 +791,7 @@ fn logins_past_the_rate_of_an_address_or_a_username_are_refused_before_any_hash(
     );
     assert!(
         matches!(
-            gateway.register_check("erin", "erin-secret", "bank_a", Some(here)),
+            gateway.register_check("erin", "erin-secret", &bank("bank_a"), Some(here)),
             Err(GatewayError::RateLimited {
                 what: Limited::Address,
                 ..
@@ -890,7 +940,7 @@ struct GatedBanks {
 impl Participant for GatedBanks {
     fn prepare<'a>(
         &'a self,
-        bank: &'a str,
+        bank: &'a BankName,
         txn: TxnId,
         legs: Vec<Leg>,
         timeout: Duration,
@@ -908,11 +958,21 @@ impl Participant for GatedBanks {
         self.inner.prepare(bank, txn, legs, timeout)
     }
 
-    fn commit<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()> {
+    fn commit<'a>(
+        &'a self,
+        bank: &'a BankName,
+        txn: TxnId,
+        timeout: Duration,
+    ) -> CallFuture<'a, ()> {
         self.inner.commit(bank, txn, timeout)
     }
 
-    fn abort<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()> {
+    fn abort<'a>(
+        &'a self,
+        bank: &'a BankName,
+        txn: TxnId,
+        timeout: Duration,
+    ) -> CallFuture<'a, ()> {
         self.inner.abort(bank, txn, timeout)
     }
 }

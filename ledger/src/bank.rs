@@ -15,10 +15,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use wal::{AppendError, Lsn, OpenError, Options, RecordKind, ReplayError, Storage, Wal};
 
-use crate::money::Amount;
 use crate::participant::{Account, ApplyError, Ledger, ParticipantError, Step, Vote};
 use crate::record::LedgerRecord;
-use crate::txn::{AccountNo, InvalidRequest, Leg, TxnId};
+use money::Amount;
+use money::{AccountNo, Leg, TxnId};
+
+use crate::txn::InvalidRequest;
 use wal::codec::DecodeError;
 
 /// Milliseconds in the default retention of decided transactions (7 days).

@@ -5,21 +5,20 @@
 //!   decision table, `docs/bank-participant.md`;
 //! - [`bank`]: the state machine made durable: records go through the WAL,
 //!   answers wait for durability, recovery is snapshot + replay;
-//! - [`record`]: the WAL records; [`money`], [`txn`]: the vocabulary.
+//! - [`record`]: the WAL records; [`txn`]: the shape of a prepare (the
+//!   vocabulary itself, `Amount`, `TxnId`, `Leg`, …, is the `money` crate's).
 //!
 //! Architecture invariant: no gRPC, no TLS, no async runtime here. Time comes
 //! in as `now_ms`; async methods only await the WAL's own futures.
 
 pub mod bank;
-pub mod money;
 pub mod participant;
 pub mod record;
 pub mod txn;
 
 pub use bank::{Bank, BankError, BankOpenError, BankOptions, InDoubt, OpenReport, Seed};
-pub use money::{Amount, AmountParseError};
 pub use participant::{Account, Ledger, ParticipantError, Step, TxnState, Vote};
 pub use record::{LedgerRecord, VoidReason};
-pub use txn::{AccountNo, Direction, InvalidRequest, Leg, TxnId};
+pub use txn::InvalidRequest;
 pub use wal::block_on;
 pub use wal::codec::DecodeError;

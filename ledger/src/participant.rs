@@ -12,9 +12,11 @@ use imbl::{HashMap as SharedHashMap, OrdMap, OrdSet};
 
 use wal::Lsn;
 
-use crate::money::Amount;
 use crate::record::{self, LedgerRecord, VoidReason};
-use crate::txn::{AccountNo, Direction, InvalidRequest, Leg, TxnId, check_legs};
+use money::Amount;
+use money::{AccountNo, Direction, Leg, TxnId};
+
+use crate::txn::{InvalidRequest, check_legs};
 use wal::codec::{DecodeError, Reader, Writer};
 
 const SNAPSHOT_VERSION: u8 = 1;

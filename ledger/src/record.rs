@@ -3,8 +3,8 @@
 
 use wal::RecordKind;
 
-use crate::money::Amount;
-use crate::txn::{AccountNo, Direction, Leg, TxnId};
+use money::Amount;
+use money::{AccountNo, Direction, Leg, TxnId};
 use wal::codec::{DecodeError, Reader, Writer};
 
 pub const GENESIS: RecordKind = RecordKind(0x10);

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ledger::{
-    AccountNo, Amount, Bank, BankError, BankOptions, Direction, InvalidRequest, Leg,
-    ParticipantError, Seed, TxnId, VoidReason, Vote, block_on,
+    Bank, BankError, BankOptions, InvalidRequest, ParticipantError, Seed, VoidReason, Vote,
+    block_on,
 };
+use money::{AccountNo, Amount, Direction, Leg, TxnId};
 use proptest::prelude::*;
 use wal::sim::SimStorage;
 

@@ -35,6 +35,7 @@ use coordinator::{
     Participant, PaymentRequest, SetupUser, Status,
 };
 use ledger::{Bank, BankError, BankOptions, Seed, TxnState};
+use money::{AccountNo, Amount, BankName, Leg, TxnId};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use wal::sim::{CrashMode, SimStorage};
@@ -213,13 +214,13 @@ enum Reply {
 enum Msg {
     Prepare {
         call: u64,
-        txn: coordinator::TxnId,
-        legs: Vec<coordinator::Leg>,
+        txn: TxnId,
+        legs: Vec<Leg>,
     },
     /// Phase 2 (a call awaiting its ack), or the answer to `AskDecision`.
     Decide {
         call: Option<u64>,
-        txn: coordinator::TxnId,
+        txn: TxnId,
         decision: Decision,
     },
     Reply {
@@ -228,7 +229,7 @@ enum Msg {
     },
     AskDecision {
         bank: usize,
-        txn: coordinator::TxnId,
+        txn: TxnId,
     },
     /// `reused`: the client misuses an id it already had answered, with
     /// another amount; the gateway must refuse it and move nothing.
@@ -238,7 +239,7 @@ enum Msg {
         reused: bool,
     },
     PayAnswer {
-        txn: coordinator::TxnId,
+        txn: TxnId,
         answer: Result<Status, String>,
         reused: bool,
     },
@@ -343,14 +344,14 @@ struct SimParticipant {
 impl SimParticipant {
     fn call<'a, T: Send + 'a>(
         &'a self,
-        bank: &'a str,
+        bank: &'a BankName,
         timeout: Duration,
         message: impl FnOnce(u64) -> Msg,
         answer: impl Fn(Reply) -> Result<T, CallError> + Send + 'a,
     ) -> CallFuture<'a, T> {
-        let Some(index) = BANKS.iter().position(|name| *name == bank) else {
+        let Some(index) = BANKS.iter().position(|name| bank == name) else {
             return Box::pin(std::future::ready(Err(CallError::Refused {
-                bank: bank.to_owned(),
+                bank: bank.clone(),
                 detail: "unknown bank".into(),
             })));
         };
@@ -369,7 +370,7 @@ impl SimParticipant {
             }
             if self.clock.now() >= deadline {
                 return Poll::Ready(Err(CallError::Timeout {
-                    bank: bank.to_owned(),
+                    bank: bank.clone(),
                     timeout,
                 }));
             }
@@ -378,9 +379,9 @@ impl SimParticipant {
     }
 }
 
-fn refused(bank: &str, detail: String) -> CallError {
+fn refused(bank: &BankName, detail: String) -> CallError {
     CallError::Refused {
-        bank: bank.to_owned(),
+        bank: bank.clone(),
         detail,
     }
 }
@@ -388,9 +389,9 @@ fn refused(bank: &str, detail: String) -> CallError {
 impl Participant for SimParticipant {
     fn prepare<'a>(
         &'a self,
-        bank: &'a str,
-        txn: coordinator::TxnId,
-        legs: Vec<coordinator::Leg>,
+        bank: &'a BankName,
+        txn: TxnId,
+        legs: Vec<Leg>,
         timeout: Duration,
     ) -> CallFuture<'a, coordinator::Vote> {
         self.call(
@@ -407,8 +408,8 @@ impl Participant for SimParticipant {
 
     fn commit<'a>(
         &'a self,
-        bank: &'a str,
-        txn: coordinator::TxnId,
+        bank: &'a BankName,
+        txn: TxnId,
         timeout: Duration,
     ) -> CallFuture<'a, ()> {
         self.decide(bank, txn, Decision::Commit, timeout)
@@ -416,8 +417,8 @@ impl Participant for SimParticipant {
 
     fn abort<'a>(
         &'a self,
-        bank: &'a str,
-        txn: coordinator::TxnId,
+        bank: &'a BankName,
+        txn: TxnId,
         timeout: Duration,
     ) -> CallFuture<'a, ()> {
         self.decide(bank, txn, Decision::Abort, timeout)
@@ -427,8 +428,8 @@ impl Participant for SimParticipant {
 impl SimParticipant {
     fn decide<'a>(
         &'a self,
-        bank: &'a str,
-        txn: coordinator::TxnId,
+        bank: &'a BankName,
+        txn: TxnId,
         decision: Decision,
         timeout: Duration,
     ) -> CallFuture<'a, ()> {
@@ -476,7 +477,7 @@ impl<T> Node<T> {
 struct BankNode {
     node: Node<Bank>,
     /// When each in-doubt transaction may next be asked about.
-    next_ask: BTreeMap<ledger::TxnId, u64>,
+    next_ask: BTreeMap<TxnId, u64>,
 }
 
 struct Client {
@@ -506,9 +507,9 @@ struct World {
     tasks: Vec<(Dest, Task)>,
     /// Answers the gateway sent to clients, delivered by the network.
     checker: Checker,
-    requested: BTreeMap<coordinator::TxnId, PaymentRequest>,
+    requested: BTreeMap<TxnId, PaymentRequest>,
     /// Payments not yet over everywhere: observed every step.
-    active: BTreeSet<coordinator::TxnId>,
+    active: BTreeSet<TxnId>,
     /// What retired payments moved at each bank.
     settled_net: [i128; BANKS.len()],
     recovered_this_step: bool,
@@ -544,24 +545,23 @@ fn account_name(bank: usize, index: usize) -> String {
     format!("{}{}", (b'a' + bank as u8) as char, index + 1)
 }
 
-fn to_ledger_txn(txn: coordinator::TxnId) -> ledger::TxnId {
-    ledger::TxnId(txn.0)
+fn bank_name(name: &str) -> BankName {
+    BankName::parse(name).expect("the simulation's bank names are valid")
 }
 
-fn to_ledger_legs(legs: &[coordinator::Leg]) -> Vec<ledger::Leg> {
-    legs.iter()
-        .map(|leg| ledger::Leg {
-            account: ledger::AccountNo::parse(&leg.account).expect("sim account numbers are valid"),
-            direction: match leg.direction {
-                coordinator::Direction::Debit => ledger::Direction::Debit,
-                coordinator::Direction::Credit => ledger::Direction::Credit,
-            },
-            amount: ledger::Amount(leg.amount.0),
-        })
-        .collect()
+fn account_no(number: &str) -> AccountNo {
+    AccountNo::parse(number).expect("the simulation's account numbers are valid")
 }
 
-fn txn_key(txn: coordinator::TxnId) -> TxnKey {
+/// The checker's account as the gateway names it.
+fn endpoint(account: &AccountRef) -> coordinator::Endpoint {
+    coordinator::Endpoint {
+        bank: bank_name(&account.bank),
+        account: account_no(&account.account),
+    }
+}
+
+fn txn_key(txn: TxnId) -> TxnKey {
     TxnKey::from_bytes(txn.0)
 }
 
@@ -764,7 +764,7 @@ impl World {
         let Some(gateway) = &observation.gateway else {
             return;
         };
-        let settled: Vec<coordinator::TxnId> = self
+        let settled: Vec<TxnId> = self
             .active
             .iter()
             .copied()
@@ -776,7 +776,7 @@ impl World {
                 let request = &self.requested[txn];
                 let over_at_banks = [&request.from.bank, &request.to.bank].iter().all(|bank| {
                     observation.banks.iter().any(|view| {
-                        view.name == **bank
+                        **bank == view.name.as_str()
                             && matches!(
                                 view.txns.as_ref().and_then(|txns| txns.get(&key)),
                                 Some(BankTxn::Posted { .. } | BankTxn::Voided)
@@ -815,9 +815,9 @@ impl World {
             .iter()
             .filter(|client| client.account.bank == name)
             .map(|client| Seed {
-                account: ledger::AccountNo::parse(&client.account.account).expect("valid account"),
+                account: account_no(&client.account.account),
                 owner: client.user.clone(),
-                balance: ledger::Amount(self.checker.initial_balance(&client.account)),
+                balance: Amount(self.checker.initial_balance(&client.account)),
             })
             .collect();
         let node = &mut self.banks[index].node;
@@ -853,8 +853,8 @@ impl World {
             .map(|client| SetupUser {
                 username: client.user.clone(),
                 password: "simulated-password".into(),
-                bank: client.account.bank.clone(),
-                account: client.account.account.clone(),
+                bank: bank_name(&client.account.bank),
+                account: account_no(&client.account.account),
             })
             .collect();
         let options = GatewayOptions {
@@ -862,7 +862,7 @@ impl World {
             prepare_timeout: Duration::from_millis(PREPARE_TIMEOUT_MS),
             commit_timeout: Duration::from_millis(COMMIT_TIMEOUT_MS),
             currency: CURRENCY.into(),
-            banks: BANKS.iter().map(|bank| (*bank).to_owned()).collect(),
+            banks: BANKS.iter().map(|bank| bank_name(bank)).collect(),
             login: Default::default(),
             sessions: Default::default(),
             snapshot_every: 64,
@@ -1012,8 +1012,6 @@ impl World {
         };
         match msg {
             Msg::Prepare { call, txn, legs } => {
-                let txn = to_ledger_txn(txn);
-                let legs = to_ledger_legs(&legs);
                 let broken = self.config.broken == Some(Broken::VoteYesBeforeDurable);
                 if broken {
                     // The rule broken on purpose: the vote the ledger decides
@@ -1068,7 +1066,6 @@ impl World {
                     self.event(format!("{}: decision {decision:?} for {txn}", BANKS[index]));
                 }
                 self.spawn(Dest::Bank(index), async move {
-                    let txn = to_ledger_txn(txn);
                     let result = match decision {
                         Decision::Commit => bank.commit(txn, now).await,
                         Decision::Abort => bank.abort(txn, now).await,
@@ -1228,16 +1225,10 @@ impl World {
         let mut txn = [0u8; 16];
         self.rng.fill_bytes(&mut txn);
         PaymentRequest {
-            txn: coordinator::TxnId(txn),
-            from: coordinator::Endpoint {
-                bank: from.bank,
-                account: from.account,
-            },
-            to: coordinator::Endpoint {
-                bank: to.bank,
-                account: to.account,
-            },
-            amount: coordinator::Amount(amount),
+            txn: TxnId(txn),
+            from: endpoint(&from),
+            to: endpoint(&to),
+            amount: Amount(amount),
             currency: CURRENCY.into(),
         }
     }
@@ -1258,7 +1249,7 @@ impl World {
                     continue;
                 }
                 *next = now + IN_DOUBT_TIMEOUT_MS;
-                let txn = coordinator::TxnId(doubt.txn.0);
+                let txn = TxnId(doubt.txn.0);
                 self.event(format!("{name}: asks about {txn}"));
                 lock(&self.net).send(now, Dest::Gateway, Msg::AskDecision { bank: index, txn });
             }
@@ -1437,7 +1428,7 @@ impl World {
     /// What the nodes that are up report: about every payment if
     /// `complete`, otherwise about those still in flight.
     fn observe(&self, complete: bool) -> Observation {
-        let txns: Vec<coordinator::TxnId> = if complete {
+        let txns: Vec<TxnId> = if complete {
             self.requested.keys().copied().collect()
         } else {
             self.active.iter().copied().collect()
@@ -1464,7 +1455,7 @@ impl World {
                         txns: Some(
                             txns.iter()
                                 .filter_map(|txn| {
-                                    let state = ledger.txn(&to_ledger_txn(*txn))?;
+                                    let state = ledger.txn(txn)?;
                                     Some((txn_key(*txn), bank_txn(state)))
                                 })
                                 .collect(),
@@ -1511,12 +1502,12 @@ fn node_name(target: usize) -> &'static str {
 fn movement(request: &PaymentRequest) -> Movement {
     Movement {
         from: AccountRef {
-            bank: request.from.bank.clone(),
-            account: request.from.account.clone(),
+            bank: request.from.bank.to_string(),
+            account: request.from.account.to_string(),
         },
         to: AccountRef {
-            bank: request.to.bank.clone(),
-            account: request.to.account.clone(),
+            bank: request.to.bank.to_string(),
+            account: request.to.account.to_string(),
         },
         amount: request.amount.0,
     }
@@ -1526,13 +1517,7 @@ fn bank_txn(state: &TxnState) -> BankTxn {
     match state {
         TxnState::Pending { .. } => BankTxn::Pending,
         TxnState::Posted { legs, .. } => BankTxn::Posted {
-            net: legs
-                .iter()
-                .map(|leg| match leg.direction {
-                    ledger::Direction::Credit => i128::from(leg.amount.0),
-                    ledger::Direction::Debit => -i128::from(leg.amount.0),
-                })
-                .sum(),
+            net: legs.iter().map(Leg::signed_amount).sum(),
         },
         TxnState::Voided { .. } => BankTxn::Voided,
     }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ledger::Amount;
 use minipay_proto::v1 as proto;
+use money::Amount;
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -413,7 +413,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
                 bail!("--amount must be positive");
             }
             let txn_id = match txn_id {
-                Some(id) => ledger::TxnId::parse(&id)
+                Some(id) => money::TxnId::parse(&id)
                     .map(|txn| txn.to_string())
                     .context("--txn-id")?,
                 None => uuid::Uuid::new_v4().to_string(),

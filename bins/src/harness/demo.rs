@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use ledger::Amount;
 use minipay_proto::v1 as proto;
+use money::Amount;
 
 use crate::client::commands::{self as client, ClientCommand, ClientOptions, RetryOptions};
 use crate::harness::cluster::{LocalCluster, gateway_logged_yes};

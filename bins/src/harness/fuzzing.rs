@@ -12,6 +12,7 @@ use std::time::Duration;
 use coordinator::{Gateway, GatewayOptions, SetupUser};
 use ledger::{Bank, BankOptions, Seed};
 use minipay_proto::v1 as proto;
+use money::BankName;
 use prost::Message;
 use proto::bank_server::Bank as _;
 use proto::decisions_server::Decisions as _;
@@ -193,14 +194,14 @@ fn runtime() -> tokio::runtime::Runtime {
 pub fn bank_requests(data: &[u8]) {
     let seeds = vec![
         Seed {
-            account: ledger::AccountNo::parse("123").expect("valid"),
+            account: money::AccountNo::parse("123").expect("valid"),
             owner: "alice".into(),
-            balance: ledger::Amount(100_000),
+            balance: money::Amount(100_000),
         },
         Seed {
-            account: ledger::AccountNo::parse("456").expect("valid"),
+            account: money::AccountNo::parse("456").expect("valid"),
             owner: "bob".into(),
-            balance: ledger::Amount(50),
+            balance: money::Amount(50),
         },
     ];
     let options = BankOptions {
@@ -346,6 +347,10 @@ fn certificates() -> &'static std::path::Path {
     })
 }
 
+fn bank_a() -> BankName {
+    BankName::parse("bank_a").expect("valid")
+}
+
 /// Every Gateway RPC through its handler with arbitrary requests, as user
 /// alice (the session layer's job is done by attaching her identity; Logout
 /// gets whatever key the input carries), and a bank's GetDecision. Its one bank is unreachable, so
@@ -355,7 +360,7 @@ pub fn gateway_requests(data: &[u8]) {
     let runtime = runtime();
     runtime.block_on(async {
         let banks = BankClients::new(
-            &[("bank_a".to_owned(), "https://127.0.0.1:1".to_owned())],
+            &[(bank_a(), "https://127.0.0.1:1".to_owned())],
             &TlsDir::new(certificates()),
             crate::servers::gateway::node::BANK_QUEUE_MAX_DEFAULT,
         )
@@ -365,7 +370,7 @@ pub fn gateway_requests(data: &[u8]) {
             prepare_timeout: Duration::from_millis(500),
             commit_timeout: Duration::from_millis(500),
             currency: "INR".into(),
-            banks: vec!["bank_a".into()],
+            banks: vec![bank_a()],
             login: Default::default(),
             sessions: Default::default(),
             snapshot_every: 1_000,
@@ -388,8 +393,8 @@ pub fn gateway_requests(data: &[u8]) {
                 vec![SetupUser {
                     username: "alice".into(),
                     password: "pass123".into(),
-                    bank: "bank_a".into(),
-                    account: "123".into(),
+                    bank: bank_a(),
+                    account: money::AccountNo::parse("123").expect("valid"),
                 }]
             },
         )

@@ -751,8 +751,8 @@ impl BenchReport {
         }
         text += &format!(
             "\n  total of all balances: before {} INR, after {} INR: {}",
-            ledger::Amount(self.total_before),
-            ledger::Amount(self.total_after),
+            money::Amount(self.total_before),
+            money::Amount(self.total_after),
             if self.conserved {
                 "conserved"
             } else {

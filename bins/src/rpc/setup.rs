@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use ledger::{AccountNo, Amount, Seed};
+use ledger::Seed;
+use money::{AccountNo, Amount, BankName};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -52,20 +53,15 @@ impl SetupUser {
     }
 }
 
-/// The longest bank name accepted.
-pub const BANK_NAME_LEN_MAX: usize = 32;
+/// A bank name from a flag or a file: 1 to 32 lowercase letters, digits,
+/// `_` or `-`.
+pub fn bank_name(name: &str) -> anyhow::Result<BankName> {
+    BankName::parse(name).map_err(|malformed| anyhow::anyhow!("bank name {name:?}: {malformed}"))
+}
 
-/// Bank names: 1 to 32 lowercase letters, digits, `_` or `-`.
-pub fn check_bank_name(name: &str) -> anyhow::Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= BANK_NAME_LEN_MAX
-        && name.bytes().all(|byte| {
-            byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_' || byte == b'-'
-        });
-    if !valid {
-        bail!("bank name {name:?} must be 1 to 32 lowercase letters, digits, '_' or '-'");
-    }
-    Ok(())
+/// An account number from a flag or a file.
+pub fn account_no(number: &str) -> anyhow::Result<AccountNo> {
+    AccountNo::parse(number).map_err(|malformed| anyhow::anyhow!("account {number:?}: {malformed}"))
 }
 
 /// Reads and checks a setup file.
@@ -75,10 +71,8 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<SetupUser>> {
     let file: SetupFile = serde_json::from_str(&text)
         .with_context(|| format!("parse setup file {}", path.display()))?;
     for user in &file.users {
-        check_bank_name(&user.bank)?;
-        AccountNo::parse(&user.account_no).with_context(|| {
-            format!("account_no {:?} of user {}", user.account_no, user.username)
-        })?;
+        bank_name(&user.bank).with_context(|| format!("user {}", user.username))?;
+        account_no(&user.account_no).with_context(|| format!("user {}", user.username))?;
         user.balance()?;
     }
     Ok(file.users)
@@ -91,7 +85,7 @@ pub fn seeds_for(users: &[SetupUser], bank: &str) -> anyhow::Result<Vec<Seed>> {
         .filter(|user| user.bank == bank)
         .map(|user| {
             Ok(Seed {
-                account: AccountNo::parse(&user.account_no)?,
+                account: account_no(&user.account_no)?,
                 owner: user.username.clone(),
                 balance: user.balance()?,
             })
@@ -131,7 +125,8 @@ mod tests {
         assert!(user(serde_json::json!(-1)).balance().is_err());
         assert!(user(serde_json::json!("1.005")).balance().is_err());
         assert!(user(serde_json::json!(true)).balance().is_err());
-        assert!(check_bank_name("Bank A").is_err());
-        assert!(check_bank_name("bank_a").is_ok());
+        assert!(bank_name("Bank A").is_err());
+        assert!(bank_name("bank_a").is_ok());
+        assert!(account_no("12 3").is_err());
     }
 }

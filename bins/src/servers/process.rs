@@ -70,7 +70,7 @@ pub fn amount_max(setting: Option<&str>) -> anyhow::Result<u64> {
     let Some(text) = setting else {
         return Ok(ledger::bank::AMOUNT_MAX_DEFAULT.0);
     };
-    let amount = ledger::Amount::parse_major(text)
+    let amount = money::Amount::parse_major(text)
         .map_err(|error| anyhow::anyhow!("--amount-max {text:?}: {error}"))?;
     if amount.is_zero() {
         anyhow::bail!("--amount-max must be positive");

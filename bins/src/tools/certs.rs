@@ -24,7 +24,7 @@ use crate::rpc::tls::Role;
 /// `client.pem/.key` into `out`. Returns the files written.
 pub fn generate(out: &Path, banks: &[String]) -> anyhow::Result<Vec<String>> {
     for bank in banks {
-        crate::rpc::setup::check_bank_name(bank)?;
+        crate::rpc::setup::bank_name(bank)?;
     }
     if banks.is_empty() {
         bail!("--banks needs at least one bank name");

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ledger::{Bank, BankOptions, TxnId};
+use ledger::{Bank, BankOptions};
 use minipay_proto::v1 as proto;
+use money::TxnId;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
@@ -127,7 +128,7 @@ pub struct BankConfig {
 impl BankConfig {
     pub fn from_settings(settings: BankSettings) -> anyhow::Result<BankConfig> {
         let name = settings.name.context("--name is required")?;
-        crate::rpc::setup::check_bank_name(&name)?;
+        crate::rpc::setup::bank_name(&name)?;
         let currency = settings.currency.unwrap_or_else(|| "INR".to_owned());
         if currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_uppercase()) {
             bail!("--currency must be a three-letter code like INR, not {currency:?}");
@@ -222,7 +223,7 @@ fn open_bank(config: &BankConfig) -> anyhow::Result<Bank> {
     let options = BankOptions {
         wal: crate::servers::process::server_wal_options(config.wal_segment_size),
         snapshot_every: config.snapshot_every,
-        amount_max: ledger::Amount(config.amount_max),
+        amount_max: money::Amount(config.amount_max),
         ..BankOptions::default()
     };
     let seeds = || {

@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 
-use ledger::{
-    AccountNo, Amount, Bank, BankError, Direction, InvalidRequest, Leg, ParticipantError, TxnId,
-    Vote,
-};
+use ledger::{Bank, BankError, InvalidRequest, ParticipantError, Vote};
 use minipay_proto::v1 as proto;
+use money::{AccountNo, Amount, Direction, Leg, TxnId};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -73,11 +71,11 @@ fn invalid(error: InvalidRequest) -> Status {
 }
 
 pub fn parse_txn(text: &str) -> Result<TxnId, Status> {
-    TxnId::parse(text).map_err(invalid)
+    TxnId::parse(text).map_err(|malformed| invalid(malformed.into()))
 }
 
 pub fn parse_account(text: &str) -> Result<AccountNo, Status> {
-    AccountNo::parse(text).map_err(invalid)
+    AccountNo::parse(text).map_err(|malformed| invalid(malformed.into()))
 }
 
 pub fn legs_from_proto(legs: &[proto::Leg]) -> Result<Vec<Leg>, Status> {

@@ -15,8 +15,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
-use coordinator::{CallError, CallFuture, Leg, Participant, TxnId, Vote};
+use coordinator::{CallError, CallFuture, Participant, Vote};
 use minipay_proto::v1 as proto;
+use money::{BankName, Leg, TxnId};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
@@ -53,14 +54,14 @@ struct BankLink {
 /// inside a tokio runtime (it starts the batch senders).
 #[derive(Clone)]
 pub struct BankClients {
-    banks: HashMap<String, BankLink>,
+    banks: HashMap<BankName, BankLink>,
 }
 
 impl BankClients {
     /// `banks`: (name, URL) pairs; each bank's queue of prepares and its
     /// queue of phase-2 decisions hold at most `queue_max` calls.
     pub fn new(
-        banks: &[(String, String)],
+        banks: &[(BankName, String)],
         tls: &TlsDir,
         queue_max: usize,
     ) -> anyhow::Result<BankClients> {
@@ -82,21 +83,21 @@ impl BankClients {
         Ok(BankClients { banks: links })
     }
 
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.banks.keys().cloned().collect();
+    pub fn names(&self) -> Vec<BankName> {
+        let mut names: Vec<BankName> = self.banks.keys().cloned().collect();
         names.sort();
         names
     }
 
-    pub fn client(&self, bank: &str) -> Option<proto::bank_client::BankClient<Channel>> {
+    pub fn client(&self, bank: &BankName) -> Option<proto::bank_client::BankClient<Channel>> {
         self.banks
             .get(bank)
             .map(|link| proto::bank_client::BankClient::new(link.channel.clone()))
     }
 
-    fn link(&self, bank: &str) -> Result<&BankLink, CallError> {
+    fn link(&self, bank: &BankName) -> Result<&BankLink, CallError> {
         self.banks.get(bank).ok_or_else(|| CallError::Refused {
-            bank: bank.to_owned(),
+            bank: bank.clone(),
             detail: "unknown bank".into(),
         })
     }
@@ -104,14 +105,14 @@ impl BankClients {
 
 /// Puts one call in a bank's queue and waits for its answer, at most `timeout`.
 async fn queue_call<T, R>(
-    bank: &str,
+    bank: &BankName,
     queue: &Queue<T, R>,
     item: T,
     timeout: Duration,
 ) -> Result<R, CallError> {
     let (reply, answer) = oneshot::channel();
     let unreachable = || CallError::Unreachable {
-        bank: bank.to_owned(),
+        bank: bank.clone(),
         detail: "the gateway is shutting down".into(),
     };
     match queue.sender.try_send(Queued {
@@ -124,7 +125,7 @@ async fn queue_call<T, R>(
         // 2 is retried later) instead of growing.
         Err(mpsc::error::TrySendError::Full(_)) => {
             return Err(CallError::Refused {
-                bank: bank.to_owned(),
+                bank: bank.clone(),
                 detail: format!(
                     "the gateway's queue to this bank is full (bank_queue_max {})",
                     queue.queue_max
@@ -135,7 +136,7 @@ async fn queue_call<T, R>(
     }
     match tokio::time::timeout(timeout, answer).await {
         Err(_) => Err(CallError::Timeout {
-            bank: bank.to_owned(),
+            bank: bank.clone(),
             timeout,
         }),
         Ok(Err(_)) => Err(unreachable()),
@@ -159,7 +160,7 @@ type BatchAnswer<R> = Result<Vec<Result<R, CallError>>, CallError>;
 
 /// Starts the task that drains one bank's queue into batch calls.
 fn start_sender<T, R, F, Fut>(
-    bank: &str,
+    bank: &BankName,
     channel: Channel,
     queue_max: usize,
     call: F,
@@ -167,14 +168,14 @@ fn start_sender<T, R, F, Fut>(
 where
     T: prost::Message + Send + 'static,
     R: Send + 'static,
-    F: Fn(String, proto::bank_client::BankClient<Channel>, Vec<T>, Duration) -> Fut
+    F: Fn(BankName, proto::bank_client::BankClient<Channel>, Vec<T>, Duration) -> Fut
         + Send
         + 'static,
     Fut: Future<Output = BatchAnswer<R>> + Send + 'static,
 {
     assert!(queue_max >= 1);
     let (sender, mut queued) = mpsc::channel::<Queued<T, R>>(queue_max);
-    let bank = bank.to_owned();
+    let bank = bank.clone();
     tokio::spawn(async move {
         // One call in flight: what queues meanwhile is the next batch, up to
         // the item and byte bounds; an item that would overflow it opens the
@@ -231,7 +232,7 @@ where
 }
 
 async fn send_prepares(
-    bank: String,
+    bank: BankName,
     mut client: proto::bank_client::BankClient<Channel>,
     prepares: Vec<proto::PrepareRequest>,
     timeout: Duration,
@@ -259,7 +260,7 @@ async fn send_prepares(
 }
 
 async fn send_finishes(
-    bank: String,
+    bank: BankName,
     mut client: proto::bank_client::BankClient<Channel>,
     finishes: Vec<proto::Finish>,
     timeout: Duration,
@@ -275,7 +276,7 @@ async fn send_finishes(
 
 /// One item's status, classified as a whole call's would be.
 fn item_result(
-    bank: &str,
+    bank: &BankName,
     status: Option<proto::ItemStatus>,
     timeout: Duration,
 ) -> Result<(), CallError> {
@@ -293,17 +294,13 @@ fn item_result(
     }
 }
 
-fn txn_text(txn: TxnId) -> String {
-    ledger::TxnId(txn.0).to_string()
-}
-
 fn legs_to_proto(legs: &[Leg]) -> Vec<proto::Leg> {
     legs.iter()
         .map(|leg| proto::Leg {
-            account_no: leg.account.clone(),
+            account_no: leg.account.to_string(),
             direction: match leg.direction {
-                coordinator::Direction::Debit => proto::Direction::Debit,
-                coordinator::Direction::Credit => proto::Direction::Credit,
+                money::Direction::Debit => proto::Direction::Debit,
+                money::Direction::Credit => proto::Direction::Credit,
             } as i32,
             amount: leg.amount.0,
         })
@@ -312,13 +309,13 @@ fn legs_to_proto(legs: &[Leg]) -> Vec<proto::Leg> {
 
 /// Runs one call with a deadline and classifies what went wrong.
 async fn with_deadline<T>(
-    bank: &str,
+    bank: &BankName,
     timeout: Duration,
     call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, CallError> {
     match tokio::time::timeout(timeout, call).await {
         Err(_) => Err(CallError::Timeout {
-            bank: bank.to_owned(),
+            bank: bank.clone(),
             timeout,
         }),
         Ok(Ok(response)) => Ok(response.into_inner()),
@@ -327,20 +324,20 @@ async fn with_deadline<T>(
 }
 
 /// What a failed call (or batch item) means to the coordinator.
-fn call_error(bank: &str, status: tonic::Status, timeout: Duration) -> CallError {
+fn call_error(bank: &BankName, status: tonic::Status, timeout: Duration) -> CallError {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
             CallError::Unreachable {
-                bank: bank.to_owned(),
+                bank: bank.clone(),
                 detail: status.message().to_owned(),
             }
         }
         tonic::Code::DeadlineExceeded => CallError::Timeout {
-            bank: bank.to_owned(),
+            bank: bank.clone(),
             timeout,
         },
         _ => CallError::Refused {
-            bank: bank.to_owned(),
+            bank: bank.clone(),
             detail: format!(
                 "{} ({})",
                 status.message(),
@@ -353,7 +350,7 @@ fn call_error(bank: &str, status: tonic::Status, timeout: Duration) -> CallError
 impl Participant for BankClients {
     fn prepare<'a>(
         &'a self,
-        bank: &'a str,
+        bank: &'a BankName,
         txn: TxnId,
         legs: Vec<Leg>,
         timeout: Duration,
@@ -361,18 +358,28 @@ impl Participant for BankClients {
         Box::pin(async move {
             let link = self.link(bank)?;
             let prepare = proto::PrepareRequest {
-                txn_id: txn_text(txn),
+                txn_id: txn.to_string(),
                 legs: legs_to_proto(&legs),
             };
             queue_call(bank, &link.prepares, prepare, timeout).await
         })
     }
 
-    fn commit<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()> {
+    fn commit<'a>(
+        &'a self,
+        bank: &'a BankName,
+        txn: TxnId,
+        timeout: Duration,
+    ) -> CallFuture<'a, ()> {
         self.finish(bank, txn, proto::Decision::Commit, timeout)
     }
 
-    fn abort<'a>(&'a self, bank: &'a str, txn: TxnId, timeout: Duration) -> CallFuture<'a, ()> {
+    fn abort<'a>(
+        &'a self,
+        bank: &'a BankName,
+        txn: TxnId,
+        timeout: Duration,
+    ) -> CallFuture<'a, ()> {
         self.finish(bank, txn, proto::Decision::Abort, timeout)
     }
 }
@@ -380,7 +387,7 @@ impl Participant for BankClients {
 impl BankClients {
     fn finish<'a>(
         &'a self,
-        bank: &'a str,
+        bank: &'a BankName,
         txn: TxnId,
         decision: proto::Decision,
         timeout: Duration,
@@ -388,7 +395,7 @@ impl BankClients {
         Box::pin(async move {
             let link = self.link(bank)?;
             let finish = proto::Finish {
-                txn_id: txn_text(txn),
+                txn_id: txn.to_string(),
                 decision: decision as i32,
             };
             queue_call(bank, &link.finishes, finish, timeout).await

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use coordinator::{Clock, Entropy, Gateway, GatewayOptions, SetupUser};
 use minipay_proto::v1 as proto;
+use money::BankName;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
@@ -208,7 +209,7 @@ pub struct GatewayConfig {
     pub data_dir: PathBuf,
     pub setup: Option<PathBuf>,
     pub tls_dir: PathBuf,
-    pub banks: Vec<(String, String)>,
+    pub banks: Vec<(BankName, String)>,
     pub prepare_timeout: Duration,
     pub commit_timeout: Duration,
     pub currency: String,
@@ -231,7 +232,7 @@ pub struct GatewayLimits {
     pub unsettled_max: usize,
     pub waiters_max: usize,
     pub settling_max: usize,
-    pub amount_max: coordinator::Amount,
+    pub amount_max: money::Amount,
     pub bank_queue_max: usize,
 }
 
@@ -275,7 +276,7 @@ impl GatewayLimits {
                 crate::servers::gateway::password_pool::HASH_WORKERS_MAX
             );
         }
-        let amount_max = coordinator::Amount(crate::servers::process::amount_max(
+        let amount_max = money::Amount(crate::servers::process::amount_max(
             settings.amount_max.as_deref(),
         )?);
         let rate = |text: &Option<String>, default, flag: &str| match text {
@@ -336,14 +337,14 @@ impl GatewayConfig {
             let (name, url) = bank
                 .split_once('=')
                 .with_context(|| format!("--bank {bank:?} must be NAME=URL"))?;
-            crate::rpc::setup::check_bank_name(name)?;
+            let name = crate::rpc::setup::bank_name(name)?;
             if !url.starts_with("https://") {
                 bail!("--bank {name}: the URL must be https:// (mTLS only), not {url:?}");
             }
-            if banks.iter().any(|(known, _)| known == name) {
+            if banks.iter().any(|(known, _)| *known == name) {
                 bail!("--bank {name} given twice");
             }
-            banks.push((name.to_owned(), url.to_owned()));
+            banks.push((name, url.to_owned()));
         }
         if banks.is_empty() {
             bail!("at least one --bank NAME=URL is required");
@@ -428,6 +429,21 @@ impl GatewayConfig {
     }
 }
 
+/// The setup file's users, as the gateway creates them on its first start.
+fn setup_users(path: &std::path::Path) -> anyhow::Result<Vec<SetupUser>> {
+    crate::rpc::setup::load(path)?
+        .into_iter()
+        .map(|user| {
+            Ok(SetupUser {
+                bank: crate::rpc::setup::bank_name(&user.bank)?,
+                account: crate::rpc::setup::account_no(&user.account_no)?,
+                username: user.username,
+                password: user.password,
+            })
+        })
+        .collect()
+}
+
 pub struct SystemClock;
 
 impl Clock for SystemClock {
@@ -474,17 +490,9 @@ fn open_gateway(
     };
     let setup = config.setup.clone();
     let mut setup_error = None;
-    let users = || match setup.as_ref().map(|path| crate::rpc::setup::load(path)) {
+    let users = || match setup.as_ref().map(|path| setup_users(path)) {
         None => Vec::new(),
-        Some(Ok(users)) => users
-            .into_iter()
-            .map(|user| SetupUser {
-                username: user.username,
-                password: user.password,
-                bank: user.bank,
-                account: user.account_no,
-            })
-            .collect(),
+        Some(Ok(users)) => users,
         Some(Err(error)) => {
             setup_error = Some(error);
             Vec::new()

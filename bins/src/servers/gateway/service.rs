@@ -9,10 +9,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use coordinator::{
-    Amount, Endpoint, Gateway, GatewayError, Payment, PaymentRequest, Status as PaymentStatus,
-    TxnId,
+    Endpoint, Gateway, GatewayError, Payment, PaymentRequest, Status as PaymentStatus,
 };
 use minipay_proto::v1 as proto;
+use money::{AccountNo, Amount, BankName, TxnId};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tower::Service;
@@ -206,7 +206,7 @@ impl GatewayService {
     }
 
     fn money(&self, amount: u64) -> String {
-        format!("{} {}", ledger::Amount(amount), self.currency)
+        format!("{} {}", money::Amount(amount), self.currency)
     }
 }
 
@@ -219,25 +219,35 @@ fn user_of<T>(request: &Request<T>) -> Result<String, Status> {
 }
 
 fn parse_txn(text: &str) -> Result<TxnId, Status> {
-    ledger::TxnId::parse(text)
-        .map(|txn| TxnId(txn.0))
-        .map_err(|error| Status::invalid_argument(error.to_string()))
+    TxnId::parse(text).map_err(|malformed| Status::invalid_argument(malformed.to_string()))
+}
+
+/// A bank name from a request (`field` names it in the refusal).
+fn parse_bank(text: &str, field: &str) -> Result<BankName, Status> {
+    BankName::parse(text)
+        .map_err(|malformed| Status::invalid_argument(format!("{field}: {malformed}")))
+}
+
+/// An account number from a request, or from a bank's answer.
+fn parse_account(text: &str, field: &str) -> Result<AccountNo, Status> {
+    AccountNo::parse(text)
+        .map_err(|malformed| Status::invalid_argument(format!("{field}: {malformed}")))
 }
 
 fn payment_to_proto(payment: &Payment) -> proto::Payment {
     let request = &payment.request;
     proto::Payment {
-        txn_id: ledger::TxnId(request.txn.0).to_string(),
+        txn_id: request.txn.to_string(),
         status: match payment.status {
             PaymentStatus::Initiated => proto::PaymentStatus::Initiated,
             PaymentStatus::Committed => proto::PaymentStatus::Committed,
             PaymentStatus::Aborted => proto::PaymentStatus::Aborted,
         } as i32,
         reason: payment.reason.clone(),
-        from_bank: request.from.bank.clone(),
-        from_account: request.from.account.clone(),
-        to_bank: request.to.bank.clone(),
-        to_account: request.to.account.clone(),
+        from_bank: request.from.bank.to_string(),
+        from_account: request.from.account.to_string(),
+        to_bank: request.to.bank.to_string(),
+        to_account: request.to.account.to_string(),
         amount: request.amount.0,
         currency: request.currency.clone(),
         replayed: payment.replayed,
@@ -270,9 +280,10 @@ impl proto::gateway_server::Gateway for GatewayService {
         let request = request.into_inner();
         note("user", &request.username);
         note("amount", self.money(request.initial_balance));
+        let bank_name = parse_bank(&request.bank, "bank")?;
         let salt = self
             .gateway
-            .register_check(&request.username, &request.password, &request.bank, address)
+            .register_check(&request.username, &request.password, &bank_name, address)
             .map_err(status)?;
         let taken = || Status::already_exists(format!("username {:?} is taken", request.username));
         let reserved = self
@@ -297,7 +308,7 @@ impl proto::gateway_server::Gateway for GatewayService {
             .map_err(pool_busy)?;
         let mut bank = self
             .banks
-            .client(&request.bank)
+            .client(&bank_name)
             .ok_or_else(|| Status::not_found(format!("unknown bank {:?}", request.bank)))?;
         let opened = bank
             .open_account(proto::OpenAccountRequest {
@@ -314,13 +325,13 @@ impl proto::gateway_server::Gateway for GatewayService {
                 ))
             })?
             .into_inner();
+        let account = AccountNo::parse(&opened.account_no).map_err(|malformed| {
+            Status::unavailable(format!(
+                "bank {bank_name} answered a bad account: {malformed}"
+            ))
+        })?;
         self.gateway
-            .register(
-                &request.username,
-                password_hash,
-                &request.bank,
-                &opened.account_no,
-            )
+            .register(&request.username, password_hash, &bank_name, &account)
             .await
             .map_err(|error| self.fail(error))?;
         Ok(Response::new(proto::RegisterResponse {
@@ -388,7 +399,7 @@ impl proto::gateway_server::Gateway for GatewayService {
         let mut ask = async || -> Result<proto::GetAccountResponse, Status> {
             Ok(client
                 .get_account(proto::GetAccountRequest {
-                    account_no: account.clone(),
+                    account_no: account.to_string(),
                 })
                 .await
                 .map_err(|bank_status| {
@@ -410,8 +421,8 @@ impl proto::gateway_server::Gateway for GatewayService {
         }
         let unsettled = self.gateway.unacknowledged(&bank, &account).len();
         Ok(Response::new(proto::GetBalanceResponse {
-            bank,
-            account_no: account,
+            bank: bank.to_string(),
+            account_no: account.to_string(),
             balance: found.balance,
             available: found.available,
             currency: found.currency,
@@ -428,15 +439,8 @@ impl proto::gateway_server::Gateway for GatewayService {
         note("txn_id", &request.txn_id);
         note("amount", self.money(request.amount));
         let txn = parse_txn(&request.txn_id)?;
-        if request.to_bank.is_empty()
-            || request.to_bank.len() > crate::rpc::setup::BANK_NAME_LEN_MAX
-        {
-            return Err(Status::invalid_argument(
-                "to_bank must be 1 to 32 characters",
-            ));
-        }
-        ledger::AccountNo::parse(&request.to_account)
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let to_bank = parse_bank(&request.to_bank, "to_bank")?;
+        let to_account = parse_account(&request.to_account, "to_account")?;
         let (from_bank, from_account) = self
             .gateway
             .user_account(&user)
@@ -448,8 +452,8 @@ impl proto::gateway_server::Gateway for GatewayService {
                 account: from_account,
             },
             to: Endpoint {
-                bank: request.to_bank,
-                account: request.to_account,
+                bank: to_bank,
+                account: to_account,
             },
             amount: Amount(request.amount),
             currency: request.currency,

@@ -1,4 +1,5 @@
 //! Money: integer minor units, checked arithmetic only, never floats.
+//! There is no `Add` or `Sub`: every sum says what happens on overflow.
 
 use std::fmt;
 
