@@ -114,6 +114,8 @@ fn measure(n: u64) -> (Duration, Duration) {
         settling_max: coordinator::gateway::SETTLING_MAX_DEFAULT,
         amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
         admission: Default::default(),
+        registrations_in_flight_max: coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
+        phase_two_retry: coordinator::gateway::PHASE_TWO_RETRY_DEFAULT,
     };
     let users = || {
         vec![SetupUser {

@@ -47,6 +47,15 @@ impl GatewayRecord {
         }
     }
 
+    /// The payment (or id) a record is about; `None` for a user.
+    pub fn txn(&self) -> Option<TxnId> {
+        match self {
+            GatewayRecord::UserRegistered { .. } => None,
+            GatewayRecord::Initiated { request, .. } => Some(request.txn),
+            GatewayRecord::Decided { txn, .. } | GatewayRecord::Ended { txn } => Some(*txn),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut writer = Writer::default();
         match self {

@@ -24,8 +24,8 @@ pub mod users;
 
 pub use environment::{Clock, Entropy};
 pub use gateway::{
-    AdmissionPolicy, Bound, Decision, Gateway, GatewayError, GatewayOpenError, GatewayOptions,
-    Limited, LoginAttempt, Paid, SetupUser,
+    AdmissionPolicy, Backoff, Bound, Decision, Gateway, GatewayError, GatewayOpenError,
+    GatewayOptions, Limited, LoginAttempt, Paid, Registration, SetupUser,
 };
 pub use participant::{CallError, CallFuture, Participant, Vote};
 pub use payment::{Endpoint, Payment, PaymentRequest, Status};

@@ -237,6 +237,8 @@ fn options() -> GatewayOptions {
         settling_max: coordinator::gateway::SETTLING_MAX_DEFAULT,
         amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
         admission: Default::default(),
+        registrations_in_flight_max: coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
+        phase_two_retry: coordinator::gateway::PHASE_TWO_RETRY_DEFAULT,
     }
 }
 
@@ -268,15 +270,37 @@ fn open(storage: &SimStorage, banks: Banks) -> Gateway<Banks> {
 }
 
 fn open_with(storage: &SimStorage, banks: Banks, options: GatewayOptions) -> Gateway<Banks> {
+    open_timed(
+        storage,
+        banks,
+        options,
+        Arc::new(TestClock(AtomicU64::new(1_000))),
+    )
+}
+
+fn open_timed(
+    storage: &SimStorage,
+    banks: Banks,
+    options: GatewayOptions,
+    clock: Arc<TestClock>,
+) -> Gateway<Banks> {
     Gateway::open(
         Arc::new(storage.clone()),
         options,
         banks,
-        Arc::new(TestClock(AtomicU64::new(1_000))),
+        clock,
         Arc::new(TestEntropy(AtomicU64::new(7))),
         setup_users,
     )
     .unwrap()
+}
+
+impl TestClock {
+    /// Moves the clock past the longest phase-2 backoff.
+    fn past_retry_backoff(&self) {
+        let wait = coordinator::gateway::PHASE_TWO_RETRY_DEFAULT.max_ms;
+        self.0.fetch_add(wait, Ordering::SeqCst);
+    }
 }
 
 /// Pays, then runs phase 2 if the answer left it pending (as the gateway
@@ -389,14 +413,14 @@ fn a_txn_id_pays_once_and_cannot_be_reused_for_anything_else() {
     let other_amount =
         pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 2_600)).unwrap_err();
     assert!(
-        matches!(other_amount, GatewayError::InvalidArgument(_)),
+        matches!(other_amount, GatewayError::TxnIdReused { txn } if txn == self::txn(1)),
         "{other_amount}"
     );
     let mut from_dave = payment(1, "bank_b", "456", 2_500);
     from_dave.from.account = account("321");
     let other_user = pay_then_settle(&gateway, "dave", from_dave).unwrap_err();
     assert!(
-        matches!(other_user, GatewayError::AlreadyExists(_)),
+        matches!(other_user, GatewayError::TxnIdOfAnotherUser { txn } if txn == self::txn(1)),
         "{other_user}"
     );
     // An abort is pinned to its id too.
@@ -469,13 +493,15 @@ fn a_repeat_of_a_payment_made_under_a_higher_maximum_still_gets_its_outcome() {
 #[test]
 fn past_settling_max_unacknowledged_payments_a_new_id_is_shed_until_phase_two_catches_up() {
     let banks = Banks::default();
-    let gateway = open_with(
+    let clock = Arc::new(TestClock(AtomicU64::new(1_000)));
+    let gateway = open_timed(
         &SimStorage::new(),
         banks.clone(),
         GatewayOptions {
             settling_max: 1,
             ..options()
         },
+        Arc::clone(&clock),
     );
     // bank_b is down: the payment aborts and its phase 2 stays unacknowledged.
     banks.set("bank_b", Behaviour::Down);
@@ -502,6 +528,7 @@ fn past_settling_max_unacknowledged_payments_a_new_id_is_shed_until_phase_two_ca
         (Status::Aborted, true)
     );
     banks.set("bank_b", Behaviour::Normal);
+    clock.past_retry_backoff();
     assert_eq!(block_on(gateway.resume()).unwrap(), 0);
     let paid = pay_then_settle(&gateway, "alice", payment(2, "bank_a", "321", 5)).unwrap();
     assert_eq!(paid.status, Status::Committed);
@@ -510,7 +537,13 @@ fn past_settling_max_unacknowledged_payments_a_new_id_is_shed_until_phase_two_ca
 #[test]
 fn phase_two_is_retried_until_every_bank_acknowledges_and_a_commit_never_becomes_an_abort() {
     let banks = Banks::default();
-    let gateway = open(&SimStorage::new(), banks.clone());
+    let clock = Arc::new(TestClock(AtomicU64::new(1_000)));
+    let gateway = open_timed(
+        &SimStorage::new(),
+        banks.clone(),
+        options(),
+        Arc::clone(&clock),
+    );
     // bank_b votes YES, then goes down before the commit.
     *banks.on_call.lock().unwrap() = Some(Box::new(|banks: &Banks| {
         if banks.state("bank_b", TxnId([1; 16])) == Some(BankTxn::Prepared) {
@@ -520,9 +553,21 @@ fn phase_two_is_retried_until_every_bank_acknowledges_and_a_commit_never_becomes
     let paid = pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", 2_500)).unwrap();
     assert_eq!((paid.status, paid.ended), (Status::Committed, false));
     assert_eq!(gateway.unfinished(), vec![txn(1)]);
+    // Phase 2 failed once already: a retry waits for its backoff.
+    let calls = banks.calls.load(Ordering::SeqCst);
+    assert_eq!(block_on(gateway.resume()).unwrap(), 1);
+    assert_eq!(banks.calls.load(Ordering::SeqCst), calls, "backing off");
+    clock.past_retry_backoff();
     assert_eq!(block_on(gateway.resume()).unwrap(), 1, "still down");
+    assert_eq!(
+        banks.calls.load(Ordering::SeqCst),
+        calls + 2,
+        "retried once due, to both banks"
+    );
     *banks.on_call.lock().unwrap() = None;
     banks.set("bank_b", Behaviour::Normal);
+    assert_eq!(block_on(gateway.resume()).unwrap(), 1, "backing off again");
+    clock.past_retry_backoff();
     assert_eq!(block_on(gateway.resume()).unwrap(), 0);
     assert_eq!(banks.state("bank_b", txn(1)), Some(BankTxn::Committed));
     assert!(gateway.payment("alice", txn(1)).unwrap().ended);
@@ -588,7 +633,13 @@ fn pay_answers_at_the_durable_decision_and_phase_two_follows() {
 #[test]
 fn a_balance_waits_only_for_its_own_bank_acknowledging_phase_two() {
     let banks = Banks::default();
-    let gateway = open(&SimStorage::new(), banks.clone());
+    let clock = Arc::new(TestClock(AtomicU64::new(1_000)));
+    let gateway = open_timed(
+        &SimStorage::new(),
+        banks.clone(),
+        options(),
+        Arc::clone(&clock),
+    );
     let paid = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
     assert!(paid.phase_two_pending);
     banks.set("bank_b", Behaviour::Down);
@@ -612,6 +663,7 @@ fn a_balance_waits_only_for_its_own_bank_acknowledging_phase_two() {
     let bank_b = bank("bank_b");
     let waiting = gateway.acknowledged_by(&bank_b, vec![txn(1)]);
     banks.set("bank_b", Behaviour::Normal);
+    clock.past_retry_backoff();
     assert_eq!(block_on(gateway.resume()).unwrap(), 0);
     block_on(waiting);
     assert_eq!(
@@ -661,7 +713,7 @@ fn get_decision_answers_the_decision_and_unknown_ids_stay_aborted() {
     assert_eq!(block_on(gateway.decision(txn(9))).unwrap(), Decision::Abort);
     let late = pay_then_settle(&gateway, "alice", payment(9, "bank_b", "456", 5));
     assert!(
-        matches!(late, Err(GatewayError::AlreadyExists(_))),
+        matches!(late, Err(GatewayError::TxnIdAborted { txn }) if txn == self::txn(9)),
         "{late:?}"
     );
 }
@@ -679,9 +731,9 @@ fn register<P: Participant>(
     account_no: &str,
 ) -> Result<(), GatewayError> {
     let (bank, account) = (bank(bank_name), account(account_no));
-    let salt = gateway.register_check(username, password, &bank, None)?;
-    let hash = hasher().hash(password, salt);
-    block_on(gateway.register(username, hash, &bank, &account))
+    let registration = gateway.register_begin(username, password, &bank, None)?;
+    let hash = hasher().hash(password, registration.salt());
+    block_on(registration.finish(hash, &account))
 }
 
 #[test]
@@ -710,15 +762,15 @@ fn login_sessions_and_lockout() {
     register(&gateway, "erin", "erin-secret", "bank_b", "999").unwrap();
     assert!(matches!(
         register(&gateway, "erin", "another1", "bank_b", "998"),
-        Err(GatewayError::AlreadyExists(_))
+        Err(GatewayError::UsernameTaken { username }) if username == "erin"
     ));
     assert!(matches!(
         register(&gateway, "frank", "frank-pw", "bank_z", "1"),
-        Err(GatewayError::NotFound(_))
+        Err(GatewayError::UnknownBank { bank }) if bank == "bank_z"
     ));
     assert!(matches!(
         register(&gateway, "frank", "short", "bank_a", "1"),
-        Err(GatewayError::InvalidArgument(_))
+        Err(GatewayError::MalformedPassword)
     ));
     let (key, _) = gateway.login("erin", "erin-secret", &mut hasher).unwrap();
     assert_eq!(gateway.authenticate(&key).unwrap(), "erin");
@@ -791,7 +843,7 @@ fn logins_past_the_rate_of_an_address_or_a_username_are_refused_before_any_hash(
     );
     assert!(
         matches!(
-            gateway.register_check("erin", "erin-secret", &bank("bank_a"), Some(here)),
+            gateway.register_begin("erin", "erin-secret", &bank("bank_a"), Some(here)),
             Err(GatewayError::RateLimited {
                 what: Limited::Address,
                 ..

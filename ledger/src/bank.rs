@@ -71,7 +71,9 @@ pub enum BankOpenError {
     #[error("ledger record at lsn {lsn} is unreadable: {source}")]
     Record { lsn: Lsn, source: DecodeError },
     #[error("replaying the ledger failed: {0}")]
-    Replay(String),
+    Replay(#[source] ReplayError<std::convert::Infallible>),
+    #[error("the recovered ledger breaks an invariant: {0}")]
+    Invariant(String),
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error(
@@ -83,8 +85,13 @@ pub enum BankOpenError {
         expected: String,
         expected_currency: String,
     },
-    #[error("seeding the new ledger failed: {0}")]
-    Seed(String),
+    #[error("reading the accounts to seed failed: {0}")]
+    Seeds(String),
+    #[error("seeding account {account} failed: {source}")]
+    Seed {
+        account: AccountNo,
+        source: ParticipantError,
+    },
     #[error("writing the first records failed: {0}")]
     Append(#[from] AppendError),
 }
@@ -148,7 +155,7 @@ impl Bank {
         let replayed = replay(&wal, &mut ledger, from)?;
         let created = ledger.applied_lsn() == Lsn(0);
         if created {
-            let seeds = seeds().map_err(BankOpenError::Seed)?;
+            let seeds = seeds().map_err(BankOpenError::Seeds)?;
             seed(&wal, &mut ledger, bank, currency, &seeds)?;
         } else if ledger.bank() != bank || ledger.currency() != currency {
             return Err(BankOpenError::WrongBank {
@@ -158,7 +165,9 @@ impl Bank {
                 expected_currency: currency.to_owned(),
             });
         }
-        ledger.check_invariants().map_err(BankOpenError::Replay)?;
+        ledger
+            .check_invariants()
+            .map_err(BankOpenError::Invariant)?;
         let report = OpenReport {
             created,
             snapshot_lsn,
@@ -358,11 +367,10 @@ fn replay(wal: &Wal, ledger: &mut Ledger, from: Lsn) -> Result<u64, BankOpenErro
         ledger.apply(record.lsn, &decoded)?;
         Ok::<_, BankOpenError>(())
     });
-    match result {
-        Ok(count) => Ok(count),
-        Err(ReplayError::Visitor(error)) => Err(error),
-        Err(other) => Err(BankOpenError::Replay(other.to_string())),
-    }
+    result.map_err(|error| match error.into_visitor() {
+        Ok(error) => error,
+        Err(log) => BankOpenError::Replay(log),
+    })
 }
 
 fn seed(
@@ -385,7 +393,12 @@ fn seed(
                 records.push(record);
             }
             Ok(Step::Known { .. }) => unreachable!("opening an account always writes"),
-            Err(error) => return Err(BankOpenError::Seed(format!("{}: {error}", seed.account))),
+            Err(source) => {
+                return Err(BankOpenError::Seed {
+                    account: seed.account.clone(),
+                    source,
+                });
+            }
         }
     }
     for record in &records {

@@ -116,6 +116,29 @@ pub enum ReplayError<E> {
     Visitor(E),
 }
 
+impl<E> ReplayError<E> {
+    /// Separates the visitor's own error (`Ok`) from the log's (`Err`, with
+    /// its structure kept), for callers whose visitor error is their own.
+    pub fn into_visitor(self) -> Result<E, ReplayError<std::convert::Infallible>> {
+        match self {
+            ReplayError::Visitor(error) => Ok(error),
+            ReplayError::Io(failure) => Err(ReplayError::Io(failure)),
+            ReplayError::Missing { requested, first } => {
+                Err(ReplayError::Missing { requested, first })
+            }
+            ReplayError::Corrupt {
+                segment,
+                offset,
+                invalid,
+            } => Err(ReplayError::Corrupt {
+                segment,
+                offset,
+                invalid,
+            }),
+        }
+    }
+}
+
 /// Deleting checkpointed segments failed. The log is poisoned afterwards
 /// only if the failure was in syncing the directory.
 #[derive(Debug, thiserror::Error)]

@@ -55,7 +55,13 @@ const COMMIT_TIMEOUT_MS: u64 = 400;
 const IN_DOUBT_TIMEOUT_MS: u64 = 600;
 const CLIENT_RETRY_MIN_MS: u64 = 200;
 const CLIENT_RETRY_MAX_MS: u64 = 3_200;
+/// How often the gateway's timer runs its phase-2 retry pass.
 const GATEWAY_RETRY_EVERY_MS: u64 = 250;
+/// The phase-2 retry backoff: short, so that healing fits in the steps.
+const PHASE_TWO_RETRY: coordinator::Backoff = coordinator::Backoff {
+    min_ms: 250,
+    max_ms: 2_000,
+};
 const TRACE_TAIL: usize = 40;
 /// Every this many steps, the invariants are checked over every payment
 /// (in between, over those in flight).
@@ -500,7 +506,6 @@ struct World {
     step: u64,
     gateway: Node<SimGateway>,
     gateway_retry_at: u64,
-    gateway_retrying: Arc<AtomicBool>,
     banks: Vec<BankNode>,
     clients: Vec<Client>,
     /// Tasks of each node, polled in order; dropped when the node crashes.
@@ -604,7 +609,6 @@ impl World {
             step: 0,
             gateway: Node::new(),
             gateway_retry_at: EPOCH_MS,
-            gateway_retrying: Arc::new(AtomicBool::new(false)),
             banks: BANKS
                 .iter()
                 .map(|_| BankNode {
@@ -875,6 +879,8 @@ impl World {
             settling_max: coordinator::gateway::SETTLING_MAX_DEFAULT,
             amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
             admission: Default::default(),
+            registrations_in_flight_max: coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
+            phase_two_retry: PHASE_TWO_RETRY,
         };
         let participant = SimParticipant {
             net: Arc::clone(&self.net),
@@ -1143,7 +1149,7 @@ impl World {
         }
         self.clients_act(now);
         self.banks_ask(now);
-        self.gateway_retries(now);
+        self.gateway_timer(now);
         Ok(())
     }
 
@@ -1260,26 +1266,25 @@ impl World {
         }
     }
 
-    /// The gateway retries phase 2 of unfinished transactions, one pass at a
-    /// time, and checkpoints.
-    fn gateway_retries(&mut self, now: u64) {
+    /// The gateway's timer, as the server's: every tick it runs the core's
+    /// phase-2 retry pass (the core keeps to one pass at a time and decides
+    /// which payments are due), then checkpoints if due.
+    fn gateway_timer(&mut self, now: u64) {
         let Some(gateway) = self.gateway.up.clone() else {
             return;
         };
-        if now >= self.gateway_retry_at && !self.gateway_retrying.load(Ordering::SeqCst) {
+        if now >= self.gateway_retry_at {
             self.gateway_retry_at = now + GATEWAY_RETRY_EVERY_MS;
-            let retrying = Arc::new(AtomicBool::new(true));
-            self.gateway_retrying = Arc::clone(&retrying);
             let failed = Arc::clone(&self.gateway.failed);
-            let resumer = Arc::clone(&gateway);
             self.spawn(Dest::Gateway, async move {
-                if let Err(GatewayError::Storage(_)) = resumer.resume().await {
+                if let Err(GatewayError::Storage(_)) = gateway.resume().await {
                     failed.store(true, Ordering::SeqCst);
                 }
-                retrying.store(false, Ordering::SeqCst);
             });
         }
-        if let Err(error) = gateway.checkpoint_if_due() {
+        if let Some(gateway) = &self.gateway.up
+            && let Err(error) = gateway.checkpoint_if_due()
+        {
             self.event(format!("gateway: checkpoint failed: {error}"));
             self.gateway.failed.store(true, Ordering::SeqCst);
         }
@@ -1368,7 +1373,6 @@ impl World {
                 self.gateway.storage = image;
                 self.gateway.restart_at = restart_at;
                 self.gateway.sync_fault = false;
-                self.gateway_retrying = Arc::new(AtomicBool::new(false));
             }
             bank => {
                 let node = &mut self.banks[bank - 1].node;

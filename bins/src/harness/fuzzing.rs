@@ -382,6 +382,8 @@ pub fn gateway_requests(data: &[u8]) {
             settling_max: coordinator::gateway::SETTLING_MAX_DEFAULT,
             amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
             admission: Default::default(),
+            registrations_in_flight_max: coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
+            phase_two_retry: coordinator::gateway::PHASE_TWO_RETRY_DEFAULT,
         };
         let gateway = Gateway::open(
             Arc::new(SimStorage::new()),

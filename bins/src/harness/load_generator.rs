@@ -127,7 +127,7 @@ async fn gateway_client(
 fn retry_after(status: &tonic::Status) -> Duration {
     let seconds = status
         .metadata()
-        .get(crate::servers::gateway::service::RETRY_AFTER)
+        .get(crate::servers::gateway::refusal::RETRY_AFTER)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
         .unwrap_or(1);
     Duration::from_secs(seconds)

@@ -6,4 +6,5 @@
 pub mod bank_clients;
 pub mod node;
 pub mod password_pool;
+pub mod refusal;
 pub mod service;

@@ -487,6 +487,8 @@ fn open_gateway(
         settling_max: config.limits.settling_max,
         amount_max: config.limits.amount_max,
         admission: config.limits.admission,
+        registrations_in_flight_max: coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
+        phase_two_retry: coordinator::gateway::PHASE_TWO_RETRY_DEFAULT,
     };
     let setup = config.setup.clone();
     let mut setup_error = None;

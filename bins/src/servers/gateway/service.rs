@@ -1,6 +1,6 @@
 //! The gateway's gRPC services: `Gateway` for clients (behind the session
 //! layer) and `Decisions` for banks. Thin: decode, call the coordinator,
-//! encode; errors map to status codes in one exhaustive function.
+//! encode; every refusal becomes a status in `refusal`, nowhere else.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +12,7 @@ use coordinator::{
     Endpoint, Gateway, GatewayError, Payment, PaymentRequest, Status as PaymentStatus,
 };
 use minipay_proto::v1 as proto;
-use money::{AccountNo, Amount, BankName, TxnId};
+use money::{AccountNo, Amount, BankName, Malformed, TxnId};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tower::Service;
@@ -23,7 +23,8 @@ use crate::rpc::request_log::note;
 use crate::rpc::session_key::bearer;
 use crate::rpc::tls::Role;
 use crate::servers::gateway::bank_clients::BankClients;
-use crate::servers::gateway::password_pool::{PasswordPool, PoolBusy};
+use crate::servers::gateway::password_pool::PasswordPool;
+use crate::servers::gateway::refusal::Refusal;
 
 /// The authenticated user, put in a request's extensions by [`SessionAuth`].
 #[derive(Clone, Debug)]
@@ -69,19 +70,18 @@ where
             .and_then(TlsConnectInfo::peer_certs)
             .and_then(|certs| crate::rpc::tls::peer_role(&certs));
         if role != Some(Role::Client) {
-            let refused = Status::permission_denied(format!(
-                "the Gateway service accepts only client certificates; the peer presented {role:?}"
-            ));
+            let refused = Status::from(Refusal::NotAClient { role });
             return Box::pin(std::future::ready(Ok(refused.into_http())));
         }
         let path = request.uri().path();
         let open = path.ends_with("/Register") || path.ends_with("/Login");
         if !open {
             let user = match bearer(request.headers()) {
-                None => Err(Status::unauthenticated(
-                    "missing `authorization: Bearer <session key>` metadata",
-                )),
-                Some(key) => self.gateway.authenticate(key).map_err(status),
+                None => Err(Status::from(Refusal::NoSessionKey)),
+                Some(key) => self
+                    .gateway
+                    .authenticate(key)
+                    .map_err(|error| Status::from(Refusal::from(error))),
             };
             match user {
                 Ok(user) => {
@@ -95,59 +95,6 @@ where
     }
 }
 
-/// Adds a `retry-after` hint (whole seconds, as HTTP's header) to a refusal.
-pub fn with_retry_after(mut status: Status, retry_after_ms: u64) -> Status {
-    let seconds = retry_after_ms.div_ceil(1000).max(1);
-    status.metadata_mut().insert(
-        RETRY_AFTER,
-        seconds
-            .to_string()
-            .parse()
-            .expect("digits are valid metadata"),
-    );
-    status
-}
-
-/// The metadata key of the retry hint on RESOURCE_EXHAUSTED answers.
-pub const RETRY_AFTER: &str = "retry-after";
-
-/// How long a client refused for load should wait before retrying.
-const RETRY_AFTER_LOAD_MS: u64 = 1_000;
-
-/// The one mapping from coordinator errors to gRPC status codes.
-pub fn status(error: GatewayError) -> Status {
-    let message = error.to_string();
-    match error {
-        GatewayError::RateLimited { retry_after_ms, .. } => {
-            with_retry_after(Status::resource_exhausted(message), retry_after_ms)
-        }
-        GatewayError::Overloaded { .. } => {
-            with_retry_after(Status::resource_exhausted(message), RETRY_AFTER_LOAD_MS)
-        }
-        GatewayError::AmountAboveMax { .. } => Status::invalid_argument(message),
-        GatewayError::InvalidArgument(_) => Status::invalid_argument(message),
-        GatewayError::AlreadyExists(_) => Status::already_exists(message),
-        GatewayError::PermissionDenied(_) => Status::permission_denied(message),
-        GatewayError::NotFound(_) => Status::not_found(message),
-        GatewayError::BadCredentials => Status::unauthenticated(message),
-        GatewayError::LockedOut { seconds } => {
-            with_retry_after(Status::resource_exhausted(message), seconds * 1000)
-        }
-        GatewayError::Session(coordinator::sessions::SessionError::Full) => {
-            Status::resource_exhausted(message)
-        }
-        GatewayError::Session(
-            coordinator::sessions::SessionError::Malformed
-            | coordinator::sessions::SessionError::Unknown
-            | coordinator::sessions::SessionError::Expired,
-        ) => Status::unauthenticated(message),
-        GatewayError::NotDecided(_) => Status::unavailable(message),
-        GatewayError::Storage(_) => {
-            Status::unavailable("the gateway's storage failed; it is restarting")
-        }
-    }
-}
-
 pub struct GatewayService {
     gateway: Arc<Gateway<BankClients>>,
     banks: BankClients,
@@ -156,24 +103,6 @@ pub struct GatewayService {
     /// How long a repeated in-flight txn id waits for its outcome.
     outcome_wait: Duration,
     on_storage_failure: Arc<dyn Fn() + Send + Sync>,
-    /// Usernames being registered right now: a second concurrent Register of
-    /// the same name is refused before it opens a bank account.
-    registering: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
-}
-
-/// Holds a username reservation; releases it when dropped.
-struct Reservation {
-    names: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
-    name: String,
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.names
-            .lock()
-            .expect("reservations lock")
-            .remove(&self.name);
-    }
 }
 
 impl GatewayService {
@@ -193,16 +122,53 @@ impl GatewayService {
             currency,
             outcome_wait,
             on_storage_failure,
-            registering: Arc::default(),
         }
     }
 
+    /// A coordinator error as a status; a failed decision log also stops
+    /// the gateway (fail-stop).
     fn fail(&self, error: GatewayError) -> Status {
         if let GatewayError::Storage(_) = &error {
             tracing::error!(%error, "decision log failed; stopping the gateway");
             (self.on_storage_failure)();
         }
-        status(error)
+        Refusal::from(error).into()
+    }
+
+    /// The gRPC client of one of the gateway's banks.
+    fn bank_client(
+        &self,
+        bank: &BankName,
+    ) -> Result<proto::bank_client::BankClient<tonic::transport::Channel>, Status> {
+        self.banks
+            .client(bank)
+            .ok_or_else(|| self.fail(GatewayError::UnknownBank { bank: bank.clone() }))
+    }
+
+    /// Asks `bank` to open an account for a new user.
+    async fn open_account(
+        &self,
+        bank: &BankName,
+        owner: &str,
+        initial_balance: u64,
+    ) -> Result<AccountNo, Status> {
+        let not_opened = |detail: String| Refusal::AccountNotOpened {
+            bank: bank.clone(),
+            detail,
+        };
+        let opened = self
+            .bank_client(bank)?
+            .open_account(proto::OpenAccountRequest {
+                owner: owner.to_owned(),
+                initial_balance,
+                account_no: String::new(),
+            })
+            .await
+            .map_err(|bank_status| not_opened(bank_status.message().to_owned()))?
+            .into_inner();
+        AccountNo::parse(&opened.account_no).map_err(|malformed| {
+            not_opened(format!("it answered a bad account number: {malformed}")).into()
+        })
     }
 
     fn money(&self, amount: u64) -> String {
@@ -215,23 +181,23 @@ fn user_of<T>(request: &Request<T>) -> Result<String, Status> {
         .extensions()
         .get::<SessionUser>()
         .map(|user| user.0.clone())
-        .ok_or_else(|| Status::unauthenticated("no session"))
+        .ok_or_else(|| Refusal::NoSessionKey.into())
+}
+
+fn malformed(field: &'static str) -> impl Fn(Malformed) -> Status {
+    move |malformed| Refusal::Malformed { field, malformed }.into()
 }
 
 fn parse_txn(text: &str) -> Result<TxnId, Status> {
-    TxnId::parse(text).map_err(|malformed| Status::invalid_argument(malformed.to_string()))
+    TxnId::parse(text).map_err(malformed("txn_id"))
 }
 
-/// A bank name from a request (`field` names it in the refusal).
-fn parse_bank(text: &str, field: &str) -> Result<BankName, Status> {
-    BankName::parse(text)
-        .map_err(|malformed| Status::invalid_argument(format!("{field}: {malformed}")))
+fn parse_bank(text: &str, field: &'static str) -> Result<BankName, Status> {
+    BankName::parse(text).map_err(malformed(field))
 }
 
-/// An account number from a request, or from a bank's answer.
-fn parse_account(text: &str, field: &str) -> Result<AccountNo, Status> {
-    AccountNo::parse(text)
-        .map_err(|malformed| Status::invalid_argument(format!("{field}: {malformed}")))
+fn parse_account(text: &str, field: &'static str) -> Result<AccountNo, Status> {
+    AccountNo::parse(text).map_err(malformed(field))
 }
 
 fn payment_to_proto(payment: &Payment) -> proto::Payment {
@@ -255,16 +221,6 @@ fn payment_to_proto(payment: &Payment) -> proto::Payment {
     }
 }
 
-/// The refusal of a full hashing queue: nothing was hashed.
-fn pool_busy(busy: PoolBusy) -> Status {
-    with_retry_after(
-        Status::resource_exhausted(format!(
-            "the gateway is busy checking passwords ({busy}); retry later"
-        )),
-        RETRY_AFTER_LOAD_MS,
-    )
-}
-
 /// The client's IP address, for the per-address rate limit.
 fn client_address<T>(request: &Request<T>) -> Option<std::net::IpAddr> {
     request.remote_addr().map(|address| address.ip())
@@ -280,63 +236,31 @@ impl proto::gateway_server::Gateway for GatewayService {
         let request = request.into_inner();
         note("user", &request.username);
         note("amount", self.money(request.initial_balance));
-        let bank_name = parse_bank(&request.bank, "bank")?;
-        let salt = self
+        let bank = parse_bank(&request.bank, "bank")?;
+        // The username is reserved from here until the user is written.
+        let registration = self
             .gateway
-            .register_check(&request.username, &request.password, &bank_name, address)
-            .map_err(status)?;
-        let taken = || Status::already_exists(format!("username {:?} is taken", request.username));
-        let reserved = self
-            .registering
-            .lock()
-            .expect("reservations lock")
-            .insert(request.username.clone());
-        if !reserved {
-            return Err(taken());
-        }
-        let _reservation = Reservation {
-            names: Arc::clone(&self.registering),
-            name: request.username.clone(),
-        };
+            .register_begin(&request.username, &request.password, &bank, address)
+            .map_err(|error| self.fail(error))?;
         // Hashed before the bank opens an account, so a busy pool refuses
         // the registration with nothing opened anywhere.
         let password = request.password;
+        let salt = registration.salt();
         let password_hash = self
             .passwords
             .run(move |hasher| hasher.hash(&password, salt))
             .await
-            .map_err(pool_busy)?;
-        let mut bank = self
-            .banks
-            .client(&bank_name)
-            .ok_or_else(|| Status::not_found(format!("unknown bank {:?}", request.bank)))?;
-        let opened = bank
-            .open_account(proto::OpenAccountRequest {
-                owner: request.username.clone(),
-                initial_balance: request.initial_balance,
-                account_no: String::new(),
-            })
-            .await
-            .map_err(|bank_status| {
-                Status::unavailable(format!(
-                    "bank {} could not open the account: {}",
-                    request.bank,
-                    bank_status.message()
-                ))
-            })?
-            .into_inner();
-        let account = AccountNo::parse(&opened.account_no).map_err(|malformed| {
-            Status::unavailable(format!(
-                "bank {bank_name} answered a bad account: {malformed}"
-            ))
-        })?;
-        self.gateway
-            .register(&request.username, password_hash, &bank_name, &account)
+            .map_err(Refusal::from)?;
+        let account = self
+            .open_account(&bank, &request.username, request.initial_balance)
+            .await?;
+        registration
+            .finish(password_hash, &account)
             .await
             .map_err(|error| self.fail(error))?;
         Ok(Response::new(proto::RegisterResponse {
-            bank: request.bank,
-            account_no: opened.account_no,
+            bank: bank.to_string(),
+            account_no: account.to_string(),
         }))
     }
 
@@ -350,7 +274,7 @@ impl proto::gateway_server::Gateway for GatewayService {
         let attempt = self
             .gateway
             .login_begin(&request.username, address)
-            .map_err(status)?;
+            .map_err(|error| self.fail(error))?;
         let password = request.password;
         let (attempt, matched) = self
             .passwords
@@ -359,7 +283,7 @@ impl proto::gateway_server::Gateway for GatewayService {
                 (attempt, matched)
             })
             .await
-            .map_err(pool_busy)?;
+            .map_err(Refusal::from)?;
         let (key, expires_at_ms) = self
             .gateway
             .login_end(attempt, matched)
@@ -388,38 +312,35 @@ impl proto::gateway_server::Gateway for GatewayService {
         request: Request<proto::GetBalanceRequest>,
     ) -> Result<Response<proto::GetBalanceResponse>, Status> {
         let user = user_of(&request)?;
-        let (bank, account) = self
-            .gateway
-            .user_account(&user)
-            .ok_or_else(|| Status::permission_denied("unknown user"))?;
-        let mut client = self
-            .banks
-            .client(&bank)
-            .ok_or_else(|| Status::unavailable(format!("bank {bank} is not configured")))?;
-        let mut ask = async || -> Result<proto::GetAccountResponse, Status> {
-            Ok(client
-                .get_account(proto::GetAccountRequest {
-                    account_no: account.to_string(),
-                })
-                .await
-                .map_err(|bank_status| {
-                    Status::unavailable(format!("bank {bank}: {}", bank_status.message()))
-                })?
-                .into_inner())
+        let (bank, account) = self.gateway.user_account(&user).ok_or_else(|| {
+            self.fail(GatewayError::UnknownUser {
+                username: user.clone(),
+            })
+        })?;
+        let client = self.bank_client(&bank)?;
+        let read = || {
+            let mut client = client.clone();
+            let (bank, account) = (bank.clone(), account.to_string());
+            async move {
+                client
+                    .get_account(proto::GetAccountRequest {
+                        account_no: account,
+                    })
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|bank_status| {
+                        Status::from(Refusal::BankUnavailable {
+                            bank,
+                            detail: bank_status.message().to_owned(),
+                        })
+                    })
+            }
         };
-        // Read your writes: payments already decided (and so perhaps
-        // answered) are applied at the bank before the balance is read. The
-        // bank is asked first, so that one that is down fails the call at
-        // once rather than after the wait.
-        let decided = self.gateway.unacknowledged(&bank, &account);
-        let mut found = ask().await?;
-        if !decided.is_empty() {
-            let applied = self.gateway.acknowledged_by(&bank, decided);
-            let bound = self.gateway.options().commit_timeout;
-            let _ = tokio::time::timeout(bound, applied).await;
-            found = ask().await?;
-        }
-        let unsettled = self.gateway.unacknowledged(&bank, &account).len();
+        let bound = tokio::time::sleep(self.gateway.options().commit_timeout);
+        let (found, unsettled) = self
+            .gateway
+            .read_your_writes(&bank, &account, bound, read)
+            .await?;
         Ok(Response::new(proto::GetBalanceResponse {
             bank: bank.to_string(),
             account_no: account.to_string(),
@@ -441,10 +362,11 @@ impl proto::gateway_server::Gateway for GatewayService {
         let txn = parse_txn(&request.txn_id)?;
         let to_bank = parse_bank(&request.to_bank, "to_bank")?;
         let to_account = parse_account(&request.to_account, "to_account")?;
-        let (from_bank, from_account) = self
-            .gateway
-            .user_account(&user)
-            .ok_or_else(|| Status::permission_denied("unknown user"))?;
+        let (from_bank, from_account) = self.gateway.user_account(&user).ok_or_else(|| {
+            self.fail(GatewayError::UnknownUser {
+                username: user.clone(),
+            })
+        })?;
         let payment = PaymentRequest {
             txn,
             from: Endpoint {
@@ -474,12 +396,13 @@ impl proto::gateway_server::Gateway for GatewayService {
         });
         let outcome = match tokio::time::timeout(self.outcome_wait, answered).await {
             Ok(joined) => joined
-                .map_err(|_| Status::internal("payment task failed"))?
+                .map_err(|_| Status::from(Refusal::PaymentTaskLost))?
                 .map_err(|error| self.fail(error))?,
+            // Initiated before the task started, so it is in the table.
             Err(_) => self
                 .gateway
                 .current(txn)
-                .ok_or_else(|| Status::internal("payment vanished"))?,
+                .ok_or_else(|| Status::from(Refusal::PaymentTaskLost))?,
         };
         if outcome.replayed {
             note("retry", true);
@@ -524,7 +447,11 @@ impl proto::decisions_server::Decisions for DecisionService {
     ) -> Result<Response<proto::GetDecisionResponse>, Status> {
         note("txn_id", &request.get_ref().txn_id);
         let txn = parse_txn(&request.get_ref().txn_id)?;
-        let decision = self.gateway.decision(txn).await.map_err(status)?;
+        let decision = self
+            .gateway
+            .decision(txn)
+            .await
+            .map_err(|error| Status::from(Refusal::from(error)))?;
         let decision = match decision {
             coordinator::Decision::Commit => proto::Decision::Commit,
             coordinator::Decision::Abort => proto::Decision::Abort,
