@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use minipay::harness::wait::Patience;
 use minipay_proto::v1 as proto;
 use tonic::transport::{Channel, Endpoint};
 
@@ -180,19 +181,23 @@ pub async fn gateway_balance(
         .into_inner()
 }
 
-/// Polls `condition` until it holds (a generous bound fails the test).
-pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+/// How long a test waits for another process before failing, and how often
+/// it looks: generous, because a loaded CI machine is slow, and frequent,
+/// because most waits end within milliseconds.
+pub const TEST_PATIENCE: Patience = Patience {
+    at_most: Duration::from_secs(30),
+    poll_every: Duration::from_millis(20),
+};
+
+/// Polls `condition` until it holds; a wait past [`TEST_PATIENCE`] fails the
+/// test with what it was waiting for.
+pub async fn wait_until<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let started = std::time::Instant::now();
-    while !condition().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if let Err(error) = minipay::harness::wait::wait_until(what, TEST_PATIENCE, condition).await {
+        panic!("{error}");
     }
 }
 

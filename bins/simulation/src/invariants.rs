@@ -259,6 +259,21 @@ impl Checker {
             "healing is checked on a complete observation"
         );
         self.check(observation)?;
+        self.check_every_bank_answered(observation)?;
+        let Some(gateway) = &observation.gateway else {
+            return violation(
+                Invariant::Liveness,
+                "the gateway did not answer after healing".into(),
+            );
+        };
+        check_no_payment_in_flight(gateway)?;
+        check_no_bank_holds_anything(observation)?;
+        self.check_total_after_healing(observation)?;
+        self.check_committed_applied_once(gateway, observation)
+    }
+
+    /// Liveness: after healing every bank is up and answers.
+    fn check_every_bank_answered(&self, observation: &Observation) -> Result<(), Violation> {
         if observation.banks.len() != self.banks {
             return violation(
                 Invariant::Liveness,
@@ -269,52 +284,12 @@ impl Checker {
                 ),
             );
         }
-        let Some(gateway) = &observation.gateway else {
-            return violation(
-                Invariant::Liveness,
-                "the gateway did not answer after healing".into(),
-            );
-        };
-        for (txn, entry) in gateway {
-            if entry.outcome == Outcome::Initiated {
-                return violation(
-                    Invariant::Liveness,
-                    format!("txn {txn} is still INITIATED after healing"),
-                );
-            }
-            if !entry.ended {
-                return violation(
-                    Invariant::Liveness,
-                    format!(
-                        "txn {txn} ({:?}) still awaits phase 2 after healing",
-                        entry.outcome
-                    ),
-                );
-            }
-        }
-        for bank in &observation.banks {
-            if bank.in_doubt != 0 {
-                return violation(
-                    Invariant::Liveness,
-                    format!(
-                        "{} still holds {} transactions in doubt after healing",
-                        bank.name, bank.in_doubt
-                    ),
-                );
-            }
-            for (account, &(balance, available)) in &bank.accounts {
-                if available != balance {
-                    return violation(
-                        Invariant::Liveness,
-                        format!(
-                            "{}/{account} still holds {} after healing",
-                            bank.name,
-                            balance - available
-                        ),
-                    );
-                }
-            }
-        }
+        Ok(())
+    }
+
+    /// Conservation, exactly: with nothing in flight, the balances sum to
+    /// what the banks opened with (no money on its way between two banks).
+    fn check_total_after_healing(&self, observation: &Observation) -> Result<(), Violation> {
         let total = sum_balances(observation);
         if total != self.total() {
             return violation(
@@ -325,7 +300,18 @@ impl Checker {
                 ),
             );
         }
-        // Every committed payment applied once, every other never.
+        Ok(())
+    }
+
+    /// Atomicity, through the balances: every account holds its opening
+    /// balance with every committed payment applied once, every other never.
+    /// This catches what a sum cannot: a debit without its credit at another
+    /// account, or a payment applied twice and another never.
+    fn check_committed_applied_once(
+        &self,
+        gateway: &BTreeMap<TxnKey, GatewayEntry>,
+        observation: &Observation,
+    ) -> Result<(), Violation> {
         let mut expected: BTreeMap<AccountRef, i128> = self
             .initial
             .iter()
@@ -518,6 +504,58 @@ impl Checker {
         }
         Ok(())
     }
+}
+
+/// Liveness at the gateway: after healing every payment is decided and its
+/// phase 2 acknowledged by every bank.
+fn check_no_payment_in_flight(gateway: &BTreeMap<TxnKey, GatewayEntry>) -> Result<(), Violation> {
+    for (txn, entry) in gateway {
+        if entry.outcome == Outcome::Initiated {
+            return violation(
+                Invariant::Liveness,
+                format!("txn {txn} is still INITIATED after healing"),
+            );
+        }
+        if !entry.ended {
+            return violation(
+                Invariant::Liveness,
+                format!(
+                    "txn {txn} ({:?}) still awaits phase 2 after healing",
+                    entry.outcome
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Liveness at the banks: after healing no bank has a transaction in doubt
+/// and no account has a hold left (its available balance is its balance).
+fn check_no_bank_holds_anything(observation: &Observation) -> Result<(), Violation> {
+    for bank in &observation.banks {
+        if bank.in_doubt != 0 {
+            return violation(
+                Invariant::Liveness,
+                format!(
+                    "{} still holds {} transactions in doubt after healing",
+                    bank.name, bank.in_doubt
+                ),
+            );
+        }
+        for (account, &(balance, available)) in &bank.accounts {
+            if available != balance {
+                return violation(
+                    Invariant::Liveness,
+                    format!(
+                        "{}/{account} still holds {} after healing",
+                        bank.name,
+                        balance - available
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn sum_balances(observation: &Observation) -> u128 {

@@ -317,21 +317,20 @@ pub async fn login_as(
     login(&profile, &gateway, &tls_dir, username, password).await
 }
 
+/// Everything a command needs that `run` works out before dispatching: the
+/// profile, the session it remembers, and where and how to reach the gateway.
+struct Invocation {
+    profile: Profile,
+    remembered: Option<Session>,
+    gateway: String,
+    tls_dir: PathBuf,
+    timeout: Duration,
+}
+
 /// Runs a client command; prints what happened. Errors carry the message a
 /// user needs; the caller exits non-zero.
 pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Result<()> {
-    let profile = Profile::new(&options)?;
-    let remembered = profile.session()?;
-    let gateway = options
-        .gateway
-        .clone()
-        .or_else(|| remembered.as_ref().map(|session| session.gateway.clone()))
-        .unwrap_or_else(|| "https://127.0.0.1:7000".to_owned());
-    let tls_dir = options
-        .tls_dir
-        .clone()
-        .or_else(|| remembered.as_ref().map(|session| session.tls_dir.clone()))
-        .context("--tls-dir is required (the directory with ca.pem and client.pem/.key)")?;
+    let invocation = Invocation::new(&options)?;
     crate::rpc::tls::install_crypto_provider();
     match command {
         ClientCommand::Register {
@@ -340,185 +339,280 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
             initial_balance,
             password_stdin,
         } => {
-            let initial_balance =
-                Amount::parse_major(&initial_balance).context("--initial-balance")?;
-            let password = read_password(password_stdin)?;
-            register(
-                &gateway,
-                &tls_dir,
-                &username,
-                &password,
-                &bank,
-                initial_balance,
-            )
-            .await?;
+            invocation
+                .register(&username, &bank, &initial_balance, password_stdin)
+                .await
         }
         ClientCommand::Login {
             username,
             password_stdin,
-        } => {
-            let password = read_password(password_stdin)?;
-            login(&profile, &gateway, &tls_dir, &username, &password).await?;
-        }
-        ClientCommand::Logout => {
-            if let Some(session) = remembered {
-                let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
-                if let Err(status) = client
-                    .logout(authorized(proto::LogoutRequest {}, &session.session_key)?)
-                    .await
-                    && status.code() != Code::Unauthenticated
-                {
-                    return Err(refusal(&status));
-                }
-            }
-            profile.forget()?;
-            println!("logged out");
-        }
-        ClientCommand::Balance => {
-            let session = require_session(&profile)?;
-            let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
-            let balance = client
-                .get_balance(authorized(
-                    proto::GetBalanceRequest {},
-                    &session.session_key,
-                )?)
-                .await
-                .map_err(|status| refusal(&status))?
-                .into_inner();
-            println!(
-                "{}/{}: {} (available {}){}",
-                balance.bank,
-                balance.account_no,
-                money(balance.balance, &balance.currency),
-                money(balance.available, &balance.currency),
-                match balance.unsettled {
-                    0 => String::new(),
-                    count => format!("; {count} decided payment(s) not applied by the bank yet"),
-                }
-            );
-        }
+        } => invocation.login(&username, password_stdin).await,
+        ClientCommand::Logout => invocation.logout().await,
+        ClientCommand::Balance => invocation.balance().await,
         ClientCommand::Pay {
             to,
             amount,
             txn_id,
             wait,
             retry,
-        } => {
-            let session = require_session(&profile)?;
-            let (to_bank, to_account) = to
-                .split_once('/')
-                .context("--to must be BANK/ACCOUNT, e.g. bank_b/456")?;
-            let amount = Amount::parse_major(&amount).context("--amount")?;
-            if amount.is_zero() {
-                bail!("--amount must be positive");
-            }
-            let txn_id = match txn_id {
-                Some(id) => money::TxnId::parse(&id)
-                    .map(|txn| txn.to_string())
-                    .context("--txn-id")?,
-                None => uuid::Uuid::new_v4().to_string(),
-            };
-            let mut queue = profile.queue()?;
-            let payment = QueuedPayment {
-                txn_id: txn_id.clone(),
-                to_bank: to_bank.to_owned(),
-                to_account: to_account.to_owned(),
-                amount: amount.0,
-                currency: "INR".to_owned(),
-                queued_at_ms: crate::rpc::settings::now_ms(),
-                outcome: None,
-            };
-            match queue.get(&txn_id) {
-                None => {
-                    queue.queue(payment)?;
-                    println!("payment {txn_id} queued");
-                }
-                Some(known)
-                    if (&known.to_bank, &known.to_account, known.amount)
-                        != (&payment.to_bank, &payment.to_account, payment.amount) =>
-                {
-                    bail!(
-                        "transaction id {txn_id} was already used for a different payment; use a new id"
-                    );
-                }
-                Some(known) => {
-                    // The same payment again: resend it under the same id, so
-                    // it is paid at most once whatever happened before.
-                    println!(
-                        "payment {txn_id} is already known ({}); asking the gateway again",
-                        describe_local(known)
-                    );
-                }
-            }
-            let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
-            let delivered =
-                send(&mut client, &session, &mut queue, &txn_id, options.timeout).await?;
-            if !delivered {
-                println!(
-                    "no outcome yet: payment {txn_id} stays queued (run `minipay sync --watch`)"
-                );
-                if wait {
-                    sync(
-                        &mut client,
-                        &session,
-                        &mut queue,
-                        true,
-                        retry,
-                        options.timeout,
-                    )
-                    .await?;
-                }
-            }
-        }
-        ClientCommand::Status { txn_id } => {
-            let session = require_session(&profile)?;
-            let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
-            match client
-                .get_payment(authorized(
-                    proto::GetPaymentRequest {
-                        txn_id: txn_id.clone(),
-                    },
-                    &session.session_key,
-                )?)
+        } => invocation.pay(&to, &amount, txn_id, wait, retry).await,
+        ClientCommand::Status { txn_id } => invocation.status(&txn_id).await,
+        ClientCommand::History => invocation.history(),
+        ClientCommand::Queue => invocation.queue(),
+        ClientCommand::Sync { watch, retry } => invocation.sync(watch, retry).await,
+    }
+}
+
+impl Invocation {
+    /// Resolves the gateway and TLS directory from the flags, else from the
+    /// remembered session. Every command needs a TLS directory, even those
+    /// that only read the profile, so a missing one is reported up front.
+    fn new(options: &ClientOptions) -> anyhow::Result<Invocation> {
+        let profile = Profile::new(options)?;
+        let remembered = profile.session()?;
+        let gateway = options
+            .gateway
+            .clone()
+            .or_else(|| remembered.as_ref().map(|session| session.gateway.clone()))
+            .unwrap_or_else(|| "https://127.0.0.1:7000".to_owned());
+        let tls_dir = options
+            .tls_dir
+            .clone()
+            .or_else(|| remembered.as_ref().map(|session| session.tls_dir.clone()))
+            .context("--tls-dir is required (the directory with ca.pem and client.pem/.key)")?;
+        Ok(Invocation {
+            profile,
+            remembered,
+            gateway,
+            tls_dir,
+            timeout: options.timeout,
+        })
+    }
+
+    /// Connects with the user's `--timeout` (register and login use their own,
+    /// longer deadline because the gateway hashes a password).
+    async fn connect(&self) -> anyhow::Result<proto::gateway_client::GatewayClient<Channel>> {
+        connect(&self.gateway, &self.tls_dir, self.timeout).await
+    }
+
+    /// `minipay register`: creates a user and an account at a bank.
+    async fn register(
+        &self,
+        username: &str,
+        bank: &str,
+        initial_balance: &str,
+        password_stdin: bool,
+    ) -> anyhow::Result<()> {
+        let initial_balance = Amount::parse_major(initial_balance).context("--initial-balance")?;
+        let password = read_password(password_stdin)?;
+        register(
+            &self.gateway,
+            &self.tls_dir,
+            username,
+            &password,
+            bank,
+            initial_balance,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `minipay login`: stores a new session in the profile.
+    async fn login(&self, username: &str, password_stdin: bool) -> anyhow::Result<()> {
+        let password = read_password(password_stdin)?;
+        login(
+            &self.profile,
+            &self.gateway,
+            &self.tls_dir,
+            username,
+            &password,
+        )
+        .await
+    }
+
+    /// `minipay logout`: ends the session at the gateway, then forgets it.
+    /// A session the gateway no longer knows is forgotten all the same.
+    async fn logout(&self) -> anyhow::Result<()> {
+        if let Some(session) = &self.remembered {
+            let mut client = self.connect().await?;
+            if let Err(status) = client
+                .logout(authorized(proto::LogoutRequest {}, &session.session_key)?)
                 .await
+                && status.code() != Code::Unauthenticated
             {
-                Ok(payment) => println!("{}", describe(&payment.into_inner())),
-                Err(status) if unreachable(&status) => match profile.queue()?.get(&txn_id) {
-                    Some(queued) => {
-                        println!("gateway unreachable; locally: {}", describe_local(queued))
-                    }
-                    None => return Err(refusal(&status)),
+                return Err(refusal(&status));
+            }
+        }
+        self.profile.forget()?;
+        println!("logged out");
+        Ok(())
+    }
+
+    /// `minipay balance`: the account's balance, what is available of it, and
+    /// how many decided payments the bank has not applied yet.
+    async fn balance(&self) -> anyhow::Result<()> {
+        let session = require_session(&self.profile)?;
+        let mut client = self.connect().await?;
+        let balance = client
+            .get_balance(authorized(
+                proto::GetBalanceRequest {},
+                &session.session_key,
+            )?)
+            .await
+            .map_err(|status| refusal(&status))?
+            .into_inner();
+        println!(
+            "{}/{}: {} (available {}){}",
+            balance.bank,
+            balance.account_no,
+            money(balance.balance, &balance.currency),
+            money(balance.available, &balance.currency),
+            match balance.unsettled {
+                0 => String::new(),
+                count => format!("; {count} decided payment(s) not applied by the bank yet"),
+            }
+        );
+        Ok(())
+    }
+
+    /// `minipay pay`: queues the payment durably first, then sends it; with
+    /// `wait`, keeps resending until it has an outcome.
+    async fn pay(
+        &self,
+        to: &str,
+        amount: &str,
+        txn_id: Option<String>,
+        wait: bool,
+        retry: RetryOptions,
+    ) -> anyhow::Result<()> {
+        let session = require_session(&self.profile)?;
+        let payment = new_payment(to, amount, txn_id)?;
+        let txn_id = payment.txn_id.clone();
+        let mut queue = self.profile.queue()?;
+        queue_once(&mut queue, payment)?;
+        let mut client = self.connect().await?;
+        let delivered = send(&mut client, &session, &mut queue, &txn_id, self.timeout).await?;
+        if !delivered {
+            println!("no outcome yet: payment {txn_id} stays queued (run `minipay sync --watch`)");
+            if wait {
+                sync(&mut client, &session, &mut queue, true, retry, self.timeout).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `minipay status`: asks the gateway about one payment; if the gateway
+    /// is unreachable, shows what the local queue knows of it instead.
+    async fn status(&self, txn_id: &str) -> anyhow::Result<()> {
+        let session = require_session(&self.profile)?;
+        let mut client = self.connect().await?;
+        match client
+            .get_payment(authorized(
+                proto::GetPaymentRequest {
+                    txn_id: txn_id.to_owned(),
                 },
-                Err(status) => return Err(refusal(&status)),
-            }
+                &session.session_key,
+            )?)
+            .await
+        {
+            Ok(payment) => println!("{}", describe(&payment.into_inner())),
+            Err(status) if unreachable(&status) => match self.profile.queue()?.get(txn_id) {
+                Some(queued) => {
+                    println!("gateway unreachable; locally: {}", describe_local(queued))
+                }
+                None => return Err(refusal(&status)),
+            },
+            Err(status) => return Err(refusal(&status)),
         }
-        ClientCommand::History => {
-            for payment in profile.queue()?.history() {
-                println!("{}", describe_local(&payment));
-            }
+        Ok(())
+    }
+
+    /// `minipay history`: this profile's payments and their outcomes.
+    fn history(&self) -> anyhow::Result<()> {
+        for payment in self.profile.queue()?.history() {
+            println!("{}", describe_local(&payment));
         }
-        ClientCommand::Queue => {
-            let pending = profile.queue()?.pending();
-            if pending.is_empty() {
-                println!("no queued payments");
-            }
-            for payment in pending {
-                println!("{}", describe_local(&payment));
-            }
+        Ok(())
+    }
+
+    /// `minipay queue`: the payments still waiting for an outcome.
+    fn queue(&self) -> anyhow::Result<()> {
+        let pending = self.profile.queue()?.pending();
+        if pending.is_empty() {
+            println!("no queued payments");
         }
-        ClientCommand::Sync { watch, retry } => {
-            let session = require_session(&profile)?;
-            let mut client = connect(&gateway, &tls_dir, options.timeout).await?;
-            let mut queue = profile.queue()?;
-            sync(
-                &mut client,
-                &session,
-                &mut queue,
-                watch,
-                retry,
-                options.timeout,
-            )
-            .await?;
+        for payment in pending {
+            println!("{}", describe_local(&payment));
+        }
+        Ok(())
+    }
+
+    /// `minipay sync`: sends the queued payments; with `watch`, retries with
+    /// backoff until all have an outcome.
+    async fn sync(&self, watch: bool, retry: RetryOptions) -> anyhow::Result<()> {
+        let session = require_session(&self.profile)?;
+        let mut client = self.connect().await?;
+        let mut queue = self.profile.queue()?;
+        sync(
+            &mut client,
+            &session,
+            &mut queue,
+            watch,
+            retry,
+            self.timeout,
+        )
+        .await
+    }
+}
+
+/// Parses `minipay pay`'s flags into the payment to queue. A given
+/// transaction id is normalised; otherwise the payment gets a new random one.
+fn new_payment(to: &str, amount: &str, txn_id: Option<String>) -> anyhow::Result<QueuedPayment> {
+    let (to_bank, to_account) = to
+        .split_once('/')
+        .context("--to must be BANK/ACCOUNT, e.g. bank_b/456")?;
+    let amount = Amount::parse_major(amount).context("--amount")?;
+    if amount.is_zero() {
+        bail!("--amount must be positive");
+    }
+    let txn_id = match txn_id {
+        Some(id) => money::TxnId::parse(&id)
+            .map(|txn| txn.to_string())
+            .context("--txn-id")?,
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    Ok(QueuedPayment {
+        txn_id,
+        to_bank: to_bank.to_owned(),
+        to_account: to_account.to_owned(),
+        amount: amount.0,
+        currency: "INR".to_owned(),
+        queued_at_ms: crate::rpc::settings::now_ms(),
+        outcome: None,
+    })
+}
+
+/// Queues a payment unless its transaction id is already known. The same
+/// payment again is resent under the same id, so it is paid at most once
+/// whatever happened before; a different payment under a used id is refused.
+fn queue_once(queue: &mut PaymentQueue, payment: QueuedPayment) -> anyhow::Result<()> {
+    let txn_id = payment.txn_id.clone();
+    match queue.get(&txn_id) {
+        None => {
+            queue.queue(payment)?;
+            println!("payment {txn_id} queued");
+        }
+        Some(known)
+            if (&known.to_bank, &known.to_account, known.amount)
+                != (&payment.to_bank, &payment.to_account, payment.amount) =>
+        {
+            bail!("transaction id {txn_id} was already used for a different payment; use a new id");
+        }
+        Some(known) => {
+            println!(
+                "payment {txn_id} is already known ({}); asking the gateway again",
+                describe_local(known)
+            );
         }
     }
     Ok(())
@@ -594,32 +688,7 @@ async fn send(
         Ok(answer) => answer,
     };
     match answer {
-        Ok(response) => {
-            let response = response.into_inner();
-            println!("{}", describe(&response));
-            match proto::PaymentStatus::try_from(response.status) {
-                Ok(proto::PaymentStatus::Committed) => {
-                    queue.settle(
-                        txn_id,
-                        Outcome {
-                            committed: true,
-                            reason: String::new(),
-                        },
-                    )?;
-                }
-                Ok(proto::PaymentStatus::Aborted) => {
-                    queue.settle(
-                        txn_id,
-                        Outcome {
-                            committed: false,
-                            reason: response.reason,
-                        },
-                    )?;
-                }
-                _ => return Ok(false),
-            }
-            Ok(true)
-        }
+        Ok(response) => record_answer(queue, txn_id, response.into_inner()),
         Err(status) if unreachable(&status) => Ok(false),
         // The gateway shed the payment before writing anything: it stays
         // queued under its id and is resent with the backoff.
@@ -631,20 +700,51 @@ async fn send(
             Ok(false)
         }
         Err(status) if status.code() == Code::Unauthenticated => Err(refusal(&status)),
-        Err(status) => {
-            // Refused outright: nothing moved; final, never resent.
-            let reason = format!("refused: {}", status.message());
-            queue.settle(
-                txn_id,
-                Outcome {
-                    committed: false,
-                    reason: reason.clone(),
-                },
-            )?;
-            println!("payment {txn_id}: {reason}");
-            Ok(true)
-        }
+        Err(status) => record_refusal(queue, txn_id, &status),
     }
+}
+
+/// Prints the gateway's answer and, if it is final (committed or aborted),
+/// settles the payment in the queue. Returns whether it was final; a payment
+/// still in flight stays queued and is asked about again.
+fn record_answer(
+    queue: &mut PaymentQueue,
+    txn_id: &str,
+    response: proto::Payment,
+) -> anyhow::Result<bool> {
+    println!("{}", describe(&response));
+    let outcome = match proto::PaymentStatus::try_from(response.status) {
+        Ok(proto::PaymentStatus::Committed) => Outcome {
+            committed: true,
+            reason: String::new(),
+        },
+        Ok(proto::PaymentStatus::Aborted) => Outcome {
+            committed: false,
+            reason: response.reason,
+        },
+        _ => return Ok(false),
+    };
+    queue.settle(txn_id, outcome)?;
+    Ok(true)
+}
+
+/// Settles a payment the gateway refused outright: nothing moved, so the
+/// refusal is final and the payment is never resent.
+fn record_refusal(
+    queue: &mut PaymentQueue,
+    txn_id: &str,
+    status: &tonic::Status,
+) -> anyhow::Result<bool> {
+    let reason = format!("refused: {}", status.message());
+    queue.settle(
+        txn_id,
+        Outcome {
+            committed: false,
+            reason: reason.clone(),
+        },
+    )?;
+    println!("payment {txn_id}: {reason}");
+    Ok(true)
 }
 
 /// Sends every queued payment; with `watch`, retries with exponential

@@ -196,91 +196,160 @@ async fn client_loop(
     deadline: Arc<Mutex<Option<Instant>>>,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let mut rng = StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9e37_79b9));
-    let me = &user[index];
-    let mut client = proto::gateway_client::GatewayClient::new(channel);
-    let mut key: Option<String> = None;
+    let mut client = ChaosClient {
+        rng: StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9e37_79b9)),
+        index,
+        users: user,
+        gateway: proto::gateway_client::GatewayClient::new(channel),
+        session_key: None,
+        record,
+        deadline,
+    };
     while !stop.load(Ordering::SeqCst) {
+        let (txn, movement) = client.choose_payment();
+        client
+            .record
+            .lock()
+            .expect("record lock")
+            .sent
+            .insert(txn, (index, movement.clone()));
+        client.pay_until_outcome(txn, &movement).await?;
+    }
+    Ok(())
+}
+
+/// One user's client between payments: its connection, its session (none
+/// until it logs in, or after the gateway forgot it) and its own seeded
+/// random choices, so a seed replays the same payments.
+struct ChaosClient {
+    index: usize,
+    users: Arc<Vec<User>>,
+    gateway: proto::gateway_client::GatewayClient<Channel>,
+    session_key: Option<String>,
+    rng: StdRng,
+    record: Arc<Mutex<Record>>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+}
+
+/// What one attempt at a payment came to.
+enum Attempt {
+    /// The gateway answered with a final outcome.
+    Final(Outcome),
+    /// The gateway no longer knows the session (it restarted): log in again.
+    SessionLost,
+    /// No outcome yet (no answer, still in flight, or shed for load): try
+    /// again after a backoff.
+    NoOutcome,
+}
+
+impl ChaosClient {
+    /// The next payment: to another user's account, usually a small amount
+    /// and one time in ten more than any account holds (so it must abort),
+    /// under a new transaction id drawn from the seeded generator.
+    fn choose_payment(&mut self) -> (TxnKey, Movement) {
+        let me = &self.users[self.index];
         let to = loop {
-            let other = &user[rng.random_range(0..user.len())];
+            let other = &self.users[self.rng.random_range(0..self.users.len())];
             if other.account != me.account {
                 break other.account.clone();
             }
         };
-        let amount = if rng.random_ratio(1, 10) {
+        let amount = if self.rng.random_ratio(1, 10) {
             OPENING * 5
         } else {
-            rng.random_range(1..=5_000)
+            self.rng.random_range(1..=5_000)
         };
         let mut bytes = [0u8; 16];
-        rng.fill_bytes(&mut bytes);
+        self.rng.fill_bytes(&mut bytes);
         let txn = uuid::Builder::from_random_bytes(bytes).into_uuid();
-        record.lock().expect("record lock").sent.insert(
-            txn,
-            (
-                index,
-                Movement {
-                    from: me.account.clone(),
-                    to: to.clone(),
-                    amount,
-                },
-            ),
-        );
+        let movement = Movement {
+            from: me.account.clone(),
+            to,
+            amount,
+        };
+        (txn, movement)
+    }
+
+    /// Sends the payment under the same txn id, logging in again whenever
+    /// the session is gone, with jittered exponential backoff (50 ms up to
+    /// 1 s) until the gateway gives an outcome; fails once the heal deadline
+    /// has passed without one.
+    async fn pay_until_outcome(&mut self, txn: TxnKey, movement: &Movement) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(50);
         loop {
-            if let Some(at) = *deadline.lock().expect("deadline lock")
+            if let Some(at) = *self.deadline.lock().expect("deadline lock")
                 && Instant::now() > at
             {
-                bail!("payment {txn} of {} never got an outcome", me.name);
+                bail!(
+                    "payment {txn} of {} never got an outcome",
+                    self.users[self.index].name
+                );
             }
-            if key.is_none() {
-                key = login(&mut client, me).await;
+            if self.session_key.is_none() {
+                self.session_key = login(&mut self.gateway, &self.users[self.index]).await;
             }
-            if let Some(session) = &key {
-                record.lock().expect("record lock").attempts += 1;
-                let request = proto::PayRequest {
-                    txn_id: txn.to_string(),
-                    to_bank: to.bank.clone(),
-                    to_account: to.account.clone(),
-                    amount,
-                    currency: "INR".into(),
-                };
-                match tokio::time::timeout(CALL_TIMEOUT, client.pay(authorized(request, session)?))
-                    .await
-                {
-                    Ok(Ok(response)) => {
-                        let outcome = match response.into_inner().status() {
-                            proto::PaymentStatus::Committed => Some(Outcome::Committed),
-                            proto::PaymentStatus::Aborted => Some(Outcome::Aborted),
-                            _ => None,
-                        };
-                        if let Some(outcome) = outcome {
-                            let mut record = record.lock().expect("record lock");
-                            if let Some(earlier) = record.acknowledged.insert(txn, outcome)
-                                && earlier != outcome
-                            {
-                                bail!("txn {txn} acknowledged {earlier:?}, then {outcome:?}");
-                            }
-                            break;
-                        }
+            if let Some(session) = &self.session_key {
+                self.record.lock().expect("record lock").attempts += 1;
+                match attempt_payment(&mut self.gateway, session, txn, movement).await? {
+                    Attempt::Final(outcome) => {
+                        acknowledge(&self.record, txn, outcome)?;
+                        return Ok(());
                     }
-                    Ok(Err(status)) => match status.code() {
-                        tonic::Code::Unauthenticated => key = None,
-                        tonic::Code::InvalidArgument
-                        | tonic::Code::AlreadyExists
-                        | tonic::Code::PermissionDenied
-                        | tonic::Code::NotFound => {
-                            bail!("payment {txn} refused: {status}");
-                        }
-                        _ => {}
-                    },
-                    Err(_) => {}
+                    Attempt::SessionLost => self.session_key = None,
+                    Attempt::NoOutcome => {}
                 }
             }
-            let jitter = rng.random_range(0..=backoff.as_millis() as u64);
+            let jitter = self.rng.random_range(0..=backoff.as_millis() as u64);
             tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
+    }
+}
+
+/// Sends a payment once, bounded by [`CALL_TIMEOUT`]. A refusal that no
+/// resend can change (a bad request, an unknown account) fails the run: the
+/// workload only makes valid payments.
+async fn attempt_payment(
+    gateway: &mut proto::gateway_client::GatewayClient<Channel>,
+    session: &str,
+    txn: TxnKey,
+    movement: &Movement,
+) -> anyhow::Result<Attempt> {
+    let request = proto::PayRequest {
+        txn_id: txn.to_string(),
+        to_bank: movement.to.bank.clone(),
+        to_account: movement.to.account.clone(),
+        amount: movement.amount,
+        currency: "INR".into(),
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, gateway.pay(authorized(request, session)?)).await {
+        Ok(Ok(response)) => Ok(match response.into_inner().status() {
+            proto::PaymentStatus::Committed => Attempt::Final(Outcome::Committed),
+            proto::PaymentStatus::Aborted => Attempt::Final(Outcome::Aborted),
+            _ => Attempt::NoOutcome,
+        }),
+        Ok(Err(status)) => match status.code() {
+            tonic::Code::Unauthenticated => Ok(Attempt::SessionLost),
+            tonic::Code::InvalidArgument
+            | tonic::Code::AlreadyExists
+            | tonic::Code::PermissionDenied
+            | tonic::Code::NotFound => {
+                bail!("payment {txn} refused: {status}");
+            }
+            _ => Ok(Attempt::NoOutcome),
+        },
+        Err(_) => Ok(Attempt::NoOutcome),
+    }
+}
+
+/// Records the outcome a client was told. Being told two different outcomes
+/// for one txn id fails the run at once, before the checker sees it.
+fn acknowledge(record: &Mutex<Record>, txn: TxnKey, outcome: Outcome) -> anyhow::Result<()> {
+    let mut record = record.lock().expect("record lock");
+    if let Some(earlier) = record.acknowledged.insert(txn, outcome)
+        && earlier != outcome
+    {
+        bail!("txn {txn} acknowledged {earlier:?}, then {outcome:?}");
     }
     Ok(())
 }
@@ -303,34 +372,94 @@ pub async fn run(
             &[],
         )
     })?;
-    let tls = TlsDir::new(&cluster.tls_dir());
-    let url = cluster.gateway_url();
     let record = Arc::new(Mutex::new(Record::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Arc::new(Mutex::new(None));
-    let clients: Vec<_> = (0..users.len())
+    let clients = spawn_clients(&cluster, &users, &record, &stop, &deadline, options.seed)?;
+    let (kills, mut stops_in_reused_segments) =
+        kill_and_restart(&mut cluster, dir, options).await?;
+
+    // Heal: no more faults or new payments; every outstanding one must end.
+    stop.store(true, Ordering::SeqCst);
+    *deadline.lock().expect("deadline lock") = Some(Instant::now() + options.heal_timeout);
+    for client in clients {
+        client.await.context("a client task panicked")??;
+    }
+    let observation = settled_observation(&cluster, &users, &record, options.heal_timeout).await?;
+    let (payments, committed, aborted, attempts) = {
+        let record = record.lock().expect("record lock");
+        check_invariants(&users, &record, &observation)?;
+        let count = |wanted| {
+            record
+                .acknowledged
+                .values()
+                .filter(|outcome| **outcome == wanted)
+                .count() as u64
+        };
+        (
+            record.sent.len() as u64,
+            count(Outcome::Committed),
+            count(Outcome::Aborted),
+            record.attempts,
+        )
+    };
+    tokio::task::block_in_place(|| cluster.stop())?;
+    for server in BANKS.iter().chain(&["gateway"]) {
+        stops_in_reused_segments += reused_live(dir, server)?;
+    }
+    Ok(ChaosReport {
+        seed: options.seed,
+        kills,
+        payments,
+        committed,
+        aborted,
+        attempts,
+        stops_in_reused_segments,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Starts one client task per user, each with its own lazy mTLS channel to
+/// the gateway, sharing the record, the stop flag and the heal deadline.
+fn spawn_clients(
+    cluster: &LocalCluster,
+    users: &Arc<Vec<User>>,
+    record: &Arc<Mutex<Record>>,
+    stop: &Arc<AtomicBool>,
+    deadline: &Arc<Mutex<Option<Instant>>>,
+    seed: u64,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let tls = TlsDir::new(&cluster.tls_dir());
+    let url = cluster.gateway_url();
+    (0..users.len())
         .map(|index| {
             let channel = gateway_channel(&url, &tls)?;
             Ok(tokio::spawn(client_loop(
                 index,
-                Arc::clone(&users),
+                Arc::clone(users),
                 channel,
-                Arc::clone(&record),
-                Arc::clone(&stop),
-                Arc::clone(&deadline),
-                options.seed,
+                Arc::clone(record),
+                Arc::clone(stop),
+                Arc::clone(deadline),
+                seed,
             )))
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect()
+}
 
+/// The fault schedule, drawn from `options.seed`: `options.kills` times,
+/// after 50–400 ms, a random bank or the gateway is killed with SIGKILL,
+/// stays down for up to 300 ms, and is restarted on its old address.
+/// Returns the kills per server and how many of them left a reused WAL
+/// segment live for the next recovery to read.
+async fn kill_and_restart(
+    cluster: &mut LocalCluster,
+    dir: &Path,
+    options: &ChaosOptions,
+) -> anyhow::Result<(BTreeMap<String, u32>, u32)> {
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut kills: BTreeMap<String, u32> = BTreeMap::new();
     let mut stops_in_reused_segments = 0;
-    // 1 if a stopped server's log has a reused segment live.
-    let reused_live = |server: &str| -> anyhow::Result<u32> {
-        let count = crate::tools::wal::reused_segments(&dir.join(server).join("wal"))?;
-        Ok(u32::from(count > 0))
-    };
     for _ in 0..options.kills {
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..=400))).await;
         let target = rng.random_range(0..=BANKS.len());
@@ -349,7 +478,7 @@ pub async fn run(
         } else {
             cluster.bank(name).kill_9();
         }
-        stops_in_reused_segments += reused_live(name)?;
+        stops_in_reused_segments += reused_live(dir, name)?;
         tokio::time::sleep(downtime).await;
         if is_gateway {
             tokio::task::block_in_place(|| cluster.restart_gateway())
@@ -359,54 +488,33 @@ pub async fn run(
                 .with_context(|| format!("restart {name}"))?;
         }
     }
+    Ok((kills, stops_in_reused_segments))
+}
 
-    // Heal: no more faults or new payments; every outstanding one must end.
-    stop.store(true, Ordering::SeqCst);
-    *deadline.lock().expect("deadline lock") = Some(Instant::now() + options.heal_timeout);
-    for client in clients {
-        client.await.context("a client task panicked")??;
-    }
-    let observation = settled_observation(&cluster, &users, &record, options.heal_timeout).await?;
+/// 1 if the stopped server `server`'s log has a reused segment live, so that
+/// its next recovery reads one; 0 otherwise.
+fn reused_live(dir: &Path, server: &str) -> anyhow::Result<u32> {
+    let count = crate::tools::wal::reused_segments(&dir.join(server).join("wal"))?;
+    Ok(u32::from(count > 0))
+}
 
+/// The six invariants over the healed cluster: every outcome the clients
+/// were told, then what the servers report, against the opening balances.
+fn check_invariants(
+    users: &[User],
+    record: &Record,
+    observation: &Observation,
+) -> anyhow::Result<()> {
     let initial = users
         .iter()
         .map(|user| (user.account.clone(), OPENING))
         .collect();
     let mut checker = Checker::new(initial);
-    let (payments, committed, aborted, attempts) = {
-        let record = record.lock().expect("record lock");
-        for (txn, outcome) in &record.acknowledged {
-            checker.acknowledged(*txn, *outcome)?;
-        }
-        let count = |wanted| {
-            record
-                .acknowledged
-                .values()
-                .filter(|outcome| **outcome == wanted)
-                .count() as u64
-        };
-        (
-            record.sent.len() as u64,
-            count(Outcome::Committed),
-            count(Outcome::Aborted),
-            record.attempts,
-        )
-    };
-    checker.check_healed(&observation)?;
-    tokio::task::block_in_place(|| cluster.stop())?;
-    for server in BANKS.iter().chain(&["gateway"]) {
-        stops_in_reused_segments += reused_live(server)?;
+    for (txn, outcome) in &record.acknowledged {
+        checker.acknowledged(*txn, *outcome)?;
     }
-    Ok(ChaosReport {
-        seed: options.seed,
-        kills,
-        payments,
-        committed,
-        aborted,
-        attempts,
-        stops_in_reused_segments,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    checker.check_healed(observation)?;
+    Ok(())
 }
 
 /// Polls the servers until nothing is in flight (every payment settled at
@@ -451,6 +559,8 @@ async fn settled_observation(
     }
 }
 
+/// What the servers report now: every bank's balances and in-doubt count,
+/// and the gateway's answer for every payment the clients sent.
 async fn observe(
     cluster: &LocalCluster,
     gateway: &mut proto::gateway_client::GatewayClient<Channel>,
@@ -459,32 +569,7 @@ async fn observe(
 ) -> anyhow::Result<Observation> {
     let mut banks = Vec::new();
     for name in BANKS {
-        let mut client = cluster.bank_client(name).await?;
-        let mut view = BankView {
-            name: name.to_owned(),
-            ..BankView::default()
-        };
-        for user in users().iter().filter(|user| user.account.bank == name) {
-            let account = client
-                .get_account(proto::GetAccountRequest {
-                    account_no: user.account.account.clone(),
-                })
-                .await
-                .with_context(|| format!("{name}: GetAccount"))?
-                .into_inner();
-            view.accounts.insert(
-                user.account.account.clone(),
-                (account.balance, account.available),
-            );
-        }
-        view.in_doubt = client
-            .list_in_doubt(proto::ListInDoubtRequest {})
-            .await
-            .with_context(|| format!("{name}: ListInDoubt"))?
-            .into_inner()
-            .txns
-            .len();
-        banks.push(view);
+        banks.push(observe_bank(cluster, name).await?);
     }
     let mut payments = BTreeMap::new();
     for (txn, user) in sent {
@@ -496,30 +581,7 @@ async fn observe(
             .await
         {
             Ok(response) => {
-                let payment = response.into_inner();
-                let outcome = match payment.status() {
-                    proto::PaymentStatus::Committed => Outcome::Committed,
-                    proto::PaymentStatus::Aborted => Outcome::Aborted,
-                    _ => Outcome::Initiated,
-                };
-                payments.insert(
-                    *txn,
-                    GatewayEntry {
-                        movement: Movement {
-                            from: AccountRef {
-                                bank: payment.from_bank,
-                                account: payment.from_account,
-                            },
-                            to: AccountRef {
-                                bank: payment.to_bank,
-                                account: payment.to_account,
-                            },
-                            amount: payment.amount,
-                        },
-                        outcome,
-                        ended: payment.settled,
-                    },
-                );
+                payments.insert(*txn, gateway_entry(response.into_inner()));
             }
             // Never reached the gateway durably (its first request was lost
             // with a crash before an answer): nothing may have moved for it.
@@ -532,6 +594,61 @@ async fn observe(
         gateway: Some(payments),
         complete: true,
     })
+}
+
+/// One bank as it answers: each of its users' balance and available
+/// balance, and how many transactions it holds in doubt.
+async fn observe_bank(cluster: &LocalCluster, name: &str) -> anyhow::Result<BankView> {
+    let mut client = cluster.bank_client(name).await?;
+    let mut view = BankView {
+        name: name.to_owned(),
+        ..BankView::default()
+    };
+    for user in users().iter().filter(|user| user.account.bank == name) {
+        let account = client
+            .get_account(proto::GetAccountRequest {
+                account_no: user.account.account.clone(),
+            })
+            .await
+            .with_context(|| format!("{name}: GetAccount"))?
+            .into_inner();
+        view.accounts.insert(
+            user.account.account.clone(),
+            (account.balance, account.available),
+        );
+    }
+    view.in_doubt = client
+        .list_in_doubt(proto::ListInDoubtRequest {})
+        .await
+        .with_context(|| format!("{name}: ListInDoubt"))?
+        .into_inner()
+        .txns
+        .len();
+    Ok(view)
+}
+
+/// The gateway's answer for one payment, in the checker's terms.
+fn gateway_entry(payment: proto::Payment) -> GatewayEntry {
+    let outcome = match payment.status() {
+        proto::PaymentStatus::Committed => Outcome::Committed,
+        proto::PaymentStatus::Aborted => Outcome::Aborted,
+        _ => Outcome::Initiated,
+    };
+    GatewayEntry {
+        movement: Movement {
+            from: AccountRef {
+                bank: payment.from_bank,
+                account: payment.from_account,
+            },
+            to: AccountRef {
+                bank: payment.to_bank,
+                account: payment.to_account,
+            },
+            amount: payment.amount,
+        },
+        outcome,
+        ended: payment.settled,
+    }
 }
 
 /// `minipay chaos`.

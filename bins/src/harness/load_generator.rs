@@ -248,73 +248,166 @@ pub async fn run(
     check_args(&args)?;
     crate::rpc::tls::install_crypto_provider();
     let scratch = std::env::temp_dir().join(format!("minipay-bench-{}", std::process::id()));
-    let mut cluster = None;
-    let (url, tls_dir, banks) = if args.local {
+    let target = Target::open(&args, gateway, tls_dir, &scratch)?;
+    eprintln!("registering {} users", args.clients);
+    let users = users(&target.url, &target.tls_dir, args.clients, &target.banks).await?;
+    let destinations = destinations(&users, &target, args.accounts).await?;
+    let cluster = target.cluster.as_ref();
+    let total_before = total_balance(cluster, &destinations, sessions(&users)).await?;
+    let background = Background::start(&args, &target).await?;
+    let (tally, elapsed, users) = drive(&args, users, &destinations).await?;
+    let (flood, memory) = background.stop().await?;
+    let total_after = settled_total(cluster, &destinations, &users, total_before).await?;
+    if let Some(mut local) = target.cluster {
+        local.stop()?;
         let _ = std::fs::remove_dir_all(&scratch);
-        std::fs::create_dir_all(&scratch)?;
-        eprintln!("starting a local cluster in {}", scratch.display());
-        let local = start_local(&args, &scratch)?;
-        let found = (
-            local.gateway_url(),
-            local.tls_dir(),
-            vec!["bank_a".to_owned(), "bank_b".to_owned()],
-        );
-        cluster = Some(local);
-        found
-    } else {
+    }
+    let totals = (total_before, total_after);
+    Ok(report(&args, tally, elapsed, &flood, memory, totals))
+}
+
+/// Where the load goes: the bench's own cluster in a scratch directory
+/// (`--local`), or the gateway and TLS directory given by flags.
+struct Target {
+    cluster: Option<LocalCluster>,
+    url: String,
+    tls_dir: std::path::PathBuf,
+    banks: Vec<String>,
+}
+
+impl Target {
+    fn open(
+        args: &BenchArgs,
+        gateway: Option<String>,
+        tls_dir: Option<std::path::PathBuf>,
+        scratch: &std::path::Path,
+    ) -> anyhow::Result<Target> {
+        let banks = vec!["bank_a".to_owned(), "bank_b".to_owned()];
+        if args.local {
+            let _ = std::fs::remove_dir_all(scratch);
+            std::fs::create_dir_all(scratch)?;
+            eprintln!("starting a local cluster in {}", scratch.display());
+            let local = start_local(args, scratch)?;
+            return Ok(Target {
+                url: local.gateway_url(),
+                tls_dir: local.tls_dir(),
+                cluster: Some(local),
+                banks,
+            });
+        }
         let url = gateway.context("--gateway URL is required without --local")?;
         let tls_dir = tls_dir.context("--tls-dir is required without --local")?;
-        (url, tls_dir, vec!["bank_a".to_owned(), "bank_b".to_owned()])
-    };
-    eprintln!("registering {} users", args.clients);
-    let users = users(&url, &tls_dir, args.clients, &banks).await?;
-    // Destinations: fresh accounts at the banks (local), or the users' own.
+        Ok(Target {
+            cluster: None,
+            url,
+            tls_dir,
+            banks,
+        })
+    }
+}
+
+/// Where the payments go: the users' own accounts and, on the bench's own
+/// cluster, `accounts` fresh payee accounts at the banks.
+async fn destinations(
+    users: &[User],
+    target: &Target,
+    accounts: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
     let mut destinations: Vec<(String, String)> = users
         .iter()
         .map(|user| (user.bank.clone(), user.account.clone()))
         .collect();
-    if let Some(local) = &cluster {
-        destinations.extend(payees(local, &banks, args.accounts).await?);
+    if let Some(local) = &target.cluster {
+        destinations.extend(payees(local, &target.banks, accounts).await?);
     }
-    let total_before = total_balance(cluster.as_ref(), &destinations, sessions(&users)).await?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let gateway_pid = cluster
-        .as_ref()
-        .and_then(|local| local.gateway.as_ref())
-        .map(|gateway| gateway.child.id());
-    let rss = gateway_pid.map(|pid| sample_rss(pid, stopped.clone()));
-    let flood = Arc::new(FloodTally::default());
-    if args.login_flood > 0 {
-        eprintln!("flooding the gateway from {} connections", args.login_flood);
+    Ok(destinations)
+}
+
+/// What runs beside the payments until they are done: the login flood
+/// (`--login-flood`) and, on the bench's own cluster, the sampler of the
+/// gateway's memory.
+struct Background {
+    stop: tokio::sync::watch::Sender<bool>,
+    gateway_pid: Option<u32>,
+    rss: Option<tokio::task::JoinHandle<u64>>,
+    flood: Arc<FloodTally>,
+    flooders: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The gateway's memory as the bench saw it (only on its own cluster).
+struct GatewayMemory {
+    rss_anon_peak_bytes: Option<u64>,
+    vm_hwm_bytes: Option<u64>,
+}
+
+impl Background {
+    async fn start(args: &BenchArgs, target: &Target) -> anyhow::Result<Background> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let gateway_pid = target
+            .cluster
+            .as_ref()
+            .and_then(|local| local.gateway.as_ref())
+            .map(|gateway| gateway.child.id());
+        let rss = gateway_pid.map(|pid| sample_rss(pid, stopped.clone()));
+        let flood = Arc::new(FloodTally::default());
+        if args.login_flood > 0 {
+            eprintln!("flooding the gateway from {} connections", args.login_flood);
+        }
+        let flooders = start_flood(
+            &target.url,
+            &target.tls_dir,
+            args.login_flood,
+            args.flood_honours_retry_after,
+            &stopped,
+            Arc::clone(&flood),
+        )
+        .await?;
+        Ok(Background {
+            stop,
+            gateway_pid,
+            rss,
+            flood,
+            flooders,
+        })
     }
-    let flooders = start_flood(
-        &url,
-        &tls_dir,
-        args.login_flood,
-        args.flood_honours_retry_after,
-        &stopped,
-        Arc::clone(&flood),
-    )
-    .await?;
-    let (mut tally, elapsed, users) = drive(&args, users, &destinations).await?;
-    stop.send_replace(true);
-    for flooder in flooders {
-        let _ = flooder.await;
+
+    /// Stops the flood and the sampler and waits for them; returns what the
+    /// flood was answered and the gateway's peak memory.
+    async fn stop(self) -> anyhow::Result<(Arc<FloodTally>, GatewayMemory)> {
+        self.stop.send_replace(true);
+        for flooder in self.flooders {
+            let _ = flooder.await;
+        }
+        let rss_anon_peak_bytes = match self.rss {
+            Some(sampler) => Some(sampler.await.context("the memory sampler failed")?),
+            None => None,
+        };
+        let vm_hwm_bytes = self
+            .gateway_pid
+            .and_then(|pid| proc_status_bytes(pid, "VmHWM"));
+        let memory = GatewayMemory {
+            rss_anon_peak_bytes,
+            vm_hwm_bytes,
+        };
+        Ok((self.flood, memory))
     }
-    let gateway_rss_anon_peak_bytes = match rss {
-        Some(sampler) => Some(sampler.await.context("the memory sampler failed")?),
-        None => None,
-    };
-    let gateway_vm_hwm_bytes = gateway_pid.and_then(|pid| proc_status_bytes(pid, "VmHWM"));
+}
+
+/// The figures: outcomes and latency percentiles of the payments, the
+/// flood's answers, the gateway's memory, and whether the total of all
+/// balances (before, after) stayed the same.
+fn report(
+    args: &BenchArgs,
+    mut tally: Tally,
+    elapsed: Duration,
+    flood: &FloodTally,
+    memory: GatewayMemory,
+    (total_before, total_after): (u64, u64),
+) -> BenchReport {
     tally.latencies.sort_unstable();
     tally.refusal_latencies.sort_unstable();
     let latencies = &tally.latencies;
-    let total_after = settled_total(cluster.as_ref(), &destinations, &users, total_before).await?;
-    if let Some(mut local) = cluster {
-        local.stop()?;
-        let _ = std::fs::remove_dir_all(&scratch);
-    }
-    Ok(BenchReport {
+    BenchReport {
         clients: args.clients,
         payments: args.payments,
         committed: tally.committed,
@@ -328,8 +421,8 @@ pub async fn run(
         flood_refused: flood.refused.load(Ordering::Relaxed),
         flood_unauthenticated: flood.unauthenticated.load(Ordering::Relaxed),
         flood_other: flood.other.load(Ordering::Relaxed),
-        gateway_rss_anon_peak_bytes,
-        gateway_vm_hwm_bytes,
+        gateway_rss_anon_peak_bytes: memory.rss_anon_peak_bytes,
+        gateway_vm_hwm_bytes: memory.vm_hwm_bytes,
         elapsed_s: elapsed.as_secs_f64(),
         payments_per_sec: args.payments as f64 / elapsed.as_secs_f64(),
         p50_ms: percentile_ms(latencies, 50.0),
@@ -338,7 +431,7 @@ pub async fn run(
         total_before,
         total_after,
         conserved: total_before == total_after,
-    })
+    }
 }
 
 fn check_args(args: &BenchArgs) -> anyhow::Result<()> {

@@ -1,7 +1,8 @@
 //! What drives a whole system: child-process clusters ([`cluster`]),
 //! `minipay chaos`, `minipay bench` ([`load_generator`]), `minipay demo`,
-//! fuzz entry points ([`fuzzing`]) and `minipay sim` ([`sim`], the command
-//! line over the `minipay-simulation` crate).
+//! fuzz entry points ([`fuzzing`]), `minipay sim` ([`sim`], the command
+//! line over the `minipay-simulation` crate), and the one poll-until-it-holds
+//! loop the demo and the integration tests wait with ([`wait`]).
 
 pub mod chaos;
 pub mod cluster;
@@ -9,3 +10,4 @@ pub mod demo;
 pub mod fuzzing;
 pub mod load_generator;
 pub mod sim;
+pub mod wait;

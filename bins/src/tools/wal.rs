@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use wal::{Damage, FsStorage, Lsn, Options, RecordKind, RepairOutcome, Storage, SyncPolicy, Wal};
+use wal::{
+    Damage, FsStorage, Lsn, Options, RecordKind, RecordRef, RepairOutcome, Scan, Storage,
+    SyncPolicy, Wal,
+};
 
 /// Record kind of the self-verifying records `wal bench` writes.
 pub const BENCH_KIND: RecordKind = RecordKind(0x7F);
@@ -112,10 +115,7 @@ pub fn reused_segments(dir: &Path) -> anyhow::Result<usize> {
 pub fn dump(dir: &Path, json: bool) -> anyhow::Result<()> {
     let storage =
         FsStorage::open_unlocked(dir).with_context(|| format!("open {}", dir.display()))?;
-    let scan = wal::inspect(&storage)?;
-    if scan.segments.is_empty() && scan.damage.is_none() {
-        bail!("{} holds no WAL segments", dir.display());
-    }
+    let scan = inspect_log(&storage, dir)?;
     let firsts: Vec<Lsn> = scan
         .segments
         .iter()
@@ -131,49 +131,81 @@ pub fn dump(dir: &Path, json: bool) -> anyhow::Result<()> {
         last,
         wal::PAYLOAD_LEN_LIMIT,
         |record| {
-            let bench = (record.kind == BENCH_KIND)
-                .then(|| decode_bench_payload(record.payload))
-                .flatten();
             if json {
-                let mut line = serde_json::json!({
-                    "lsn": record.lsn.0,
-                    "kind": kind_name(record.kind),
-                    "kind_code": record.kind.0,
-                    "len": record.payload.len(),
-                });
-                match (bench, decoded(record.kind, record.payload)) {
-                    (Some(bench), _) => {
-                        line["writer"] = bench.writer.into();
-                        line["seq"] = bench.seq.into();
-                        line["valid"] = bench.valid.into();
-                    }
-                    (None, Some(text)) => line["decoded"] = text.into(),
-                    (None, None) => line["payload_hex"] = hex(record.payload, usize::MAX).into(),
-                }
-                writeln!(out, "{line}")
+                writeln!(out, "{}", json_line(&record))
             } else {
-                let detail = match (bench, decoded(record.kind, record.payload)) {
-                    (Some(bench), _) => format!(
-                        "writer={} seq={} valid={}",
-                        bench.writer, bench.seq, bench.valid
-                    ),
-                    (None, Some(text)) => text,
-                    (None, None) => format!("payload={}", hex(record.payload, 64)),
-                };
-                writeln!(
-                    out,
-                    "lsn={} kind={}(0x{:02x}) len={} {detail}",
-                    record.lsn,
-                    kind_name(record.kind),
-                    record.kind.0,
-                    record.payload.len()
-                )
+                writeln!(out, "{}", text_line(&record))
             }
         },
     )
     .map_err(|error| anyhow::anyhow!("{error}"))?;
     out.flush()?;
     drop(out);
+    report_damage(&scan)
+}
+
+/// Scans the log on `storage` without changing it; a directory with no
+/// segments (and no damage to show) is refused, since it is most likely
+/// the wrong directory.
+fn inspect_log(storage: &FsStorage, dir: &Path) -> anyhow::Result<Scan> {
+    let scan = wal::inspect(storage)?;
+    if scan.segments.is_empty() && scan.damage.is_none() {
+        bail!("{} holds no WAL segments", dir.display());
+    }
+    Ok(scan)
+}
+
+/// A bench record's writer, sequence and self-check, if it is one.
+fn bench_payload(record: &RecordRef<'_>) -> Option<BenchPayload> {
+    (record.kind == BENCH_KIND)
+        .then(|| decode_bench_payload(record.payload))
+        .flatten()
+}
+
+/// One record as a JSON object: always its LSN, kind and length, then the
+/// bench fields, an owner's decoding, or else the whole payload in hex.
+fn json_line(record: &RecordRef<'_>) -> serde_json::Value {
+    let mut line = serde_json::json!({
+        "lsn": record.lsn.0,
+        "kind": kind_name(record.kind),
+        "kind_code": record.kind.0,
+        "len": record.payload.len(),
+    });
+    match (bench_payload(record), decoded(record.kind, record.payload)) {
+        (Some(bench), _) => {
+            line["writer"] = bench.writer.into();
+            line["seq"] = bench.seq.into();
+            line["valid"] = bench.valid.into();
+        }
+        (None, Some(text)) => line["decoded"] = text.into(),
+        (None, None) => line["payload_hex"] = hex(record.payload, usize::MAX).into(),
+    }
+    line
+}
+
+/// One record as a line of text; an unknown payload is shown as its first
+/// 64 bytes in hex, so a line stays readable.
+fn text_line(record: &RecordRef<'_>) -> String {
+    let detail = match (bench_payload(record), decoded(record.kind, record.payload)) {
+        (Some(bench), _) => format!(
+            "writer={} seq={} valid={}",
+            bench.writer, bench.seq, bench.valid
+        ),
+        (None, Some(text)) => text,
+        (None, None) => format!("payload={}", hex(record.payload, 64)),
+    };
+    format!(
+        "lsn={} kind={}(0x{:02x}) len={} {detail}",
+        record.lsn,
+        kind_name(record.kind),
+        record.kind.0,
+        record.payload.len()
+    )
+}
+
+/// After a dump: a torn tail is a note (what a crash leaves, and what
+/// opening the log repairs); corruption fails the command.
+fn report_damage(scan: &Scan) -> anyhow::Result<()> {
     match &scan.damage {
         None => Ok(()),
         Some(Damage::TornTail {
@@ -209,10 +241,7 @@ pub fn verify(dir: &Path, repair: bool) -> anyhow::Result<String> {
         FsStorage::open_unlocked(dir)
     }
     .with_context(|| format!("open {}", dir.display()))?;
-    let scan = wal::inspect(&storage)?;
-    if scan.segments.is_empty() && scan.damage.is_none() {
-        bail!("{} holds no WAL segments", dir.display());
-    }
+    let scan = inspect_log(&storage, dir)?;
     let repaired = if repair {
         Some(wal::repair(&storage)?)
     } else {
@@ -230,59 +259,81 @@ pub fn verify(dir: &Path, repair: bool) -> anyhow::Result<String> {
     );
     match (&scan.damage, repaired) {
         (None, _) => Ok(format!("ok: {summary}, no torn tail")),
-        (
-            Some(Damage::TornTail {
-                segment,
-                offset,
-                garbage_end,
-                ..
-            }),
-            None,
-        ) => Ok(format!(
+        (Some(damage), None) => checked_verdict(&summary, damage, &storage, dir),
+        (Some(damage), Some(outcome)) => repaired_verdict(&summary, damage, outcome, &storage),
+    }
+}
+
+/// The verdict on a damaged log that was only checked. A torn tail is what
+/// a crash leaves and opening the log zeroes it, so the log is ok; corruption
+/// is an error that says how to repair it.
+fn checked_verdict(
+    summary: &str,
+    damage: &Damage,
+    storage: &FsStorage,
+    dir: &Path,
+) -> anyhow::Result<String> {
+    match damage {
+        Damage::TornTail {
+            segment,
+            offset,
+            garbage_end,
+            ..
+        } => Ok(format!(
             "ok: {summary}, torn tail in {segment} at offset {offset} ({} bytes; not truncated yet, opening the log zeroes it)",
             garbage_end - offset
         )),
-        (
-            Some(Damage::TornTail { .. }),
-            Some(RepairOutcome::TornTailZeroed {
-                segment,
-                offset,
-                bytes,
-            }),
-        ) => Ok(format!(
-            "ok: {summary}, torn tail in {segment} at offset {offset} truncated ({bytes} bytes zeroed)"
-        )),
-        (
-            Some(Damage::Corrupt {
-                segment,
-                offset,
-                reason,
-                records_after,
-                ..
-            }),
-            None,
-        ) => bail!(
+        Damage::Corrupt {
+            segment,
+            offset,
+            reason,
+            records_after,
+            ..
+        } => bail!(
             "corrupt: segment {} at offset {offset}: {reason} ({records_after} records at or after it); \
              nothing was changed; `minipay wal verify --repair {}` truncates there and keeps a .broken copy",
             storage.describe(segment),
             dir.display()
         ),
+    }
+}
+
+/// The verdict on a damaged log after `--repair`: what the repair did, if
+/// it is what the scan called for; an error if it could not repair, or if it
+/// found other damage than the scan did (the log changed in between).
+fn repaired_verdict(
+    summary: &str,
+    damage: &Damage,
+    outcome: RepairOutcome,
+    storage: &FsStorage,
+) -> anyhow::Result<String> {
+    match (damage, outcome) {
         (
-            Some(Damage::Corrupt { .. }),
-            Some(RepairOutcome::Truncated {
+            Damage::TornTail { .. },
+            RepairOutcome::TornTailZeroed {
+                segment,
+                offset,
+                bytes,
+            },
+        ) => Ok(format!(
+            "ok: {summary}, torn tail in {segment} at offset {offset} truncated ({bytes} bytes zeroed)"
+        )),
+        (
+            Damage::Corrupt { .. },
+            RepairOutcome::Truncated {
                 segment,
                 offset,
                 reason,
                 dropped_records,
                 kept,
-            }),
+            },
         ) => Ok(format!(
             "repaired: {summary} kept; truncated {} at offset {offset} ({reason}); dropped the damaged record and {dropped_records} valid records after it; original bytes kept in {}",
             storage.describe(&segment),
             kept.join(", ")
         )),
-        (Some(_), Some(RepairOutcome::Unrepairable { reason })) => bail!("cannot repair: {reason}"),
-        (Some(_), Some(other)) => bail!("repair disagreed with the scan: {other:?}"),
+        (_, RepairOutcome::Unrepairable { reason }) => bail!("cannot repair: {reason}"),
+        (_, other) => bail!("repair disagreed with the scan: {other:?}"),
     }
 }
 
@@ -376,13 +427,34 @@ fn share(total: u64, writers: u32, writer: u32) -> u64 {
 /// `minipay wal bench`: durable appends from concurrent writers, then the raw
 /// disk's `pwrite + fdatasync` rate on the same filesystem.
 pub fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
+    let options = bench_options(config)?;
+    let log = Arc::new(
+        Wal::open(&config.dir, options)
+            .with_context(|| format!("open WAL in {}", config.dir.display()))?
+            .wal,
+    );
+    let ack_log = open_ack_log(config)?;
+    let started = Instant::now();
+    let mut latencies = write_and_checkpoint(config, &log, ack_log.as_ref())?;
+    let elapsed = started.elapsed();
+    let stats = log.commit_stats();
+    drop(log);
+    latencies.sort_unstable();
+    let raw = raw_fdatasync(&config.dir)?;
+    Ok(bench_report(config, elapsed, &latencies, &stats, raw))
+}
+
+/// The log's options for a bench run, after checking the run's size and
+/// counts: every record must hold a bench header, and the log must accept
+/// the largest payload.
+fn bench_options(config: &BenchConfig) -> anyhow::Result<Options> {
     if config.writers == 0 || config.records == 0 {
         bail!("--writers and --records must be at least 1");
     }
     if config.size < BENCH_HEADER_LEN {
         bail!("--size must be at least {BENCH_HEADER_LEN} bytes (writer, sequence, checksum)");
     }
-    let options = Options {
+    Ok(Options {
         segment_size: config.segment_size,
         max_payload_len: u32::try_from(config.size.max(4096)).context("--size too large")?,
         sync: config.sync,
@@ -390,47 +462,61 @@ pub fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         max_syncs_in_flight: config.max_syncs_in_flight,
         prepare_segments_ahead: config.prepare_segments_ahead,
         ..Options::default()
+    })
+}
+
+/// The file acknowledged appends are written to, if asked for (a kill test
+/// then checks that every acknowledged record survived).
+fn open_ack_log(config: &BenchConfig) -> anyhow::Result<Option<Arc<File>>> {
+    let Some(path) = &config.ack_log else {
+        return Ok(None);
     };
-    let log = Arc::new(
-        Wal::open(&config.dir, options)
-            .with_context(|| format!("open WAL in {}", config.dir.display()))?
-            .wal,
-    );
-    let ack_log = match &config.ack_log {
-        Some(path) => Some(Arc::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("open ack log {}", path.display()))?,
-        )),
-        None => None,
-    };
-    let started = Instant::now();
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open ack log {}", path.display()))?;
+    Ok(Some(Arc::new(file)))
+}
+
+/// Runs the writers (threads or async tasks) to the end, with a
+/// checkpointer beside them when asked for; returns every append's latency
+/// in nanoseconds, unsorted.
+fn write_and_checkpoint(
+    config: &BenchConfig,
+    log: &Arc<Wal>,
+    ack_log: Option<&Arc<File>>,
+) -> anyhow::Result<Vec<u64>> {
     let writing = AtomicBool::new(true);
-    let mut latencies = std::thread::scope(|scope| -> anyhow::Result<Vec<u64>> {
+    std::thread::scope(|scope| -> anyhow::Result<Vec<u64>> {
         let checkpointer = config.checkpoint_every.map(|every| {
-            let (log, writing) = (&log, &writing);
+            let writing = &writing;
             scope.spawn(move || checkpoint_while(log, every, writing))
         });
         let written = if config.use_async {
-            run_async_writers(config, &log, ack_log.as_ref())
+            run_async_writers(config, log, ack_log)
         } else {
-            run_thread_writers(config, &log, ack_log.as_ref())
+            run_thread_writers(config, log, ack_log)
         };
         writing.store(false, Ordering::Release);
         if let Some(checkpointer) = checkpointer {
             checkpointer.join().expect("checkpointer panicked")?;
         }
         written
-    })?;
-    let elapsed = started.elapsed();
-    let stats = log.commit_stats();
-    drop(log);
-    latencies.sort_unstable();
-    let raw = raw_fdatasync(&config.dir)?;
+    })
+}
+
+/// The figures of a bench run, from its sorted append latencies, the log's
+/// group-commit statistics and the raw disk's rate.
+fn bench_report(
+    config: &BenchConfig,
+    elapsed: Duration,
+    latencies: &[u64],
+    stats: &wal::CommitStats,
+    raw: RawDisk,
+) -> BenchReport {
     let appends_per_sec = config.records as f64 / elapsed.as_secs_f64();
-    Ok(BenchReport {
+    BenchReport {
         writers: config.writers,
         records: config.records,
         size: config.size,
@@ -439,16 +525,16 @@ pub fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         elapsed_s: elapsed.as_secs_f64(),
         appends_per_sec,
         mb_per_sec: appends_per_sec * config.size as f64 / 1e6,
-        p50_us: percentile_us(&latencies, 50.0),
-        p99_us: percentile_us(&latencies, 99.0),
-        p999_us: percentile_us(&latencies, 99.9),
+        p50_us: percentile_us(latencies, 50.0),
+        p99_us: percentile_us(latencies, 99.0),
+        p999_us: percentile_us(latencies, 99.9),
         raw_fdatasync_per_sec: raw.per_sec,
         raw_p50_us: raw.p50_us,
         fsyncs: stats.flushes,
         records_per_fsync: stats.records as f64 / stats.flushes.max(1) as f64,
         batch_io_us: stats.io_micros as f64 / stats.flushes.max(1) as f64,
         batch_idle_us: stats.idle_micros as f64 / stats.flushes.max(1) as f64,
-    })
+    }
 }
 
 fn acknowledge(ack_log: Option<&Arc<File>>, writer: u32, seq: u64) -> std::io::Result<()> {
@@ -615,7 +701,6 @@ pub fn raw_disk(
     threads: usize,
     direct: bool,
 ) -> anyhow::Result<RawDisk> {
-    use std::os::unix::fs::FileExt;
     if write_len == 0 || write_len as u64 > RAW_FILE_LEN / 16 {
         bail!("--size must be between 1 byte and 2 MiB");
     }
@@ -625,6 +710,16 @@ pub fn raw_disk(
     if threads == 0 || threads > RAW_THREADS_MAX {
         bail!("--threads must be between 1 and {RAW_THREADS_MAX}");
     }
+    let path = raw_scratch_path(near);
+    let result = measure_raw_syncs(&path, write_len, threads, direct);
+    let _ = std::fs::remove_file(&path);
+    result.with_context(|| format!("raw fdatasync measurement on {}", path.display()))
+}
+
+/// Where the raw measurement's scratch file goes: in the parent directory of
+/// `near` (made absolute), so on the log's filesystem but not inside the log
+/// directory; in the temporary directory if that parent does not exist.
+fn raw_scratch_path(near: &Path) -> PathBuf {
     let absolute = near.canonicalize().unwrap_or_else(|_| {
         std::env::current_dir()
             .map(|current| current.join(near))
@@ -634,54 +729,61 @@ pub fn raw_disk(
         .parent()
         .filter(|parent| parent.is_dir())
         .map_or_else(std::env::temp_dir, Path::to_path_buf);
-    let path = parent.join(format!(".minipay-raw-fsync-{}.tmp", std::process::id()));
-    let result = (|| -> anyhow::Result<RawDisk> {
-        let (file, direct_file) = preallocated_scratch(&path, RAW_FILE_LEN, direct)
-            .with_context(|| format!("create {}", path.display()))?;
-        let writes_to = direct_file.as_ref().unwrap_or(&file);
-        let region = RAW_FILE_LEN / threads as u64 / PAGE as u64 * PAGE as u64;
-        let slots = (region / write_len as u64).max(1);
-        let started = Instant::now();
-        let mut latencies = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads as u64)
-                .map(|thread| {
-                    let (file, writes_to) = (&file, writes_to);
-                    scope.spawn(move || -> std::io::Result<Vec<u64>> {
-                        // Page-aligned, as direct I/O needs.
-                        let buffer = vec![0x5Au8; write_len + PAGE];
-                        let start = buffer.as_ptr().align_offset(PAGE);
-                        let block = &buffer[start..start + write_len];
-                        let mut latencies = Vec::new();
-                        for index in 0..u64::from(RAW_SYNCS_MAX) / threads as u64 {
-                            let one = Instant::now();
-                            let offset = thread * region + (index % slots) * write_len as u64;
-                            writes_to.write_all_at(block, offset)?;
-                            file.sync_data()?;
-                            latencies.push(one.elapsed().as_nanos() as u64);
-                            if started.elapsed() > RAW_DURATION_MAX {
-                                break;
-                            }
+    parent.join(format!(".minipay-raw-fsync-{}.tmp", std::process::id()))
+}
+
+/// Creates the scratch file at `path` and measures on it (see
+/// [`raw_disk`]); the caller removes the file, whatever happens here.
+fn measure_raw_syncs(
+    path: &Path,
+    write_len: usize,
+    threads: usize,
+    direct: bool,
+) -> anyhow::Result<RawDisk> {
+    use std::os::unix::fs::FileExt;
+    let (file, direct_file) = preallocated_scratch(path, RAW_FILE_LEN, direct)
+        .with_context(|| format!("create {}", path.display()))?;
+    let writes_to = direct_file.as_ref().unwrap_or(&file);
+    let region = RAW_FILE_LEN / threads as u64 / PAGE as u64 * PAGE as u64;
+    let slots = (region / write_len as u64).max(1);
+    let started = Instant::now();
+    let mut latencies = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads as u64)
+            .map(|thread| {
+                let (file, writes_to) = (&file, writes_to);
+                scope.spawn(move || -> std::io::Result<Vec<u64>> {
+                    // Page-aligned, as direct I/O needs.
+                    let buffer = vec![0x5Au8; write_len + PAGE];
+                    let start = buffer.as_ptr().align_offset(PAGE);
+                    let block = &buffer[start..start + write_len];
+                    let mut latencies = Vec::new();
+                    for index in 0..u64::from(RAW_SYNCS_MAX) / threads as u64 {
+                        let one = Instant::now();
+                        let offset = thread * region + (index % slots) * write_len as u64;
+                        writes_to.write_all_at(block, offset)?;
+                        file.sync_data()?;
+                        latencies.push(one.elapsed().as_nanos() as u64);
+                        if started.elapsed() > RAW_DURATION_MAX {
+                            break;
                         }
-                        Ok(latencies)
-                    })
+                    }
+                    Ok(latencies)
                 })
-                .collect();
-            let mut all = Vec::new();
-            for worker in workers {
-                all.extend(worker.join().expect("raw disk worker panicked")?);
-            }
-            Ok::<_, std::io::Error>(all)
-        })?;
-        let elapsed = started.elapsed();
-        latencies.sort_unstable();
-        Ok(RawDisk {
-            syncs: latencies.len(),
-            per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
-            p50_us: percentile_us(&latencies, 50.0),
-        })
-    })();
-    let _ = std::fs::remove_file(&path);
-    result.with_context(|| format!("raw fdatasync measurement on {}", path.display()))
+            })
+            .collect();
+        let mut all = Vec::new();
+        for worker in workers {
+            all.extend(worker.join().expect("raw disk worker panicked")?);
+        }
+        Ok::<_, std::io::Error>(all)
+    })?;
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Ok(RawDisk {
+        syncs: latencies.len(),
+        per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: percentile_us(&latencies, 50.0),
+    })
 }
 
 #[cfg(test)]
