@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use wal::{AppendError, Lsn, OpenError, Options, RecordKind, ReplayError, Storage, Wal};
 
+use crate::in_doubt::{Asking, InDoubtPolicy};
 use crate::participant::{Account, ApplyError, Ledger, ParticipantError, Step, Vote};
 use crate::record::LedgerRecord;
 use money::Amount;
@@ -36,6 +37,8 @@ pub struct BankOptions {
     /// The largest amount one leg of a prepare may move; a larger one is
     /// refused as invalid, whatever the gateway allowed.
     pub amount_max: Amount,
+    /// When to ask the coordinator about a transaction in doubt.
+    pub in_doubt: InDoubtPolicy,
 }
 
 /// The default largest leg: the gateway's default largest payment
@@ -49,6 +52,7 @@ impl Default for BankOptions {
             snapshot_every: 100_000,
             decided_retention_ms: DECIDED_RETENTION_MS_DEFAULT,
             amount_max: AMOUNT_MAX_DEFAULT,
+            in_doubt: InDoubtPolicy::default(),
         }
     }
 }
@@ -126,6 +130,9 @@ pub struct InDoubt {
 }
 
 pub struct Bank {
+    /// When each transaction in doubt is next asked about (its own lock:
+    /// never held with the ledger's).
+    asking: Mutex<Asking>,
     ledger: Mutex<Ledger>,
     wal: Wal,
     options: BankOptions,
@@ -176,7 +183,10 @@ impl Bank {
             in_doubt: ledger.pending().len(),
             torn_tail: recovered.report.torn_tail,
         };
+        let pending_at_start = ledger.pending().into_iter().map(|(txn, _, _)| txn);
+        let asking = Mutex::new(Asking::new(options.in_doubt, pending_at_start));
         let bank = Bank {
+            asking,
             ledger: Mutex::new(ledger),
             wal,
             options,
@@ -280,6 +290,24 @@ impl Bank {
         };
         self.wal.wait_durable(seen).await?;
         Ok(account)
+    }
+
+    /// The transactions in doubt to ask the coordinator about now, by the
+    /// in-doubt policy (`BankOptions::in_doubt`, see `in_doubt`); each is
+    /// scheduled for its next question as it is returned, so the caller
+    /// asks each once and goes on; the answer, when it comes, is a commit
+    /// or an abort like any other.
+    pub fn in_doubt_due(&self, now_ms: u64) -> Vec<TxnId> {
+        let pending: Vec<(TxnId, u64)> = self
+            .lock()
+            .pending()
+            .into_iter()
+            .map(|(txn, _, prepared_at_ms)| (txn, prepared_at_ms))
+            .collect();
+        self.asking
+            .lock()
+            .expect("in-doubt schedule lock poisoned")
+            .due(&pending, now_ms)
     }
 
     /// Every pending transaction in memory, oldest first, including one

@@ -34,7 +34,7 @@ use coordinator::{
     CallError, CallFuture, Clock, Decision, Entropy, Gateway, GatewayError, GatewayOptions,
     Participant, PaymentRequest, SetupUser, Status,
 };
-use ledger::{Bank, BankError, BankOptions, Seed, TxnState};
+use ledger::{Bank, BankError, BankOptions, InDoubtPolicy, Seed, TxnState};
 use money::{AccountNo, Amount, BankName, Leg, TxnId};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -52,7 +52,13 @@ const CURRENCY: &str = "INR";
 const EPOCH_MS: u64 = 1_800_000_000_000;
 const PREPARE_TIMEOUT_MS: u64 = 400;
 const COMMIT_TIMEOUT_MS: u64 = 400;
-const IN_DOUBT_TIMEOUT_MS: u64 = 600;
+/// When banks ask about a transaction in doubt: short, so that healing fits
+/// in the steps.
+const IN_DOUBT: InDoubtPolicy = InDoubtPolicy {
+    timeout_ms: 600,
+    backoff_min_ms: 300,
+    backoff_max_ms: 2_400,
+};
 const CLIENT_RETRY_MIN_MS: u64 = 200;
 const CLIENT_RETRY_MAX_MS: u64 = 3_200;
 /// How often the gateway's timer runs its phase-2 retry pass.
@@ -482,8 +488,6 @@ impl<T> Node<T> {
 
 struct BankNode {
     node: Node<Bank>,
-    /// When each in-doubt transaction may next be asked about.
-    next_ask: BTreeMap<TxnId, u64>,
 }
 
 struct Client {
@@ -528,6 +532,7 @@ fn bank_options() -> BankOptions {
     BankOptions {
         wal: sim_wal_options(),
         snapshot_every: 64,
+        in_doubt: IN_DOUBT,
         ..BankOptions::default()
     }
 }
@@ -611,10 +616,7 @@ impl World {
             gateway_retry_at: EPOCH_MS,
             banks: BANKS
                 .iter()
-                .map(|_| BankNode {
-                    node: Node::new(),
-                    next_ask: BTreeMap::new(),
-                })
+                .map(|_| BankNode { node: Node::new() })
                 .collect(),
             clients,
             tasks: Vec::new(),
@@ -836,7 +838,6 @@ impl World {
                 node.up = Some(Arc::new(bank));
                 node.failed = Arc::new(AtomicBool::new(false));
                 self.recovered_this_step = true;
-                self.banks[index].next_ask.clear();
                 self.event(format!(
                     "{name} up: replayed {} records, {} in doubt, torn tail {:?}",
                     report.replayed, report.in_doubt, report.torn_tail
@@ -1148,7 +1149,7 @@ impl World {
             self.start_gateway()?;
         }
         self.clients_act(now);
-        self.banks_ask(now);
+        self.bank_timers(now);
         self.gateway_timer(now);
         Ok(())
     }
@@ -1239,23 +1240,15 @@ impl World {
         }
     }
 
-    /// Banks ask the gateway about transactions in doubt longer than the
-    /// in-doubt timeout (or since a restart), with backoff.
-    fn banks_ask(&mut self, now: u64) {
+    /// Each bank's timer, as the server's: it asks the gateway about the
+    /// transactions its in-doubt policy says are due (the ledger's own
+    /// schedule), then checkpoints if due.
+    fn bank_timers(&mut self, now: u64) {
         for (index, name) in BANKS.iter().enumerate() {
             let Some(bank) = self.banks[index].node.up.clone() else {
                 continue;
             };
-            for doubt in bank.in_doubt() {
-                let next = self.banks[index]
-                    .next_ask
-                    .entry(doubt.txn)
-                    .or_insert(doubt.prepared_at_ms + IN_DOUBT_TIMEOUT_MS);
-                if now < *next {
-                    continue;
-                }
-                *next = now + IN_DOUBT_TIMEOUT_MS;
-                let txn = TxnId(doubt.txn.0);
+            for txn in bank.in_doubt_due(now) {
                 self.event(format!("{name}: asks about {txn}"));
                 lock(&self.net).send(now, Dest::Gateway, Msg::AskDecision { bank: index, txn });
             }

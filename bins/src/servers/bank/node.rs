@@ -2,14 +2,13 @@
 //! the background work (resolving in-doubt transactions with the gateway,
 //! checkpoints, stopping on storage failure).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use ledger::{Bank, BankOptions};
+use ledger::{Bank, BankOptions, InDoubtPolicy};
 use minipay_proto::v1 as proto;
 use money::TxnId;
 use serde::Deserialize;
@@ -26,9 +25,6 @@ use crate::servers::transport_limits::TransportLimits;
 
 /// Largest request a bank decodes; its requests are a few hundred bytes.
 pub const BANK_MESSAGE_LEN_MAX: usize = 64 * 1024;
-/// Backoff bounds when asking the gateway for a decision.
-const DECISION_BACKOFF_MIN: Duration = Duration::from_millis(200);
-const DECISION_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How often background work runs.
 const BACKGROUND_TICK: Duration = Duration::from_millis(200);
 
@@ -224,6 +220,10 @@ fn open_bank(config: &BankConfig) -> anyhow::Result<Bank> {
         wal: crate::servers::process::server_wal_options(config.wal_segment_size),
         snapshot_every: config.snapshot_every,
         amount_max: money::Amount(config.amount_max),
+        in_doubt: InDoubtPolicy {
+            timeout_ms: config.in_doubt_timeout.as_millis() as u64,
+            ..InDoubtPolicy::default()
+        },
         ..BankOptions::default()
     };
     let seeds = || {
@@ -263,7 +263,7 @@ async fn background(
     bank: Arc<Bank>,
     storage_failed: Arc<dyn Fn() + Send + Sync>,
 ) {
-    let mut resolver = InDoubtResolver::new(&config, &bank);
+    let resolver = InDoubtResolver::new(&config);
     let mut tick = tokio::time::interval(BACKGROUND_TICK);
     loop {
         tick.tick().await;
@@ -284,18 +284,18 @@ async fn background(
     }
 }
 
-/// Asks the gateway what was decided for transactions this bank voted YES
-/// on and has heard nothing about, with exponential backoff per transaction.
+/// Asks the gateway what was decided for the transactions the ledger's
+/// in-doubt policy says are due (`ledger::in_doubt`), and applies each
+/// answer as the gateway's phase 2 would.
 struct InDoubtResolver {
     gateway: Option<Channel>,
-    timeout_ms: u64,
-    /// Transactions pending when the bank started are asked about at once.
-    pending_at_start: Vec<TxnId>,
-    retry: HashMap<TxnId, (Instant, Duration)>,
 }
 
+/// How long one question to the gateway may take.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl InDoubtResolver {
-    fn new(config: &BankConfig, bank: &Bank) -> InDoubtResolver {
+    fn new(config: &BankConfig) -> InDoubtResolver {
         let gateway = config.gateway.as_ref().and_then(|url| {
             let tls = TlsDir::new(&config.tls_dir).client(&config.name).ok()?;
             let endpoint = Endpoint::from_shared(url.clone())
@@ -313,71 +313,48 @@ impl InDoubtResolver {
                 "no usable --gateway: in-doubt transactions wait for the gateway to resend its decision"
             );
         }
-        InDoubtResolver {
-            gateway,
-            timeout_ms: config.in_doubt_timeout.as_millis() as u64,
-            pending_at_start: bank.in_doubt().into_iter().map(|doubt| doubt.txn).collect(),
-            retry: HashMap::new(),
-        }
+        InDoubtResolver { gateway }
     }
 
-    async fn resolve(&mut self, bank: &Bank) {
-        let Some(channel) = self.gateway.clone() else {
+    async fn resolve(&self, bank: &Bank) {
+        let Some(channel) = &self.gateway else {
             return;
         };
-        let now = now_ms();
-        let in_doubt = bank.in_doubt();
-        self.retry
-            .retain(|txn, _| in_doubt.iter().any(|doubt| doubt.txn == *txn));
-        for doubt in in_doubt {
-            let due = self.pending_at_start.contains(&doubt.txn)
-                || now.saturating_sub(doubt.prepared_at_ms) >= self.timeout_ms;
-            let backing_off = self
-                .retry
-                .get(&doubt.txn)
-                .is_some_and(|(next, _)| Instant::now() < *next);
-            if !due || backing_off {
+        for txn in bank.in_doubt_due(now_ms()) {
+            let Some(decision) = ask(channel, txn).await else {
                 continue;
-            }
-            let mut client = proto::decisions_client::DecisionsClient::new(channel.clone());
-            let request = proto::GetDecisionRequest {
-                txn_id: doubt.txn.to_string(),
-            };
-            let answer =
-                tokio::time::timeout(Duration::from_secs(5), client.get_decision(request)).await;
-            let decision = match answer {
-                Ok(Ok(response)) => proto::Decision::try_from(response.into_inner().decision).ok(),
-                Ok(Err(status)) => {
-                    tracing::warn!(txn_id = %doubt.txn, code = crate::rpc::request_log::code_name(status.code()), "GetDecision failed");
-                    None
-                }
-                Err(_) => None,
             };
             let applied = match decision {
-                Some(proto::Decision::Commit) => Some(bank.commit(doubt.txn, now_ms()).await),
-                Some(proto::Decision::Abort) => Some(bank.abort(doubt.txn, now_ms()).await),
-                Some(proto::Decision::Unspecified) | None => None,
+                proto::Decision::Commit => bank.commit(txn, now_ms()).await,
+                proto::Decision::Abort => bank.abort(txn, now_ms()).await,
+                proto::Decision::Unspecified => continue,
             };
             match applied {
-                Some(Ok(())) => {
-                    tracing::info!(txn_id = %doubt.txn, ?decision, "in-doubt transaction resolved by the gateway's decision");
-                    self.retry.remove(&doubt.txn);
+                Ok(()) => {
+                    tracing::info!(txn_id = %txn, ?decision, "in-doubt transaction resolved by the gateway's decision");
                 }
-                Some(Err(error)) => {
-                    tracing::error!(txn_id = %doubt.txn, %error, "applying the gateway's decision failed")
-                }
-                None => {
-                    let backoff = self
-                        .retry
-                        .get(&doubt.txn)
-                        .map_or(DECISION_BACKOFF_MIN, |(_, last)| {
-                            (*last * 2).min(DECISION_BACKOFF_MAX)
-                        });
-                    self.retry
-                        .insert(doubt.txn, (Instant::now() + backoff, backoff));
+                Err(error) => {
+                    tracing::error!(txn_id = %txn, %error, "applying the gateway's decision failed")
                 }
             }
         }
+    }
+}
+
+/// The gateway's decision for `txn`, or `None` if it did not give one
+/// (asked again after the policy's backoff).
+async fn ask(channel: &Channel, txn: TxnId) -> Option<proto::Decision> {
+    let mut client = proto::decisions_client::DecisionsClient::new(channel.clone());
+    let request = proto::GetDecisionRequest {
+        txn_id: txn.to_string(),
+    };
+    match tokio::time::timeout(ASK_TIMEOUT, client.get_decision(request)).await {
+        Ok(Ok(response)) => proto::Decision::try_from(response.into_inner().decision).ok(),
+        Ok(Err(status)) => {
+            tracing::warn!(txn_id = %txn, code = crate::rpc::request_log::code_name(status.code()), "GetDecision failed");
+            None
+        }
+        Err(_) => None,
     }
 }
 
