@@ -2,4 +2,5 @@
 //! [`service`] is the `Bank` gRPC service.
 
 pub mod node;
+pub mod refusal;
 pub mod service;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ledger::{Bank, BankError, InvalidRequest, ParticipantError, Vote};
+use ledger::{Bank, BankError, InvalidRequest, Vote};
 use minipay_proto::v1 as proto;
 use money::{AccountNo, Amount, Direction, Leg, TxnId};
 use tonic::{Request, Response, Status};
@@ -13,6 +13,8 @@ use tracing::field::Empty;
 
 use crate::rpc::request_log::note;
 use crate::rpc::settings::now_ms;
+pub use crate::servers::bank::refusal::BATCH_LEN_MAX;
+use crate::servers::bank::refusal::{Refusal, check_batch_len};
 
 /// What the service needs besides the ledger. Cheap to clone: a batch
 /// hands each item its own handle.
@@ -39,7 +41,7 @@ impl BankService {
             tracing::error!(%error, "storage failed; stopping the bank");
             (self.on_storage_failure)();
         }
-        status(error)
+        Refusal::Bank(error).into()
     }
 
     fn money(&self, amount: Amount) -> String {
@@ -47,27 +49,8 @@ impl BankService {
     }
 }
 
-/// The one mapping from ledger errors to gRPC status codes.
-pub fn status(error: BankError) -> Status {
-    match error {
-        BankError::Refused(refused) => {
-            let message = refused.to_string();
-            match refused {
-                ParticipantError::Invalid(_) => Status::invalid_argument(message),
-                ParticipantError::TxnIdReused { .. } => Status::already_exists(message),
-                ParticipantError::CommitUnknown { .. }
-                | ParticipantError::CommitAfterAbort { .. }
-                | ParticipantError::AbortAfterCommit { .. } => Status::failed_precondition(message),
-                ParticipantError::UnknownAccount { .. } => Status::not_found(message),
-                ParticipantError::DuplicateAccount { .. } => Status::already_exists(message),
-            }
-        }
-        BankError::Storage(_) => Status::unavailable("the bank's storage failed; it is restarting"),
-    }
-}
-
 fn invalid(error: InvalidRequest) -> Status {
-    Status::invalid_argument(error.to_string())
+    Refusal::Invalid(error).into()
 }
 
 pub fn parse_txn(text: &str) -> Result<TxnId, Status> {
@@ -121,19 +104,6 @@ fn describe_legs(legs: &[Leg], currency: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The most items one batch call may carry.
-pub const BATCH_LEN_MAX: usize = 1024;
-
-fn check_batch_len(len: usize) -> Result<(), Status> {
-    match len {
-        0 => Err(Status::invalid_argument("the batch is empty")),
-        len if len > BATCH_LEN_MAX => Err(Status::invalid_argument(format!(
-            "the batch has {len} items; at most {BATCH_LEN_MAX} are allowed"
-        ))),
-        _ => Ok(()),
-    }
 }
 
 fn item_failed(status: &proto::ItemStatus) -> bool {
@@ -198,7 +168,7 @@ impl BankService {
             proto::Decision::Commit => self.bank.commit(txn, now_ms()).await,
             proto::Decision::Abort => self.bank.abort(txn, now_ms()).await,
             proto::Decision::Unspecified => {
-                return Err(Status::invalid_argument("the decision is missing"));
+                return Err(Refusal::NoDecision.into());
             }
         };
         if let Err(BankError::Refused(error)) = &result {
@@ -256,7 +226,7 @@ impl BankService {
             match task.await {
                 Ok(answer) => answers.push(answer),
                 Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-                Err(_) => return Err(Status::unavailable("the bank is shutting down")),
+                Err(_) => return Err(Refusal::ShuttingDown.into()),
             }
         }
         Ok(answers)
