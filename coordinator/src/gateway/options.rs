@@ -74,10 +74,11 @@ impl Backoff {
     }
 }
 
-/// The default phase-2 retry: from a quarter second to ten seconds.
+/// The default phase-2 retry: from half a second (the server's retry
+/// timer) to four seconds.
 pub const PHASE_TWO_RETRY_DEFAULT: Backoff = Backoff {
-    min_ms: 250,
-    max_ms: 10_000,
+    min_ms: 500,
+    max_ms: 4_000,
 };
 
 /// The default bound on registrations in flight.
