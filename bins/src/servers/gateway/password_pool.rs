@@ -63,7 +63,6 @@ impl PasswordPool {
         let (ready, started) = sync_channel(workers);
         for index in 0..workers {
             let jobs = Arc::clone(&jobs);
-            let hashed = Arc::clone(&hashed);
             let ready = ready.clone();
             std::thread::Builder::new()
                 .name(format!("password-{index}"))
@@ -71,7 +70,7 @@ impl PasswordPool {
                     lower_priority();
                     let hasher = PasswordHasher::new(cost);
                     let _ = ready.send(());
-                    work(hasher, &jobs, &hashed);
+                    work(hasher, &jobs);
                 })
                 .expect("spawn a password-hashing thread");
         }
@@ -93,8 +92,13 @@ impl PasswordPool {
         job: impl FnOnce(&mut PasswordHasher) -> T + Send + 'static,
     ) -> Result<T, PoolBusy> {
         let (answer, answered) = oneshot::channel();
+        let hashed = Arc::clone(&self.hashed);
+        // Counted before the answer goes out, so a caller that has its
+        // answer sees its job counted.
         let job: Job = Box::new(move |hasher| {
-            let _ = answer.send(job(hasher));
+            let output = job(hasher);
+            hashed.fetch_add(1, Ordering::Relaxed);
+            let _ = answer.send(output);
         });
         let busy = PoolBusy {
             workers: self.workers,
@@ -139,7 +143,7 @@ fn lower_priority() {
 }
 
 /// One worker: takes jobs until every handle is gone.
-fn work(mut hasher: PasswordHasher, jobs: &Mutex<Receiver<Job>>, hashed: &AtomicU64) {
+fn work(mut hasher: PasswordHasher, jobs: &Mutex<Receiver<Job>>) {
     loop {
         let job = {
             let jobs = jobs.lock().expect("hashing queue lock");
@@ -149,7 +153,6 @@ fn work(mut hasher: PasswordHasher, jobs: &Mutex<Receiver<Job>>, hashed: &Atomic
             }
         };
         job(&mut hasher);
-        hashed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
