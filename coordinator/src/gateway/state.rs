@@ -374,12 +374,22 @@ impl GatewayState {
     /// A decision (for a payment, or for an id first heard of from a bank):
     /// the payment leaves the in-flight count and waits for phase 2.
     fn apply_decided(&mut self, lsn: Lsn, txn: TxnId, commit: bool, reason: &str, at_ms: u64) {
-        let entry = Arc::make_mut(
-            self.payments
-                .entry(txn)
-                .or_insert_with(|| Arc::new(Entry::undecided(None))),
-        );
-        assert!(entry.decision.is_none(), "txn {txn} is decided once");
+        let slot = self
+            .payments
+            .entry(txn)
+            .or_insert_with(|| Arc::new(Entry::undecided(None)));
+        if slot.decision.is_some() {
+            // An id forgotten after its retention and then asked about by a
+            // bank: if a crash lost the snapshot that forgot it, replay meets
+            // both decisions. Only a forgettable entry can have been
+            // forgotten; a payment is otherwise decided once.
+            assert!(
+                slot.forgettable(),
+                "txn {txn} is decided once while it is remembered"
+            );
+            *slot = Arc::new(Entry::undecided(None));
+        }
+        let entry = Arc::make_mut(slot);
         if entry.in_first_phase() {
             assert!(self.in_flight > 0);
             self.in_flight -= 1;
@@ -445,4 +455,82 @@ fn replay_of(entry: &Entry, user: &str, request: &PaymentRequest) -> Result<Paym
 pub(crate) fn touches(request: &PaymentRequest, bank: &BankName, account: &AccountNo) -> bool {
     (request.from.bank == *bank && request.from.account == *account)
         || (request.to.bank == *bank && request.to.account == *account)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payment::Endpoint;
+    use money::Amount;
+
+    fn decided(txn: TxnId, at_ms: u64) -> GatewayRecord {
+        GatewayRecord::Decided {
+            txn,
+            commit: false,
+            reason: "test".into(),
+            at_ms,
+        }
+    }
+
+    fn initiated(txn: TxnId) -> GatewayRecord {
+        let endpoint = |bank: &str, account: &str| Endpoint {
+            bank: BankName::parse(bank).unwrap(),
+            account: AccountNo::parse(account).unwrap(),
+        };
+        GatewayRecord::Initiated {
+            request: PaymentRequest {
+                txn,
+                from: endpoint("bank_a", "1"),
+                to: endpoint("bank_b", "2"),
+                amount: Amount(5),
+                currency: "INR".into(),
+            },
+            user: "alice".into(),
+            at_ms: 10,
+        }
+    }
+
+    #[test]
+    fn an_id_forgotten_then_asked_about_again_replays_both_decisions() {
+        let mut state = GatewayState::new();
+        let txn = TxnId([7; 16]);
+        state.apply(Lsn(1), &decided(txn, 10));
+        // The snapshot that forgot it was lost: replay meets the second one.
+        state.apply(Lsn(2), &decided(txn, 20));
+        assert_eq!(state.payments[&txn].decided_lsn, Lsn(2));
+        assert_eq!(state.payments[&txn].decided_at_ms, 20);
+        assert!(state.settling.is_empty() && state.in_flight == 0);
+    }
+
+    #[test]
+    fn a_payment_moves_from_in_flight_to_settling_to_ended() {
+        let mut state = GatewayState::new();
+        let txn = TxnId([8; 16]);
+        state.apply(Lsn(1), &initiated(txn));
+        assert_eq!((state.in_flight, state.settling.len()), (1, 0));
+        state.apply(Lsn(2), &decided(txn, 20));
+        assert_eq!((state.in_flight, state.settling.len()), (0, 1));
+        assert_eq!(state.decide_ended(txn), Some(GatewayRecord::Ended { txn }));
+        state.apply(Lsn(3), &GatewayRecord::Ended { txn });
+        assert!(state.settling.is_empty() && state.payments[&txn].ended);
+        assert_eq!(state.decide_ended(txn), None, "ended once");
+    }
+
+    #[test]
+    #[should_panic(expected = "decided once")]
+    fn a_payment_in_phase_two_is_never_decided_again() {
+        let mut state = GatewayState::new();
+        let txn = TxnId([9; 16]);
+        state.apply(Lsn(1), &initiated(txn));
+        state.apply(Lsn(2), &decided(txn, 20));
+        state.apply(Lsn(3), &decided(txn, 30));
+    }
+
+    #[test]
+    #[should_panic(expected = "log order")]
+    fn records_apply_in_log_order() {
+        let mut state = GatewayState::new();
+        state.apply(Lsn(2), &decided(TxnId([1; 16]), 10));
+        state.apply(Lsn(2), &decided(TxnId([2; 16]), 10));
+    }
 }
