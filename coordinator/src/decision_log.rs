@@ -77,15 +77,8 @@ impl GatewayRecord {
                 at_ms,
             } => {
                 writer.0.extend_from_slice(&request.txn.0);
-                writer
-                    .str(user)
-                    .str(request.from.bank.as_str())
-                    .str(request.from.account.as_str())
-                    .str(request.to.bank.as_str())
-                    .str(request.to.account.as_str())
-                    .u64(request.amount.0)
-                    .str(&request.currency)
-                    .u64(*at_ms);
+                write_request(&mut writer, user, request);
+                writer.u64(*at_ms);
             }
             GatewayRecord::Decided {
                 txn,
@@ -113,20 +106,10 @@ impl GatewayRecord {
             },
             INITIATED => {
                 let txn = TxnId(reader.array16()?);
-                let user = text(&mut reader)?;
-                let from = read_endpoint(&mut reader)?;
-                let to = read_endpoint(&mut reader)?;
-                let amount = Amount(reader.u64()?);
-                let currency = text(&mut reader)?;
+                let (user, request) = read_request(&mut reader, txn)?;
                 let at_ms = reader.u64()?;
                 GatewayRecord::Initiated {
-                    request: PaymentRequest {
-                        txn,
-                        from,
-                        to,
-                        amount,
-                        currency,
-                    },
+                    request,
                     user,
                     at_ms,
                 }
@@ -168,11 +151,44 @@ pub(crate) fn read_account(reader: &mut Reader<'_>) -> Result<AccountNo, DecodeE
 }
 
 /// A bank and an account.
-pub(crate) fn read_endpoint(reader: &mut Reader<'_>) -> Result<Endpoint, DecodeError> {
+fn read_endpoint(reader: &mut Reader<'_>) -> Result<Endpoint, DecodeError> {
     Ok(Endpoint {
         bank: read_bank(reader)?,
         account: read_account(reader)?,
     })
+}
+
+/// Who asked for a payment and what it moves, as the INITIATED record and
+/// the snapshot both store it (the txn id is stored before, by each).
+pub(crate) fn write_request(writer: &mut Writer, user: &str, request: &PaymentRequest) {
+    writer
+        .str(user)
+        .str(request.from.bank.as_str())
+        .str(request.from.account.as_str())
+        .str(request.to.bank.as_str())
+        .str(request.to.account.as_str())
+        .u64(request.amount.0)
+        .str(&request.currency);
+}
+
+/// What [`write_request`] wrote: the user and the request of `txn`.
+pub(crate) fn read_request(
+    reader: &mut Reader<'_>,
+    txn: TxnId,
+) -> Result<(String, PaymentRequest), DecodeError> {
+    let user = reader.str()?.to_owned();
+    let from = read_endpoint(reader)?;
+    let to = read_endpoint(reader)?;
+    let amount = Amount(reader.u64()?);
+    let currency = reader.str()?.to_owned();
+    let request = PaymentRequest {
+        txn,
+        from,
+        to,
+        amount,
+        currency,
+    };
+    Ok((user, request))
 }
 
 #[cfg(test)]

@@ -7,13 +7,13 @@
 use std::sync::Arc;
 
 use imbl::{HashMap as SharedHashMap, OrdMap};
-use money::{Amount, TxnId};
+use money::TxnId;
 use wal::Lsn;
 use wal::codec::{DecodeError, Reader, Writer};
 
-use crate::decision_log::{read_account, read_bank, read_endpoint};
+use crate::decision_log::{read_account, read_bank, read_request, write_request};
 use crate::gateway::state::{Decision, Entry, GatewayState};
-use crate::payment::{Payment, PaymentRequest, Status};
+use crate::payment::{Payment, Status};
 use crate::users::User;
 
 const SNAPSHOT_VERSION: u8 = 1;
@@ -49,17 +49,9 @@ fn write_entry(writer: &mut Writer, txn: TxnId, entry: &Entry) {
             writer.u8(0);
         }
         Some(payment) => {
-            let request = &payment.request;
-            writer
-                .u8(1)
-                .str(&payment.user)
-                .str(request.from.bank.as_str())
-                .str(request.from.account.as_str())
-                .str(request.to.bank.as_str())
-                .str(request.to.account.as_str())
-                .u64(request.amount.0)
-                .str(&request.currency)
-                .u64(payment.created_at_ms);
+            writer.u8(1);
+            write_request(writer, &payment.user, &payment.request);
+            writer.u64(payment.created_at_ms);
         }
     }
     match &entry.decision {
@@ -144,20 +136,10 @@ fn read_entry(reader: &mut Reader<'_>, txn: TxnId) -> Result<Entry, DecodeError>
 }
 
 fn read_payment(reader: &mut Reader<'_>, txn: TxnId) -> Result<Payment, DecodeError> {
-    let user = text(reader)?;
-    let from = read_endpoint(reader)?;
-    let to = read_endpoint(reader)?;
-    let amount = Amount(reader.u64()?);
-    let currency = text(reader)?;
+    let (user, request) = read_request(reader, txn)?;
     let created_at_ms = reader.u64()?;
     Ok(Payment {
-        request: PaymentRequest {
-            txn,
-            from,
-            to,
-            amount,
-            currency,
-        },
+        request,
         user,
         status: Status::Initiated,
         reason: String::new(),
