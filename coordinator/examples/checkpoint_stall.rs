@@ -87,7 +87,26 @@ fn main() {
     }
 }
 
+/// Makes `n` payments, then times one checkpoint and the longest wait for
+/// the state lock another thread saw meanwhile.
 fn measure(n: u64) -> (Duration, Duration) {
+    let gateway = Arc::new(open_gateway(n));
+    pay_all(&gateway, n);
+    assert_eq!(gateway.remembered(), n as usize);
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = spawn_prober(Arc::clone(&gateway), Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    assert!(gateway.checkpoint_if_due().expect("checkpoint"));
+    let checkpoint = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    (checkpoint, prober.join().expect("prober"))
+}
+
+/// A gateway core on in-memory storage with one user, alice, whose
+/// snapshot falls due exactly after the `n`th payment, so that the
+/// checkpoint measured covers all of them.
+fn open_gateway(n: u64) -> Gateway<AgreeableBanks> {
     let options = GatewayOptions {
         wal: wal::Options {
             segment_size: 64 << 10,
@@ -125,17 +144,20 @@ fn measure(n: u64) -> (Duration, Duration) {
             account: AccountNo::parse("123").unwrap(),
         }]
     };
-    let gateway = Arc::new(
-        Gateway::open(
-            Arc::new(SimStorage::new()),
-            options,
-            AgreeableBanks,
-            Arc::new(FixedClock),
-            Arc::new(CountingEntropy(AtomicU64::new(1))),
-            users,
-        )
-        .expect("open a gateway"),
-    );
+    Gateway::open(
+        Arc::new(SimStorage::new()),
+        options,
+        AgreeableBanks,
+        Arc::new(FixedClock),
+        Arc::new(CountingEntropy(AtomicU64::new(1))),
+        users,
+    )
+    .expect("open a gateway")
+}
+
+/// `n` payments of one minor unit from alice to bank_b, each through its
+/// phase 2, so the payment table holds `n` finished payments.
+fn pay_all(gateway: &Gateway<AgreeableBanks>, n: u64) {
     for index in 0..n {
         let txn = TxnId(u128::from(index + 1).to_le_bytes());
         let request = PaymentRequest {
@@ -156,24 +178,21 @@ fn measure(n: u64) -> (Duration, Duration) {
             block_on(gateway.phase_two(txn)).expect("phase 2");
         }
     }
-    assert_eq!(gateway.remembered(), n as usize);
-    let stop = Arc::new(AtomicBool::new(false));
-    let prober = {
-        let (gateway, stop) = (Arc::clone(&gateway), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let mut longest = Duration::ZERO;
-            while !stop.load(Ordering::Relaxed) {
-                let asked = Instant::now();
-                std::hint::black_box(gateway.remembered());
-                longest = longest.max(asked.elapsed());
-            }
-            longest
-        })
-    };
-    std::thread::sleep(Duration::from_millis(50));
-    let started = Instant::now();
-    assert!(gateway.checkpoint_if_due().expect("checkpoint"));
-    let checkpoint = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    (checkpoint, prober.join().expect("prober"))
+}
+
+/// A thread that takes the state lock in a loop until `stop`, and returns
+/// the longest it waited for it: how long a checkpoint stalls the gateway.
+fn spawn_prober(
+    gateway: Arc<Gateway<AgreeableBanks>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Duration> {
+    std::thread::spawn(move || {
+        let mut longest = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            let asked = Instant::now();
+            std::hint::black_box(gateway.remembered());
+            longest = longest.max(asked.elapsed());
+        }
+        longest
+    })
 }

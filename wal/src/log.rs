@@ -154,28 +154,10 @@ impl Wal {
         options: Options,
     ) -> Result<Recovered, OpenError> {
         options.validate()?;
-        let mut scan = recovery::scan(&*storage, options.max_payload_len)?;
-        if let Some(corruption) = scan.corruption() {
-            return Err(corruption);
-        }
-        let created = scan.segments.is_empty();
-        if created {
-            if let Some(found) = scan.foreign_files.first() {
-                return Err(OpenError::NotAWal {
-                    dir: storage.describe(""),
-                    found: found.clone(),
-                });
-            }
-            SegmentWriter::create_first(&*storage, Lsn::FIRST, options.segment_size, options.sync)?;
-            scan = recovery::scan(&*storage, options.max_payload_len)?;
-            assert_eq!(scan.segments.len(), 1, "a new log has one segment");
-        }
+        let (scan, created) = scan_or_create(&*storage, &options)?;
         let kept_for_reuse = remove_temp_files(&*storage, &scan, options.prepare_segments_ahead)?;
         let torn_tail = zero_torn_tail(&*storage, &scan)?;
-        let snapshot = snapshot::load_latest_snapshot(&*storage).map_err(|error| match error {
-            SnapshotError::Io(failure) => OpenError::Io(failure),
-            SnapshotError::Corrupt { file, reason } => OpenError::CorruptSnapshot { file, reason },
-        })?;
+        let snapshot = load_snapshot(&*storage)?;
         let last = scan.segments.last().expect("a log has a segment");
         let report = RecoveryReport {
             segments: scan.segments.len(),
@@ -196,38 +178,14 @@ impl Wal {
             options.prepare_segments_ahead,
             kept_for_reuse,
         )?;
-        let limits = Limits {
-            max_payload_len: options.max_payload_len,
-            segment_size: options.segment_size,
-            max_batch_delay: options.max_batch_delay,
-            max_batch_bytes: options.max_batch_bytes,
-            max_pending_bytes: options.max_pending_bytes,
-            max_syncs_in_flight: options.max_syncs_in_flight,
-            inline_flush: !options.background_flush,
-        };
         let shared = Arc::new(Shared::new(
             writer,
             scan.next_lsn,
             last.first_lsn,
             last.end_offset,
-            limits,
+            group_commit_limits(&options),
         ));
-        let flusher_count = if options.background_flush {
-            options.max_syncs_in_flight
-        } else {
-            0
-        };
-        let mut flushers = Vec::with_capacity(flusher_count);
-        for _ in 0..flusher_count {
-            let flusher_shared = Arc::clone(&shared);
-            let flusher = std::thread::Builder::new()
-                .name("wal-flusher".into())
-                .spawn(move || flusher_shared.run_flusher())
-                .map_err(|source| {
-                    IoFailure::new("spawn flusher for", storage.describe(""), source)
-                })?;
-            flushers.push(flusher);
-        }
+        let flushers = spawn_flushers(&shared, &*storage, &options)?;
         let wal = Wal {
             shared,
             storage,
@@ -452,6 +410,80 @@ pub fn read_records<E>(
 /// Scans a log directory without changing it (for `wal verify` and `dump`).
 pub fn inspect(storage: &dyn Storage) -> Result<Scan, IoFailure> {
     recovery::scan(storage, PAYLOAD_LEN_LIMIT)
+}
+
+/// Scans the log, refusing corruption before anything is changed; an empty
+/// directory gets a new log's first segment (and is scanned again, so the
+/// new log is opened by the same path as an old one). Returns the scan and
+/// whether the log was created. A directory holding other files and no
+/// segment is refused rather than made into a log.
+fn scan_or_create(storage: &dyn Storage, options: &Options) -> Result<(Scan, bool), OpenError> {
+    let mut scan = recovery::scan(storage, options.max_payload_len)?;
+    if let Some(corruption) = scan.corruption() {
+        return Err(corruption);
+    }
+    let created = scan.segments.is_empty();
+    if created {
+        if let Some(found) = scan.foreign_files.first() {
+            return Err(OpenError::NotAWal {
+                dir: storage.describe(""),
+                found: found.clone(),
+            });
+        }
+        SegmentWriter::create_first(storage, Lsn::FIRST, options.segment_size, options.sync)?;
+        scan = recovery::scan(storage, options.max_payload_len)?;
+        assert_eq!(scan.segments.len(), 1, "a new log has one segment");
+    }
+    Ok((scan, created))
+}
+
+/// The newest snapshot, for the owner to recover from. A damaged one fails
+/// the open: falling back to an older snapshot could need records a
+/// checkpoint has already removed.
+fn load_snapshot(storage: &dyn Storage) -> Result<Option<Snapshot>, OpenError> {
+    snapshot::load_latest_snapshot(storage).map_err(|error| match error {
+        SnapshotError::Io(failure) => OpenError::Io(failure),
+        SnapshotError::Corrupt { file, reason } => OpenError::CorruptSnapshot { file, reason },
+    })
+}
+
+/// Group commit's bounds, as the (already validated) options set them.
+fn group_commit_limits(options: &Options) -> Limits {
+    Limits {
+        max_payload_len: options.max_payload_len,
+        segment_size: options.segment_size,
+        max_batch_delay: options.max_batch_delay,
+        max_batch_bytes: options.max_batch_bytes,
+        max_pending_bytes: options.max_pending_bytes,
+        max_syncs_in_flight: options.max_syncs_in_flight,
+        inline_flush: !options.background_flush,
+    }
+}
+
+/// Starts the threads that write and sync async appends in the background,
+/// one per sync allowed in flight so that each can carry one; none when the
+/// owner flushes inline (a deterministic simulation wants nothing behind its
+/// back).
+fn spawn_flushers(
+    shared: &Arc<Shared>,
+    storage: &dyn Storage,
+    options: &Options,
+) -> Result<Vec<JoinHandle<()>>, IoFailure> {
+    let flusher_count = if options.background_flush {
+        options.max_syncs_in_flight
+    } else {
+        0
+    };
+    let mut flushers = Vec::with_capacity(flusher_count);
+    for _ in 0..flusher_count {
+        let flusher_shared = Arc::clone(shared);
+        let flusher = std::thread::Builder::new()
+            .name("wal-flusher".into())
+            .spawn(move || flusher_shared.run_flusher())
+            .map_err(|source| IoFailure::new("spawn flusher for", storage.describe(""), source))?;
+        flushers.push(flusher);
+    }
+    Ok(flushers)
 }
 
 /// Removes leftover temporary files, except (when `reuse`) up to

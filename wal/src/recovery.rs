@@ -109,6 +109,43 @@ pub fn scan(storage: &dyn Storage, max_payload_len: u32) -> Result<Scan, IoFailu
     let names = storage
         .list()
         .map_err(|source| IoFailure::new("list", storage.describe(""), source))?;
+    let (segments, mut result) = sort_listing(names);
+    find_start(storage, &segments, &mut result);
+    let last_index = segments.len().saturating_sub(1);
+    for (index, (first, name)) in segments.iter().enumerate() {
+        let bytes = storage
+            .read(name)
+            .map_err(|source| IoFailure::new("read", storage.describe(name), source))?;
+        let is_last = index == last_index;
+        let outcome = scan_segment(&bytes, *first, result.next_lsn, is_last, max_payload_len);
+        result.segments.push(SegmentInfo {
+            name: name.clone(),
+            first_lsn: *first,
+            records: outcome.records,
+            end_offset: outcome.end_offset,
+            file_len: bytes.len() as u64,
+            recycled: segment::check_header(&bytes, *first).is_ok_and(|header| header.recycled),
+        });
+        // A segment refused at its header (bad, or not where the log left
+        // off) contributes nothing to the log.
+        if outcome.end_offset != 0 {
+            result.next_lsn = Lsn(first.0 + outcome.records);
+        }
+        if let Some(found) = outcome.damage {
+            let later_records =
+                || count_later_records(storage, &segments[index + 1..], max_payload_len);
+            result.damage = Some(found.in_log(index, name, later_records));
+            break;
+        }
+    }
+    Ok(result)
+}
+
+/// Sorts a directory listing: segments in LSN order (their names sort that
+/// way once parsed), and every other file by what it is, so that `open` can
+/// remove temp files and refuse a directory that is not a log. The scan it
+/// returns holds no segment yet.
+fn sort_listing(names: Vec<String>) -> (Vec<(Lsn, String)>, Scan) {
     let mut segments: Vec<(Lsn, String)> = Vec::new();
     let mut result = Scan {
         segments: Vec::new(),
@@ -131,6 +168,14 @@ pub fn scan(storage: &dyn Storage, max_payload_len: u32) -> Result<Scan, IoFailu
         }
     }
     segments.sort();
+    (segments, result)
+}
+
+/// Where the log starts: at its first segment's first LSN. With no segment
+/// there is no log, which is a new one unless snapshots remain: then the log
+/// was removed (the table's "snapshots but no segments" row), and replaying
+/// nothing after the snapshot would silently lose what the log held.
+fn find_start(storage: &dyn Storage, segments: &[(Lsn, String)], result: &mut Scan) {
     if let Some((first, _)) = segments.first() {
         result.first_lsn = *first;
         result.next_lsn = *first;
@@ -143,56 +188,6 @@ pub fn scan(storage: &dyn Storage, max_payload_len: u32) -> Result<Scan, IoFailu
             records_after: 0,
         });
     }
-    let last_index = segments.len().saturating_sub(1);
-    for (index, (first, name)) in segments.iter().enumerate() {
-        let bytes = storage
-            .read(name)
-            .map_err(|source| IoFailure::new("read", storage.describe(name), source))?;
-        let is_last = index == last_index;
-        let outcome = scan_segment(&bytes, *first, result.next_lsn, is_last, max_payload_len);
-        result.segments.push(SegmentInfo {
-            name: name.clone(),
-            first_lsn: *first,
-            records: outcome.records,
-            end_offset: outcome.end_offset,
-            file_len: bytes.len() as u64,
-            recycled: segment::check_header(&bytes, *first).is_ok_and(|header| header.recycled),
-        });
-        // A segment refused at its header (bad, or not where the log left
-        // off) contributes nothing to the log.
-        if outcome.end_offset != 0 {
-            result.next_lsn = Lsn(first.0 + outcome.records);
-        }
-        if let Some(found) = outcome.damage {
-            let damage = match found {
-                SegmentDamage::Torn {
-                    offset,
-                    garbage_end,
-                    invalid,
-                } => Damage::TornTail {
-                    segment: name.clone(),
-                    offset,
-                    garbage_end,
-                    invalid,
-                },
-                SegmentDamage::Corrupt {
-                    offset,
-                    reason,
-                    records_after,
-                } => Damage::Corrupt {
-                    segment_index: index,
-                    segment: name.clone(),
-                    offset,
-                    reason,
-                    records_after: records_after
-                        + count_later_records(storage, &segments[index + 1..], max_payload_len),
-                },
-            };
-            result.damage = Some(damage);
-            break;
-        }
-    }
-    Ok(result)
 }
 
 enum SegmentDamage {
@@ -208,12 +203,61 @@ enum SegmentDamage {
     },
 }
 
+impl SegmentDamage {
+    /// This damage as the log's, in segment `segment_index` named `segment`.
+    /// A corruption also counts the records of every later segment
+    /// (`later_records`, read only then), since a repair that truncates here
+    /// drops those too.
+    fn in_log(
+        self,
+        segment_index: usize,
+        segment: &str,
+        later_records: impl FnOnce() -> u64,
+    ) -> Damage {
+        match self {
+            SegmentDamage::Torn {
+                offset,
+                garbage_end,
+                invalid,
+            } => Damage::TornTail {
+                segment: segment.to_owned(),
+                offset,
+                garbage_end,
+                invalid,
+            },
+            SegmentDamage::Corrupt {
+                offset,
+                reason,
+                records_after,
+            } => Damage::Corrupt {
+                segment_index,
+                segment: segment.to_owned(),
+                offset,
+                reason,
+                records_after: records_after + later_records(),
+            },
+        }
+    }
+}
+
 struct SegmentOutcome {
     records: u64,
     end_offset: u64,
     damage: Option<SegmentDamage>,
 }
 
+/// Where the valid records at the start of a segment's body end.
+struct ValidEnd {
+    /// Offset of the first bytes that are not the expected next record.
+    offset: usize,
+    /// The LSN those bytes would have had to carry.
+    next_lsn: Lsn,
+    /// Why they are not that record.
+    invalid: Invalid,
+}
+
+/// Scans one segment: its header and where it starts (the table's last
+/// rows), its valid records, then what follows them (the other rows).
 fn scan_segment(
     bytes: &[u8],
     first: Lsn,
@@ -221,56 +265,104 @@ fn scan_segment(
     is_last: bool,
     max_payload_len: u32,
 ) -> SegmentOutcome {
-    let corrupt_at = |offset: u64, reason: CorruptReason, records_after: u64| SegmentOutcome {
+    let header = match segment::check_header(bytes, first) {
+        Ok(header) if first == expected => header,
+        Ok(_) => {
+            let gap = CorruptReason::LsnGap {
+                expected,
+                found: first,
+            };
+            return refused_at_header(bytes, first, gap, max_payload_len);
+        }
+        Err(bad) => {
+            let reason = CorruptReason::SegmentHeader(bad);
+            return refused_at_header(bytes, first, reason, max_payload_len);
+        }
+    };
+    let end = valid_prefix(bytes, first, max_payload_len);
+    let records = end.next_lsn.0 - first.0;
+    let end_offset = end.offset as u64;
+    let damage = classify_end(bytes, end, header.recycled, is_last, max_payload_len);
+    SegmentOutcome {
+        records,
+        end_offset,
+        damage,
+    }
+}
+
+/// A segment refused at its header (bad, or not starting at the LSN the log
+/// expects) contributes no records; a repair would drop every record it
+/// holds, which are counted for the report.
+fn refused_at_header(
+    bytes: &[u8],
+    first: Lsn,
+    reason: CorruptReason,
+    max_payload_len: u32,
+) -> SegmentOutcome {
+    let records_after = count_records_in(bytes, first, max_payload_len);
+    SegmentOutcome {
         records: 0,
         end_offset: 0,
         damage: Some(SegmentDamage::Corrupt {
-            offset,
+            offset: 0,
             reason,
             records_after,
         }),
-    };
-    let header = match segment::check_header(bytes, first) {
-        Ok(header) => header,
-        Err(bad) => {
-            let after = count_records_in(bytes, first, max_payload_len);
-            return corrupt_at(0, CorruptReason::SegmentHeader(bad), after);
-        }
-    };
-    if first != expected {
-        let after = count_records_in(bytes, first, max_payload_len);
-        return corrupt_at(
-            0,
-            CorruptReason::LsnGap {
-                expected,
-                found: first,
-            },
-            after,
-        );
     }
+}
+
+/// Decodes records from the end of the header while each is the next LSN;
+/// the first bytes that are not are where the table's verdict is decided.
+fn valid_prefix(bytes: &[u8], first: Lsn, max_payload_len: u32) -> ValidEnd {
     let mut offset = SEGMENT_HEADER_LEN;
     let mut lsn = first;
-    let invalid = loop {
+    loop {
         match record::decode(&bytes[offset..], lsn, max_payload_len) {
             Ok((_, framed)) => {
                 offset += framed;
                 lsn = lsn.next();
             }
-            Err(invalid) => break invalid,
+            Err(invalid) => {
+                return ValidEnd {
+                    offset,
+                    next_lsn: lsn,
+                    invalid,
+                };
+            }
         }
-    };
-    let records = lsn.0 - first.0;
-    let end_offset = offset as u64;
-    // Where this life's bytes must be zeros: to the end of the file, or of
-    // the page holding the end in a recycled segment (stale bytes follow).
-    let zeros_end = if header.recycled {
-        (end_offset.next_multiple_of(PAGE_LEN) as usize).min(bytes.len())
+    }
+}
+
+/// Where this life's bytes after `end_offset` must be zeros: to the end of
+/// the file, or of the page holding the end in a recycled segment (stale
+/// bytes of an earlier life follow).
+fn zeros_end(len: usize, end_offset: u64, recycled: bool) -> usize {
+    if recycled {
+        (end_offset.next_multiple_of(PAGE_LEN) as usize).min(len)
     } else {
-        bytes.len()
-    };
-    let rest = &bytes[offset..zeros_end];
-    let damage = match rest.iter().rposition(|&byte| byte != 0) {
-        None if !header.recycled => None,
+        len
+    }
+}
+
+/// The decision table's rows for what follows the valid records: zeros (a
+/// clean end), damage in a sealed segment, a valid record after damage, or
+/// a torn tail of the last segment.
+fn classify_end(
+    bytes: &[u8],
+    end: ValidEnd,
+    recycled: bool,
+    is_last: bool,
+    max_payload_len: u32,
+) -> Option<SegmentDamage> {
+    let ValidEnd {
+        offset,
+        next_lsn: lsn,
+        invalid,
+    } = end;
+    let end_offset = offset as u64;
+    let rest = &bytes[offset..zeros_end(bytes.len(), end_offset, recycled)];
+    match rest.iter().rposition(|&byte| byte != 0) {
+        None if !recycled => None,
         Some(_) if !is_last => {
             let (records_after, _) = valid_records_after(bytes, offset, lsn, max_payload_len);
             Some(SegmentDamage::Corrupt {
@@ -297,11 +389,6 @@ fn scan_segment(
                 records_after,
             }),
         },
-    };
-    SegmentOutcome {
-        records,
-        end_offset,
-        damage,
     }
 }
 

@@ -188,10 +188,40 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// A handler's answer to one fuzzed request, its response dropped; `None`
+/// when the input did not decode as the request (no handler was called).
+type Answer = Option<Result<(), Status>>;
+
 /// Every Bank RPC through its handler (as the bank server runs it) with
 /// arbitrary requests, against a bank with two accounts. No panic, precise
 /// statuses, and the ledger's invariants hold after every request.
 pub fn bank_requests(data: &[u8]) {
+    let bank = Arc::new(open_bank());
+    let failed = Arc::new(AtomicBool::new(false));
+    let stop = Arc::clone(&failed);
+    let service = BankService::new(
+        Arc::clone(&bank),
+        Arc::new(move || stop.store(true, Ordering::SeqCst)),
+    );
+    runtime().block_on(async {
+        for (selector, payload) in requests(data) {
+            let answer = bank_request(&service, selector, payload).await;
+            if let Some(Err(status)) = &answer {
+                check_refusal(status);
+            }
+            assert!(
+                !failed.load(Ordering::SeqCst),
+                "a simulated disk never fails here"
+            );
+            bank.inspect(ledger::Ledger::check_invariants)
+                .expect("the ledger's invariants hold after any request");
+        }
+    });
+}
+
+/// A new bank on a simulated disk with two accounts: alice's, rich, and
+/// bob's, nearly empty, so that fuzzed payments both succeed and bounce.
+fn open_bank() -> Bank {
     let seeds = vec![
         Seed {
             account: money::AccountNo::parse("123").expect("valid"),
@@ -216,107 +246,122 @@ pub fn bank_requests(data: &[u8]) {
         options,
     )
     .expect("a new bank opens");
-    let bank = Arc::new(bank);
-    let failed = Arc::new(AtomicBool::new(false));
-    let stop = Arc::clone(&failed);
-    let service = BankService::new(
-        Arc::clone(&bank),
-        Arc::new(move || stop.store(true, Ordering::SeqCst)),
-    );
-    runtime().block_on(async {
-        for (selector, payload) in requests(data) {
-            let answer: Option<Result<(), Status>> = match selector % 8 {
-                0 => match message(selector, payload, |fields| proto::OpenAccountRequest {
-                    owner: fields.text(&["carol", ""]),
-                    initial_balance: fields.u64(),
-                    account_no: fields.account(),
-                }) {
-                    Some(request) => {
-                        Some(service.open_account(Request::new(request)).await.map(drop))
-                    }
-                    None => None,
-                },
-                1 => match message(selector, payload, |fields| proto::GetAccountRequest {
-                    account_no: fields.account(),
-                }) {
-                    Some(request) => {
-                        Some(service.get_account(Request::new(request)).await.map(drop))
-                    }
-                    None => None,
-                },
-                2 => match message(selector, payload, |fields| proto::PrepareRequest {
-                    txn_id: fields.txn(),
-                    legs: fields.legs(),
-                }) {
-                    Some(request) => Some(service.prepare(Request::new(request)).await.map(drop)),
-                    None => None,
-                },
-                3 => match message(selector, payload, |fields| proto::CommitRequest {
-                    txn_id: fields.txn(),
-                }) {
-                    Some(request) => Some(service.commit(Request::new(request)).await.map(drop)),
-                    None => None,
-                },
-                4 => match message(selector, payload, |fields| proto::AbortRequest {
-                    txn_id: fields.txn(),
-                }) {
-                    Some(request) => Some(service.abort(Request::new(request)).await.map(drop)),
-                    None => None,
-                },
-                6 => match message(selector, payload, |fields| proto::PrepareBatchRequest {
-                    prepares: (0..fields.u64() % 4)
-                        .map(|_| proto::PrepareRequest {
-                            txn_id: fields.txn(),
-                            legs: fields.legs(),
-                        })
-                        .collect(),
-                }) {
-                    Some(request) => Some(service.prepare_batch(Request::new(request)).await.map(
-                        |answer| {
-                            for outcome in answer.into_inner().outcomes {
-                                check_item(outcome.status.unwrap_or_default());
-                            }
-                        },
-                    )),
-                    None => None,
-                },
-                7 => match message(selector, payload, |fields| proto::FinishBatchRequest {
-                    finishes: (0..fields.u64() % 4)
-                        .map(|_| proto::Finish {
-                            txn_id: fields.txn(),
-                            decision: (fields.u64() % 4) as i32,
-                        })
-                        .collect(),
-                }) {
-                    Some(request) => Some(service.finish_batch(Request::new(request)).await.map(
-                        |answer| {
-                            answer
-                                .into_inner()
-                                .outcomes
-                                .into_iter()
-                                .for_each(check_item)
-                        },
-                    )),
-                    None => None,
-                },
-                _ => Some(
-                    service
-                        .list_in_doubt(Request::new(proto::ListInDoubtRequest {}))
-                        .await
-                        .map(drop),
-                ),
-            };
-            if let Some(Err(status)) = &answer {
-                check_refusal(status);
-            }
-            assert!(
-                !failed.load(Ordering::SeqCst),
-                "a simulated disk never fails here"
-            );
-            bank.inspect(ledger::Ledger::check_invariants)
-                .expect("the ledger's invariants hold after any request");
-        }
-    });
+    bank
+}
+
+/// Sends one request to the Bank RPC its selector picks.
+async fn bank_request(service: &BankService, selector: u8, payload: &[u8]) -> Answer {
+    match selector % 8 {
+        0 => bank_open_account(service, selector, payload).await,
+        1 => bank_get_account(service, selector, payload).await,
+        2 => bank_prepare(service, selector, payload).await,
+        3 => bank_commit(service, selector, payload).await,
+        4 => bank_abort(service, selector, payload).await,
+        6 => bank_prepare_batch(service, selector, payload).await,
+        7 => bank_finish_batch(service, selector, payload).await,
+        _ => bank_list_in_doubt(service).await,
+    }
+}
+
+/// OpenAccount: owners, balances and account numbers, known and not.
+async fn bank_open_account(service: &BankService, selector: u8, payload: &[u8]) -> Answer {
+    let request = message(selector, payload, |fields| proto::OpenAccountRequest {
+        owner: fields.text(&["carol", ""]),
+        initial_balance: fields.u64(),
+        account_no: fields.account(),
+    })?;
+    Some(service.open_account(Request::new(request)).await.map(drop))
+}
+
+/// GetAccount of existing, missing and malformed account numbers.
+async fn bank_get_account(service: &BankService, selector: u8, payload: &[u8]) -> Answer {
+    let request = message(selector, payload, |fields| proto::GetAccountRequest {
+        account_no: fields.account(),
+    })?;
+    Some(service.get_account(Request::new(request)).await.map(drop))
+}
+
+/// Prepare: legs that balance or not, on accounts that exist or not.
+async fn bank_prepare(service: &BankService, selector: u8, payload: &[u8]) -> Answer {
+    let request = message(selector, payload, |fields| proto::PrepareRequest {
+        txn_id: fields.txn(),
+        legs: fields.legs(),
+    })?;
+    Some(service.prepare(Request::new(request)).await.map(drop))
+}
+
+/// Commit of txns prepared, unknown, finished, or not txn ids at all.
+async fn bank_commit(service: &BankService, selector: u8, payload: &[u8]) -> Answer {
+    let request = message(selector, payload, |fields| proto::CommitRequest {
+        txn_id: fields.txn(),
+    })?;
+    Some(service.commit(Request::new(request)).await.map(drop))
+}
+
+/// Abort, the other phase-2 decision, on the same kinds of txn ids.
+async fn bank_abort(service: &BankService, selector: u8, payload: &[u8]) -> Answer {
+    let request = message(selector, payload, |fields| proto::AbortRequest {
+        txn_id: fields.txn(),
+    })?;
+    Some(service.abort(Request::new(request)).await.map(drop))
+}
+
+/// PrepareBatch: the call succeeds as a whole, so each item's own status
+/// must be as precise as a refused call's.
+async fn bank_prepare_batch(service: &BankService, selector: u8, payload: &[u8]) -> Answer {
+    let request = message(selector, payload, |fields| proto::PrepareBatchRequest {
+        prepares: (0..fields.u64() % 4)
+            .map(|_| proto::PrepareRequest {
+                txn_id: fields.txn(),
+                legs: fields.legs(),
+            })
+            .collect(),
+    })?;
+    Some(
+        service
+            .prepare_batch(Request::new(request))
+            .await
+            .map(|answer| {
+                for outcome in answer.into_inner().outcomes {
+                    check_item(outcome.status.unwrap_or_default());
+                }
+            }),
+    )
+}
+
+/// FinishBatch, with decisions valid and not; each item checked as above.
+async fn bank_finish_batch(service: &BankService, selector: u8, payload: &[u8]) -> Answer {
+    let request = message(selector, payload, |fields| proto::FinishBatchRequest {
+        finishes: (0..fields.u64() % 4)
+            .map(|_| proto::Finish {
+                txn_id: fields.txn(),
+                decision: (fields.u64() % 4) as i32,
+            })
+            .collect(),
+    })?;
+    Some(
+        service
+            .finish_batch(Request::new(request))
+            .await
+            .map(|answer| {
+                answer
+                    .into_inner()
+                    .outcomes
+                    .into_iter()
+                    .for_each(check_item)
+            }),
+    )
+}
+
+/// ListInDoubt takes no input: it is fuzzed by the state earlier requests
+/// left behind.
+async fn bank_list_in_doubt(service: &BankService) -> Answer {
+    Some(
+        service
+            .list_in_doubt(Request::new(proto::ListInDoubtRequest {}))
+            .await
+            .map(drop),
+    )
 }
 
 /// `request` as the session layer passes it on for alice.
@@ -365,42 +410,7 @@ pub fn gateway_requests(data: &[u8]) {
             crate::servers::gateway::node::BANK_QUEUE_MAX_DEFAULT,
         )
         .expect("bank clients");
-        let options = GatewayOptions {
-            wal: wal_options(),
-            prepare_timeout: Duration::from_millis(500),
-            commit_timeout: Duration::from_millis(500),
-            currency: "INR".into(),
-            banks: vec![bank_a()],
-            login: Default::default(),
-            sessions: Default::default(),
-            snapshot_every: 1_000,
-            retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
-            password_cost: coordinator::users::HashCost::SIMULATION_ONLY,
-            unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
-            payments_in_flight_max: coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
-            waiters_max: coordinator::gateway::WAITERS_MAX_DEFAULT,
-            settling_max: coordinator::gateway::SETTLING_MAX_DEFAULT,
-            amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
-            admission: Default::default(),
-            registrations_in_flight_max: coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
-            phase_two_retry: coordinator::gateway::PHASE_TWO_RETRY_DEFAULT,
-        };
-        let gateway = Gateway::open(
-            Arc::new(SimStorage::new()),
-            options,
-            banks.clone(),
-            Arc::new(SystemClock),
-            Arc::new(OsEntropy),
-            || {
-                vec![SetupUser {
-                    username: "alice".into(),
-                    password: "pass123".into(),
-                    bank: bank_a(),
-                    account: money::AccountNo::parse("123").expect("valid"),
-                }]
-            },
-        )
-        .expect("a new gateway opens");
+        let gateway = open_gateway(banks.clone());
         let failed = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&failed);
         let gateway = Arc::new(gateway);
@@ -416,73 +426,7 @@ pub fn gateway_requests(data: &[u8]) {
             Arc::new(move || stop.store(true, Ordering::SeqCst)),
         );
         for (selector, payload) in requests(data) {
-            let answer: Option<Result<(), Status>> = match selector % 7 {
-                0 => match message(selector, payload, |fields| proto::RegisterRequest {
-                    username: fields.text(&["alice", "dave", ""]),
-                    password: fields.text(&["pass123", "short"]),
-                    bank: fields.text(&["bank_a", "bank_z"]),
-                    initial_balance: fields.u64(),
-                }) {
-                    Some(request) => Some(service.register(Request::new(request)).await.map(drop)),
-                    None => None,
-                },
-                1 => match message(selector, payload, |fields| proto::LoginRequest {
-                    username: fields.text(&["alice", "dave"]),
-                    password: fields.text(&["pass123", "wrong-one"]),
-                }) {
-                    Some(request) => Some(service.login(Request::new(request)).await.map(drop)),
-                    None => None,
-                },
-                2 => {
-                    let mut request = Request::new(proto::LogoutRequest {});
-                    let key = format!("Bearer {}", Fields(payload).text(&[""]));
-                    if let Ok(value) = key.parse() {
-                        request.metadata_mut().insert("authorization", value);
-                    }
-                    Some(service.logout(request).await.map(drop))
-                }
-                3 => Some(
-                    service
-                        .get_balance(as_alice(Request::new(proto::GetBalanceRequest {})))
-                        .await
-                        .map(drop),
-                ),
-                4 => match message(selector, payload, |fields| proto::PayRequest {
-                    txn_id: fields.txn(),
-                    to_bank: fields.text(&["bank_a", "bank_z", ""]),
-                    to_account: fields.account(),
-                    amount: fields.u64(),
-                    currency: fields.text(&["INR", "USD"]),
-                }) {
-                    Some(request) => {
-                        Some(service.pay(as_alice(Request::new(request))).await.map(drop))
-                    }
-                    None => None,
-                },
-                5 => match message(selector, payload, |fields| proto::GetPaymentRequest {
-                    txn_id: fields.txn(),
-                }) {
-                    Some(request) => Some(
-                        service
-                            .get_payment(as_alice(Request::new(request)))
-                            .await
-                            .map(drop),
-                    ),
-                    None => None,
-                },
-                // A bank's in-doubt question (the Decisions service).
-                _ => match message(selector, payload, |fields| proto::GetDecisionRequest {
-                    txn_id: fields.txn(),
-                }) {
-                    Some(request) => Some(
-                        decisions
-                            .get_decision(Request::new(request))
-                            .await
-                            .map(drop),
-                    ),
-                    None => None,
-                },
-            };
+            let answer = gateway_request(&service, &decisions, selector, payload).await;
             if let Some(Err(status)) = &answer {
                 check_refusal(status);
             }
@@ -492,4 +436,148 @@ pub fn gateway_requests(data: &[u8]) {
             );
         }
     });
+}
+
+/// A new gateway core on a simulated disk with one user, alice, at
+/// `bank_a`; its password hashing is cheap, so a fuzz run can log in often.
+fn open_gateway(banks: BankClients) -> Gateway<BankClients> {
+    let options = GatewayOptions {
+        wal: wal_options(),
+        prepare_timeout: Duration::from_millis(500),
+        commit_timeout: Duration::from_millis(500),
+        currency: "INR".into(),
+        banks: vec![bank_a()],
+        login: Default::default(),
+        sessions: Default::default(),
+        snapshot_every: 1_000,
+        retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
+        password_cost: coordinator::users::HashCost::SIMULATION_ONLY,
+        unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
+        payments_in_flight_max: coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
+        waiters_max: coordinator::gateway::WAITERS_MAX_DEFAULT,
+        settling_max: coordinator::gateway::SETTLING_MAX_DEFAULT,
+        amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
+        admission: Default::default(),
+        registrations_in_flight_max: coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
+        phase_two_retry: coordinator::gateway::PHASE_TWO_RETRY_DEFAULT,
+    };
+    Gateway::open(
+        Arc::new(SimStorage::new()),
+        options,
+        banks,
+        Arc::new(SystemClock),
+        Arc::new(OsEntropy),
+        || {
+            vec![SetupUser {
+                username: "alice".into(),
+                password: "pass123".into(),
+                bank: bank_a(),
+                account: money::AccountNo::parse("123").expect("valid"),
+            }]
+        },
+    )
+    .expect("a new gateway opens")
+}
+
+/// Sends one request to the Gateway RPC (or the Decisions one) its selector
+/// picks.
+async fn gateway_request(
+    service: &GatewayService,
+    decisions: &DecisionService,
+    selector: u8,
+    payload: &[u8],
+) -> Answer {
+    match selector % 7 {
+        0 => gateway_register(service, selector, payload).await,
+        1 => gateway_login(service, selector, payload).await,
+        2 => gateway_logout(service, payload).await,
+        3 => gateway_get_balance(service).await,
+        4 => gateway_pay(service, selector, payload).await,
+        5 => gateway_get_payment(service, selector, payload).await,
+        _ => decisions_get_decision(decisions, selector, payload).await,
+    }
+}
+
+/// Register: taken, new and empty usernames, weak passwords, unknown banks.
+async fn gateway_register(service: &GatewayService, selector: u8, payload: &[u8]) -> Answer {
+    let request = message(selector, payload, |fields| proto::RegisterRequest {
+        username: fields.text(&["alice", "dave", ""]),
+        password: fields.text(&["pass123", "short"]),
+        bank: fields.text(&["bank_a", "bank_z"]),
+        initial_balance: fields.u64(),
+    })?;
+    Some(service.register(Request::new(request)).await.map(drop))
+}
+
+/// Login with right and wrong passwords, for known and unknown users.
+async fn gateway_login(service: &GatewayService, selector: u8, payload: &[u8]) -> Answer {
+    let request = message(selector, payload, |fields| proto::LoginRequest {
+        username: fields.text(&["alice", "dave"]),
+        password: fields.text(&["pass123", "wrong-one"]),
+    })?;
+    Some(service.login(Request::new(request)).await.map(drop))
+}
+
+/// Logout reads its session key from the metadata, not the request, so
+/// the fuzzed bytes go there (when they make a valid header value).
+async fn gateway_logout(service: &GatewayService, payload: &[u8]) -> Answer {
+    let mut request = Request::new(proto::LogoutRequest {});
+    let key = format!("Bearer {}", Fields(payload).text(&[""]));
+    if let Ok(value) = key.parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    Some(service.logout(request).await.map(drop))
+}
+
+/// GetBalance takes no input: alice's balance as earlier requests left it.
+async fn gateway_get_balance(service: &GatewayService) -> Answer {
+    Some(
+        service
+            .get_balance(as_alice(Request::new(proto::GetBalanceRequest {})))
+            .await
+            .map(drop),
+    )
+}
+
+/// Pay as alice: to known and unknown banks and accounts, any amount, in
+/// the gateway's currency and not.
+async fn gateway_pay(service: &GatewayService, selector: u8, payload: &[u8]) -> Answer {
+    let request = message(selector, payload, |fields| proto::PayRequest {
+        txn_id: fields.txn(),
+        to_bank: fields.text(&["bank_a", "bank_z", ""]),
+        to_account: fields.account(),
+        amount: fields.u64(),
+        currency: fields.text(&["INR", "USD"]),
+    })?;
+    Some(service.pay(as_alice(Request::new(request))).await.map(drop))
+}
+
+/// GetPayment as alice, of txn ids she may or may not have paid with.
+async fn gateway_get_payment(service: &GatewayService, selector: u8, payload: &[u8]) -> Answer {
+    let request = message(selector, payload, |fields| proto::GetPaymentRequest {
+        txn_id: fields.txn(),
+    })?;
+    Some(
+        service
+            .get_payment(as_alice(Request::new(request)))
+            .await
+            .map(drop),
+    )
+}
+
+/// A bank's in-doubt question (the Decisions service), about any txn id.
+async fn decisions_get_decision(
+    decisions: &DecisionService,
+    selector: u8,
+    payload: &[u8],
+) -> Answer {
+    let request = message(selector, payload, |fields| proto::GetDecisionRequest {
+        txn_id: fields.txn(),
+    })?;
+    Some(
+        decisions
+            .get_decision(Request::new(request))
+            .await
+            .map(drop),
+    )
 }

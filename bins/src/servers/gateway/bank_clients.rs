@@ -189,18 +189,8 @@ where
                     None => return,
                 },
             };
-            let mut bytes = item_len(&first.item);
-            let mut batch = vec![first];
-            while batch.len() < BATCH_LEN_MAX {
-                let Ok(next) = queued.try_recv() else { break };
-                let len = item_len(&next.item);
-                if bytes + len > BATCH_BYTES_MAX {
-                    carried = Some(next);
-                    break;
-                }
-                bytes += len;
-                batch.push(next);
-            }
+            let (mut batch, overflow) = collect_batch(first, &mut queued);
+            carried = overflow;
             // Callers that gave up (deadline passed) are not sent.
             batch.retain(|queued| !queued.reply.is_closed());
             let Some(timeout) = batch.iter().map(|queued| queued.timeout).max() else {
@@ -229,6 +219,31 @@ where
         }
     });
     Queue { sender, queue_max }
+}
+
+/// Calls that go out together in one batch call, in queue order.
+type Batch<T, R> = Vec<Queued<T, R>>;
+
+/// The batch `first` opens: it and what queued behind it, up to
+/// [`BATCH_LEN_MAX`] items and [`BATCH_BYTES_MAX`] bytes, without waiting for
+/// more (a lone call goes out at once). Also returns the item that would
+/// have overflowed the bytes, if one did: it opens the next batch.
+fn collect_batch<T: prost::Message, R>(
+    first: Queued<T, R>,
+    queued: &mut mpsc::Receiver<Queued<T, R>>,
+) -> (Batch<T, R>, Option<Queued<T, R>>) {
+    let mut bytes = item_len(&first.item);
+    let mut batch = vec![first];
+    while batch.len() < BATCH_LEN_MAX {
+        let Ok(next) = queued.try_recv() else { break };
+        let len = item_len(&next.item);
+        if bytes + len > BATCH_BYTES_MAX {
+            return (batch, Some(next));
+        }
+        bytes += len;
+        batch.push(next);
+    }
+    (batch, None)
 }
 
 async fn send_prepares(

@@ -330,81 +330,19 @@ impl GatewayLimits {
 }
 
 impl GatewayConfig {
+    /// Checks every setting, in a fixed order (so a start-up with several
+    /// bad settings always names the same one first), and fills defaults.
     pub fn from_settings(settings: GatewaySettings) -> anyhow::Result<GatewayConfig> {
         let limits = GatewayLimits::from_settings(&settings)?;
-        let mut banks = Vec::new();
-        for bank in &settings.banks {
-            let (name, url) = bank
-                .split_once('=')
-                .with_context(|| format!("--bank {bank:?} must be NAME=URL"))?;
-            let name = crate::rpc::setup::bank_name(name)?;
-            if !url.starts_with("https://") {
-                bail!("--bank {name}: the URL must be https:// (mTLS only), not {url:?}");
-            }
-            if banks.iter().any(|(known, _)| *known == name) {
-                bail!("--bank {name} given twice");
-            }
-            banks.push((name, url.to_owned()));
-        }
-        if banks.is_empty() {
-            bail!("at least one --bank NAME=URL is required");
-        }
-        let timeout = |value: Option<Duration>, flag: &str| -> anyhow::Result<Duration> {
-            let value = value.unwrap_or(Duration::from_secs(10));
-            if value.is_zero() {
-                bail!("{flag} must be positive");
-            }
-            Ok(value)
-        };
-        let currency = settings.currency.unwrap_or_else(|| "INR".to_owned());
-        if currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_uppercase()) {
-            bail!("--currency must be a three-letter code like INR, not {currency:?}");
-        }
-        let positive =
-            |value: Option<Duration>, default: Duration, flag: &str| -> anyhow::Result<u64> {
-                let value = value.unwrap_or(default);
-                if value.is_zero() {
-                    bail!("{flag} must be positive");
-                }
-                Ok(value.as_millis() as u64)
-            };
-        let sessions = coordinator::sessions::SessionPolicy {
-            idle_ms: positive(
-                settings.session_idle,
-                Duration::from_secs(30 * 60),
-                "--session-idle",
-            )?,
-            absolute_ms: positive(
-                settings.session_max_age,
-                Duration::from_secs(12 * 3600),
-                "--session-max-age",
-            )?,
-            ..Default::default()
-        };
-        let login = coordinator::users::LoginPolicy {
-            failures_max: settings.login_failures_max.unwrap_or(5),
-            lockout_ms: positive(
-                settings.login_lockout,
-                Duration::from_secs(300),
-                "--login-lockout",
-            )?,
-            ..Default::default()
-        };
-        if login.failures_max == 0 {
-            bail!("--login-failures-max must be at least 1");
-        }
+        let banks = parse_banks(&settings.banks)?;
+        let currency = parse_currency(settings.currency.as_deref())?;
+        let sessions = session_policy(&settings)?;
+        let login = login_policy(&settings)?;
         let snapshot_every = settings.snapshot_every.unwrap_or(100_000);
         if snapshot_every == 0 {
             bail!("--snapshot-every must be at least 1");
         }
-        let retention = settings.retention.unwrap_or(Duration::from_millis(
-            coordinator::gateway::RETENTION_MS_DEFAULT,
-        ));
-        if retention < Duration::from_secs(86_400) {
-            bail!(
-                "--retention must be at least 1d: clients retry with the same txn id for that long"
-            );
-        }
+        let retention = parse_retention(settings.retention)?;
         Ok(GatewayConfig {
             limits,
             transport: TransportLimits::from_settings(
@@ -422,11 +360,112 @@ impl GatewayConfig {
             setup: settings.setup,
             tls_dir: settings.tls_dir.context("--tls-dir is required")?,
             banks,
-            prepare_timeout: timeout(settings.prepare_timeout, "--prepare-timeout")?,
-            commit_timeout: timeout(settings.commit_timeout, "--commit-timeout")?,
+            prepare_timeout: round_timeout(settings.prepare_timeout, "--prepare-timeout")?,
+            commit_timeout: round_timeout(settings.commit_timeout, "--commit-timeout")?,
             currency,
         })
     }
+}
+
+/// The `--bank NAME=URL` flags: each bank once, reached over mTLS only, and
+/// at least one, since a gateway with no bank could take no payment.
+fn parse_banks(flags: &[String]) -> anyhow::Result<Vec<(BankName, String)>> {
+    let mut banks = Vec::new();
+    for bank in flags {
+        let (name, url) = bank
+            .split_once('=')
+            .with_context(|| format!("--bank {bank:?} must be NAME=URL"))?;
+        let name = crate::rpc::setup::bank_name(name)?;
+        if !url.starts_with("https://") {
+            bail!("--bank {name}: the URL must be https:// (mTLS only), not {url:?}");
+        }
+        if banks.iter().any(|(known, _)| *known == name) {
+            bail!("--bank {name} given twice");
+        }
+        banks.push((name, url.to_owned()));
+    }
+    if banks.is_empty() {
+        bail!("at least one --bank NAME=URL is required");
+    }
+    Ok(banks)
+}
+
+/// The deadline of one Prepare, or of one Commit/Abort round (default 10s);
+/// zero would fail every call, so it is refused.
+fn round_timeout(value: Option<Duration>, flag: &str) -> anyhow::Result<Duration> {
+    let value = value.unwrap_or(Duration::from_secs(10));
+    if value.is_zero() {
+        bail!("{flag} must be positive");
+    }
+    Ok(value)
+}
+
+/// The currency of every payment (default INR), as a three-letter code.
+fn parse_currency(currency: Option<&str>) -> anyhow::Result<String> {
+    let currency = currency.unwrap_or("INR").to_owned();
+    if currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_uppercase()) {
+        bail!("--currency must be a three-letter code like INR, not {currency:?}");
+    }
+    Ok(currency)
+}
+
+/// A duration setting in milliseconds, as the core's policies take it; zero
+/// would expire or unlock at once, so it is refused.
+fn positive_ms(value: Option<Duration>, default: Duration, flag: &str) -> anyhow::Result<u64> {
+    let value = value.unwrap_or(default);
+    if value.is_zero() {
+        bail!("{flag} must be positive");
+    }
+    Ok(value.as_millis() as u64)
+}
+
+/// How long sessions live: idle (default 30m) and at most (default 12h).
+fn session_policy(
+    settings: &GatewaySettings,
+) -> anyhow::Result<coordinator::sessions::SessionPolicy> {
+    Ok(coordinator::sessions::SessionPolicy {
+        idle_ms: positive_ms(
+            settings.session_idle,
+            Duration::from_secs(30 * 60),
+            "--session-idle",
+        )?,
+        absolute_ms: positive_ms(
+            settings.session_max_age,
+            Duration::from_secs(12 * 3600),
+            "--session-max-age",
+        )?,
+        ..Default::default()
+    })
+}
+
+/// When failed logins lock a username (default 5) and for how long (default
+/// 5m); locking on zero failures would lock everyone out.
+fn login_policy(settings: &GatewaySettings) -> anyhow::Result<coordinator::users::LoginPolicy> {
+    let login = coordinator::users::LoginPolicy {
+        failures_max: settings.login_failures_max.unwrap_or(5),
+        lockout_ms: positive_ms(
+            settings.login_lockout,
+            Duration::from_secs(300),
+            "--login-lockout",
+        )?,
+        ..Default::default()
+    };
+    if login.failures_max == 0 {
+        bail!("--login-failures-max must be at least 1");
+    }
+    Ok(login)
+}
+
+/// How long finished payments (and their ids) are kept (default 7d): at
+/// least as long as clients may retry a payment with the same txn id.
+fn parse_retention(retention: Option<Duration>) -> anyhow::Result<Duration> {
+    let retention = retention.unwrap_or(Duration::from_millis(
+        coordinator::gateway::RETENTION_MS_DEFAULT,
+    ));
+    if retention < Duration::from_secs(86_400) {
+        bail!("--retention must be at least 1d: clients retry with the same txn id for that long");
+    }
+    Ok(retention)
 }
 
 /// The setup file's users, as the gateway creates them on its first start.
