@@ -129,7 +129,7 @@ fn remove_scratch(name: &str) {
 
 fn open_minipay(name: &str) -> Arc<Wal> {
     let options = Options {
-        max_payload_len: 4096,
+        payload_len_max: 4096,
         ..Options::default()
     };
     Arc::new(Wal::open(&scratch(name), options).expect("open wal").wal)
@@ -290,7 +290,7 @@ fn replay(c: &mut Criterion) {
     let dir = scratch("replay");
     let options = Options {
         sync: SyncPolicy::NeverNotDurable,
-        max_payload_len: 4096,
+        payload_len_max: 4096,
         ..Options::default()
     };
     let payload = vec![0x3Cu8; 4000];

@@ -8,8 +8,8 @@
 //!
 //! Run: `cargo bench --bench wal_settings -- [--writers N] [--threads] [--size B]
 //! [--window-ms MS] [--rounds R] VARIANT...`, where a variant is a
-//! comma-separated list of settings: `syncs=N` (`max_syncs_in_flight`),
-//! `delay=US` (`max_batch_delay` in µs); `default` for none; or `ideal`,
+//! comma-separated list of settings: `syncs=N` (`syncs_in_flight_max`),
+//! `delay=US` (`batch_delay_max` in µs); `default` for none; or `ideal`,
 //! the ideal log of `ideal_log.rs` (async writers only), to see how far the
 //! log is from what this disk and runtime allow in the same stretch of the
 //! host. Writers are async tasks on a 2-thread runtime, or blocking threads
@@ -88,7 +88,7 @@ enum Subject {
 
 fn options(variant: &str, size: usize) -> Result<Options, String> {
     let mut options = Options {
-        max_payload_len: size.max(4096) as u32,
+        payload_len_max: size.max(4096) as u32,
         ..Options::default()
     };
     for setting in variant.split(',').filter(|s| *s != "default") {
@@ -99,8 +99,8 @@ fn options(variant: &str, size: usize) -> Result<Options, String> {
             .parse()
             .map_err(|_| format!("{setting}: not a number"))?;
         match name {
-            "syncs" => options.max_syncs_in_flight = value as usize,
-            "delay" => options.max_batch_delay = Duration::from_micros(value),
+            "syncs" => options.syncs_in_flight_max = value as usize,
+            "delay" => options.batch_delay_max = Duration::from_micros(value),
             _ => return Err(format!("{setting}: unknown setting (syncs, delay)")),
         }
     }

@@ -9,8 +9,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use wal::sim::SimStorage;
 
-fn random_bytes(rng: &mut StdRng, max_len: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; rng.random_range(0..=max_len)];
+fn random_bytes(rng: &mut StdRng, len_max: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; rng.random_range(0..=len_max)];
     rng.fill_bytes(&mut bytes);
     bytes
 }
@@ -20,7 +20,7 @@ fn real_segment() -> Vec<u8> {
     let storage = SimStorage::new();
     let options = wal::Options {
         segment_size: 1 << 14,
-        max_payload_len: 1 << 12,
+        payload_len_max: 1 << 12,
         background_flush: false,
         prepare_segments_ahead: false,
         ..wal::Options::default()

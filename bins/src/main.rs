@@ -120,10 +120,10 @@ struct BenchArgs {
     #[arg(long, default_value_t = 64 << 20)]
     segment_size: u64,
     /// Longest a flush is held back for a batch to gather, in microseconds.
-    #[arg(long, default_value_t = wal::Options::default().max_batch_delay.as_micros() as u64)]
-    max_batch_delay_us: u64,
+    #[arg(long, default_value_t = wal::Options::default().batch_delay_max.as_micros() as u64)]
+    batch_delay_max_us: u64,
     /// How many fdatasync calls may overlap.
-    #[arg(long, default_value_t = wal::Options::default().max_syncs_in_flight)]
+    #[arg(long, default_value_t = wal::Options::default().syncs_in_flight_max)]
     syncs_in_flight: usize,
     /// Checkpoint the log each time this many more records are durable (old
     /// segments are then reused, as in a log whose owner saves its state).
@@ -323,8 +323,8 @@ fn run(tool: ToolCommand) -> anyhow::Result<()> {
                 ack_log: args.ack_log,
                 use_async: args.use_async,
                 segment_size: args.segment_size,
-                max_batch_delay: std::time::Duration::from_micros(args.max_batch_delay_us),
-                max_syncs_in_flight: args.syncs_in_flight,
+                batch_delay_max: std::time::Duration::from_micros(args.batch_delay_max_us),
+                syncs_in_flight_max: args.syncs_in_flight,
                 checkpoint_every: args.checkpoint_every,
                 prepare_segments_ahead: !args.no_prepare_ahead,
                 sync: if args.no_sync_not_durable {

@@ -110,7 +110,7 @@ fn open_gateway(n: u64) -> Gateway<AgreeableBanks> {
     let options = GatewayOptions {
         wal: wal::Options {
             segment_size: 64 << 10,
-            max_payload_len: 4096,
+            payload_len_max: 4096,
             prepare_segments_ahead: false,
             ..wal::Options::default()
         },

@@ -215,7 +215,7 @@ fn options() -> GatewayOptions {
     GatewayOptions {
         wal: wal::Options {
             segment_size: 64 * 1024,
-            max_payload_len: 4096,
+            payload_len_max: 4096,
             prepare_segments_ahead: false,
             ..wal::Options::default()
         },

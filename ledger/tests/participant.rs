@@ -56,7 +56,7 @@ fn options() -> BankOptions {
     BankOptions {
         wal: wal::Options {
             segment_size: 4096,
-            max_payload_len: 1024,
+            payload_len_max: 1024,
             prepare_segments_ahead: false,
             ..wal::Options::default()
         },

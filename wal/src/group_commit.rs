@@ -4,7 +4,7 @@
 //! gives it the next LSN. Whoever takes the *writing role* moves the whole
 //! pending batch out, writes it (one positional write per segment touched),
 //! releases the role, and then `fdatasync`s while the next leader may already
-//! write the next batch. Up to `max_syncs_in_flight` syncs overlap (two
+//! write the next batch. Up to `syncs_in_flight_max` syncs overlap (two
 //! concurrent `fdatasync`s complete 1.5-1.9x as many as one on this
 //! project's disk, but the default is one: with two, closed-loop writers
 //! split into cohorts whose smaller batches each pay a sync, and sixteen
@@ -49,12 +49,12 @@ use crate::segment_writer::{SegmentWriter, SyncTarget};
 /// The bounds group commit works within.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
-    pub max_payload_len: u32,
+    pub payload_len_max: u32,
     pub segment_size: u64,
-    pub max_batch_delay: Duration,
-    pub max_batch_bytes: usize,
-    pub max_pending_bytes: usize,
-    pub max_syncs_in_flight: usize,
+    pub batch_delay_max: Duration,
+    pub batch_bytes_max: usize,
+    pub pending_bytes_max: usize,
+    pub syncs_in_flight_max: usize,
     /// No flusher threads: waiters write and sync themselves.
     pub inline_flush: bool,
 }
@@ -234,7 +234,7 @@ impl Shared {
         limits: Limits,
     ) -> Shared {
         assert!(tail_offset >= SEGMENT_HEADER_LEN as u64);
-        assert!(limits.max_syncs_in_flight >= 1);
+        assert!(limits.syncs_in_flight_max >= 1);
         // A log reopened with a smaller segment size may already hold more
         // than that in its live segment: the next record then starts a new
         // segment (of the new size).
@@ -250,7 +250,7 @@ impl Shared {
                 pending: Batch::default(),
                 spare_batches: Vec::new(),
                 writing: false,
-                free_slots: (0..limits.max_syncs_in_flight).collect(),
+                free_slots: (0..limits.syncs_in_flight_max).collect(),
                 tickets: VecDeque::new(),
                 first_ticket: 0,
                 durable_lsn: durable,
@@ -315,10 +315,10 @@ impl Shared {
         if kind.0 == 0 {
             return Err(AppendError::ReservedKind);
         }
-        if payload.len() > self.limits.max_payload_len as usize {
+        if payload.len() > self.limits.payload_len_max as usize {
             return Err(AppendError::TooLarge {
                 len: payload.len(),
-                max: self.limits.max_payload_len,
+                max: self.limits.payload_len_max,
             });
         }
         Ok(())
@@ -339,7 +339,7 @@ impl Shared {
             return Err(EnqueueError::Refused(AppendError::Closed));
         }
         let framed = record::framed_len(payload.len());
-        if !state.pending.is_empty() && state.pending.bytes + framed > self.limits.max_pending_bytes
+        if !state.pending.is_empty() && state.pending.bytes + framed > self.limits.pending_bytes_max
         {
             return Err(EnqueueError::Full);
         }
@@ -383,16 +383,16 @@ impl Shared {
     /// `None` if the pending batch should be written now; otherwise the
     /// latest moment to wait for it to gather (adaptive group commit: hold
     /// the write until the writers we expect have appended, but never longer
-    /// than `max_batch_delay` after the disk went idle).
+    /// than `batch_delay_max` after the disk went idle).
     fn flush_readiness(&self, state: &State) -> Option<Instant> {
-        if self.limits.max_batch_delay.is_zero()
+        if self.limits.batch_delay_max.is_zero()
             || state.closed
-            || state.pending.bytes >= self.limits.max_batch_bytes
+            || state.pending.bytes >= self.limits.batch_bytes_max
             || state.pending.records() >= state.gather_target
         {
             return None;
         }
-        let deadline = state.idle_since + self.limits.max_batch_delay;
+        let deadline = state.idle_since + self.limits.batch_delay_max;
         (Instant::now() < deadline).then_some(deadline)
     }
 
@@ -580,7 +580,7 @@ impl Shared {
             state.idle_since = Instant::now();
         }
         batch.clear();
-        if state.spare_batches.len() < self.limits.max_syncs_in_flight {
+        if state.spare_batches.len() < self.limits.syncs_in_flight_max {
             state.spare_batches.push(batch);
         }
         let (threads, wakers) = self.collect_woken(&mut state);

@@ -34,24 +34,24 @@ pub struct Options {
     /// Size of every segment file, preallocated.
     pub segment_size: u64,
     /// The largest record payload accepted.
-    pub max_payload_len: u32,
+    pub payload_len_max: u32,
     pub sync: SyncPolicy,
     /// Adaptive group commit: the longest a write is held back for the
     /// writers the previous batch woke to append again. The hold ends as soon
     /// as they have; a lone writer is never held. It delays acknowledgements,
     /// it never acknowledges early. Zero writes at once.
-    pub max_batch_delay: Duration,
+    pub batch_delay_max: Duration,
     /// A batch this large is synced without waiting out the delay.
-    pub max_batch_bytes: usize,
+    pub batch_bytes_max: usize,
     /// Appends wait once this many bytes are pending (backpressure).
-    pub max_pending_bytes: usize,
+    pub pending_bytes_max: usize,
     /// Zero-fill the next segment on a background thread.
     pub prepare_segments_ahead: bool,
     /// How many `fdatasync` calls may overlap (each covering a later batch).
     /// One by default: a second lets the writers split into two cohorts
     /// with smaller batches, which on this project's disk gained nothing for
     /// async writers and cost blocking ones 12% (BENCHMARKS.md, Session 11).
-    pub max_syncs_in_flight: usize,
+    pub syncs_in_flight_max: usize,
     /// Write and sync async appends on flusher threads (the default). When
     /// false there are none: whoever waits for a record to be durable (a
     /// polled future, a blocking append) writes and syncs the pending batch
@@ -60,20 +60,20 @@ pub struct Options {
     pub background_flush: bool,
 }
 
-/// The most syncs [`Options::max_syncs_in_flight`] may allow.
+/// The most syncs [`Options::syncs_in_flight_max`] may allow.
 pub const SYNCS_IN_FLIGHT_LIMIT: usize = 16;
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             segment_size: 64 << 20,
-            max_payload_len: 1 << 20,
+            payload_len_max: 1 << 20,
             sync: SyncPolicy::Always,
-            max_batch_delay: Duration::from_micros(200),
-            max_batch_bytes: 4 << 20,
-            max_pending_bytes: 64 << 20,
+            batch_delay_max: Duration::from_micros(200),
+            batch_bytes_max: 4 << 20,
+            pending_bytes_max: 64 << 20,
             prepare_segments_ahead: true,
-            max_syncs_in_flight: 1,
+            syncs_in_flight_max: 1,
             background_flush: true,
         }
     }
@@ -81,10 +81,10 @@ impl Default for Options {
 
 impl Options {
     fn validate(&self) -> Result<(), OpenError> {
-        let largest = record::framed_len(self.max_payload_len as usize);
-        if self.max_payload_len == 0 || self.max_payload_len > PAYLOAD_LEN_LIMIT {
+        let largest = record::framed_len(self.payload_len_max as usize);
+        if self.payload_len_max == 0 || self.payload_len_max > PAYLOAD_LEN_LIMIT {
             return Err(OpenError::BadOptions(
-                "max_payload_len must be between 1 byte and 64 MiB",
+                "payload_len_max must be between 1 byte and 64 MiB",
             ));
         }
         if self.segment_size < (SEGMENT_HEADER_LEN + largest) as u64 {
@@ -92,18 +92,18 @@ impl Options {
                 "segment_size must hold a segment header and the largest record",
             ));
         }
-        if self.max_pending_bytes < largest {
+        if self.pending_bytes_max < largest {
             return Err(OpenError::BadOptions(
-                "max_pending_bytes must hold the largest record",
+                "pending_bytes_max must hold the largest record",
             ));
         }
-        if self.max_syncs_in_flight == 0 || self.max_syncs_in_flight > SYNCS_IN_FLIGHT_LIMIT {
+        if self.syncs_in_flight_max == 0 || self.syncs_in_flight_max > SYNCS_IN_FLIGHT_LIMIT {
             return Err(OpenError::BadOptions(
-                "max_syncs_in_flight must be between 1 and 16",
+                "syncs_in_flight_max must be between 1 and 16",
             ));
         }
-        if self.max_batch_bytes == 0 {
-            return Err(OpenError::BadOptions("max_batch_bytes must be positive"));
+        if self.batch_bytes_max == 0 {
+            return Err(OpenError::BadOptions("batch_bytes_max must be positive"));
         }
         Ok(())
     }
@@ -133,7 +133,7 @@ pub struct Recovered {
 pub struct Wal {
     shared: Arc<Shared>,
     storage: Arc<dyn Storage>,
-    max_payload_len: u32,
+    payload_len_max: u32,
     flushers: Vec<JoinHandle<()>>,
 }
 
@@ -189,7 +189,7 @@ impl Wal {
         let wal = Wal {
             shared,
             storage,
-            max_payload_len: options.max_payload_len,
+            payload_len_max: options.payload_len_max,
             flushers,
         };
         Ok(Recovered {
@@ -277,7 +277,7 @@ impl Wal {
             &segments,
             from,
             self.durable_lsn(),
-            self.max_payload_len,
+            self.payload_len_max,
             visit,
         )
     }
@@ -357,7 +357,7 @@ pub fn read_records<E>(
     segments: &[Lsn],
     from: Lsn,
     until: Lsn,
-    max_payload_len: u32,
+    payload_len_max: u32,
     mut visit: impl FnMut(RecordRef<'_>) -> Result<(), E>,
 ) -> Result<u64, ReplayError<E>> {
     let Some(&first) = segments.first() else {
@@ -389,7 +389,7 @@ pub fn read_records<E>(
                 break;
             }
             let (record, framed) =
-                record::decode(&bytes[offset..], lsn, max_payload_len).map_err(|invalid| {
+                record::decode(&bytes[offset..], lsn, payload_len_max).map_err(|invalid| {
                     ReplayError::Corrupt {
                         segment: storage.describe(&name),
                         offset: offset as u64,
@@ -418,7 +418,7 @@ pub fn inspect(storage: &dyn Storage) -> Result<Scan, IoFailure> {
 /// whether the log was created. A directory holding other files and no
 /// segment is refused rather than made into a log.
 fn scan_or_create(storage: &dyn Storage, options: &Options) -> Result<(Scan, bool), OpenError> {
-    let mut scan = recovery::scan(storage, options.max_payload_len)?;
+    let mut scan = recovery::scan(storage, options.payload_len_max)?;
     if let Some(corruption) = scan.corruption() {
         return Err(corruption);
     }
@@ -431,7 +431,7 @@ fn scan_or_create(storage: &dyn Storage, options: &Options) -> Result<(Scan, boo
             });
         }
         SegmentWriter::create_first(storage, Lsn::FIRST, options.segment_size, options.sync)?;
-        scan = recovery::scan(storage, options.max_payload_len)?;
+        scan = recovery::scan(storage, options.payload_len_max)?;
         assert_eq!(scan.segments.len(), 1, "a new log has one segment");
     }
     Ok((scan, created))
@@ -450,12 +450,12 @@ fn load_snapshot(storage: &dyn Storage) -> Result<Option<Snapshot>, OpenError> {
 /// Group commit's bounds, as the (already validated) options set them.
 fn group_commit_limits(options: &Options) -> Limits {
     Limits {
-        max_payload_len: options.max_payload_len,
+        payload_len_max: options.payload_len_max,
         segment_size: options.segment_size,
-        max_batch_delay: options.max_batch_delay,
-        max_batch_bytes: options.max_batch_bytes,
-        max_pending_bytes: options.max_pending_bytes,
-        max_syncs_in_flight: options.max_syncs_in_flight,
+        batch_delay_max: options.batch_delay_max,
+        batch_bytes_max: options.batch_bytes_max,
+        pending_bytes_max: options.pending_bytes_max,
+        syncs_in_flight_max: options.syncs_in_flight_max,
         inline_flush: !options.background_flush,
     }
 }
@@ -470,7 +470,7 @@ fn spawn_flushers(
     options: &Options,
 ) -> Result<Vec<JoinHandle<()>>, IoFailure> {
     let flusher_count = if options.background_flush {
-        options.max_syncs_in_flight
+        options.syncs_in_flight_max
     } else {
         0
     };

@@ -121,9 +121,9 @@ impl fmt::Display for Invalid {
 pub fn decode(
     bytes: &[u8],
     expected: Lsn,
-    max_payload_len: u32,
+    payload_len_max: u32,
 ) -> Result<(RecordRef<'_>, usize), Invalid> {
-    let (record, framed) = decode_any(bytes, max_payload_len)?;
+    let (record, framed) = decode_any(bytes, payload_len_max)?;
     if record.lsn != expected {
         return Err(Invalid::WrongLsn { found: record.lsn });
     }
@@ -131,7 +131,7 @@ pub fn decode(
 }
 
 /// Decodes a well-formed record at the start of `bytes`, whatever its LSN.
-pub fn decode_any(bytes: &[u8], max_payload_len: u32) -> Result<(RecordRef<'_>, usize), Invalid> {
+pub fn decode_any(bytes: &[u8], payload_len_max: u32) -> Result<(RecordRef<'_>, usize), Invalid> {
     let Some(header) = bytes.get(..RECORD_HEADER_LEN) else {
         return Err(Invalid::ShortHeader);
     };
@@ -140,7 +140,7 @@ pub fn decode_any(bytes: &[u8], max_payload_len: u32) -> Result<(RecordRef<'_>, 
     }
     let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
     let framed = framed_len(len as usize);
-    if len > max_payload_len || framed > bytes.len() {
+    if len > payload_len_max || framed > bytes.len() {
         return Err(Invalid::BadLength { len });
     }
     let kind = header[16];

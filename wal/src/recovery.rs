@@ -105,7 +105,7 @@ impl Scan {
 }
 
 /// Reads every segment in `storage` and classifies the end of the log.
-pub fn scan(storage: &dyn Storage, max_payload_len: u32) -> Result<Scan, IoFailure> {
+pub fn scan(storage: &dyn Storage, payload_len_max: u32) -> Result<Scan, IoFailure> {
     let names = storage
         .list()
         .map_err(|source| IoFailure::new("list", storage.describe(""), source))?;
@@ -117,7 +117,7 @@ pub fn scan(storage: &dyn Storage, max_payload_len: u32) -> Result<Scan, IoFailu
             .read(name)
             .map_err(|source| IoFailure::new("read", storage.describe(name), source))?;
         let is_last = index == last_index;
-        let outcome = scan_segment(&bytes, *first, result.next_lsn, is_last, max_payload_len);
+        let outcome = scan_segment(&bytes, *first, result.next_lsn, is_last, payload_len_max);
         result.segments.push(SegmentInfo {
             name: name.clone(),
             first_lsn: *first,
@@ -133,7 +133,7 @@ pub fn scan(storage: &dyn Storage, max_payload_len: u32) -> Result<Scan, IoFailu
         }
         if let Some(found) = outcome.damage {
             let later_records =
-                || count_later_records(storage, &segments[index + 1..], max_payload_len);
+                || count_later_records(storage, &segments[index + 1..], payload_len_max);
             result.damage = Some(found.in_log(index, name, later_records));
             break;
         }
@@ -263,7 +263,7 @@ fn scan_segment(
     first: Lsn,
     expected: Lsn,
     is_last: bool,
-    max_payload_len: u32,
+    payload_len_max: u32,
 ) -> SegmentOutcome {
     let header = match segment::check_header(bytes, first) {
         Ok(header) if first == expected => header,
@@ -272,17 +272,17 @@ fn scan_segment(
                 expected,
                 found: first,
             };
-            return refused_at_header(bytes, first, gap, max_payload_len);
+            return refused_at_header(bytes, first, gap, payload_len_max);
         }
         Err(bad) => {
             let reason = CorruptReason::SegmentHeader(bad);
-            return refused_at_header(bytes, first, reason, max_payload_len);
+            return refused_at_header(bytes, first, reason, payload_len_max);
         }
     };
-    let end = valid_prefix(bytes, first, max_payload_len);
+    let end = valid_prefix(bytes, first, payload_len_max);
     let records = end.next_lsn.0 - first.0;
     let end_offset = end.offset as u64;
-    let damage = classify_end(bytes, end, header.recycled, is_last, max_payload_len);
+    let damage = classify_end(bytes, end, header.recycled, is_last, payload_len_max);
     SegmentOutcome {
         records,
         end_offset,
@@ -297,9 +297,9 @@ fn refused_at_header(
     bytes: &[u8],
     first: Lsn,
     reason: CorruptReason,
-    max_payload_len: u32,
+    payload_len_max: u32,
 ) -> SegmentOutcome {
-    let records_after = count_records_in(bytes, first, max_payload_len);
+    let records_after = count_records_in(bytes, first, payload_len_max);
     SegmentOutcome {
         records: 0,
         end_offset: 0,
@@ -313,11 +313,11 @@ fn refused_at_header(
 
 /// Decodes records from the end of the header while each is the next LSN;
 /// the first bytes that are not are where the table's verdict is decided.
-fn valid_prefix(bytes: &[u8], first: Lsn, max_payload_len: u32) -> ValidEnd {
+fn valid_prefix(bytes: &[u8], first: Lsn, payload_len_max: u32) -> ValidEnd {
     let mut offset = SEGMENT_HEADER_LEN;
     let mut lsn = first;
     loop {
-        match record::decode(&bytes[offset..], lsn, max_payload_len) {
+        match record::decode(&bytes[offset..], lsn, payload_len_max) {
             Ok((_, framed)) => {
                 offset += framed;
                 lsn = lsn.next();
@@ -352,7 +352,7 @@ fn classify_end(
     end: ValidEnd,
     recycled: bool,
     is_last: bool,
-    max_payload_len: u32,
+    payload_len_max: u32,
 ) -> Option<SegmentDamage> {
     let ValidEnd {
         offset,
@@ -364,7 +364,7 @@ fn classify_end(
     match rest.iter().rposition(|&byte| byte != 0) {
         None if !recycled => None,
         Some(_) if !is_last => {
-            let (records_after, _) = valid_records_after(bytes, offset, lsn, max_payload_len);
+            let (records_after, _) = valid_records_after(bytes, offset, lsn, payload_len_max);
             Some(SegmentDamage::Corrupt {
                 offset: end_offset,
                 reason: CorruptReason::DamageInSealedSegment { invalid },
@@ -374,7 +374,7 @@ fn classify_end(
         // The end of this life's bytes (a recycled segment's, or torn
         // garbage in the last segment): refused if a record of this life
         // follows, else clean or a torn tail.
-        last_non_zero => match valid_records_after(bytes, offset, lsn, max_payload_len) {
+        last_non_zero => match valid_records_after(bytes, offset, lsn, payload_len_max) {
             (0, _) => last_non_zero.map(|last_non_zero| SegmentDamage::Torn {
                 offset: end_offset,
                 garbage_end: (offset + last_non_zero + 1) as u64,
@@ -401,13 +401,13 @@ fn valid_records_after(
     bytes: &[u8],
     damaged: usize,
     expected: Lsn,
-    max_payload_len: u32,
+    payload_len_max: u32,
 ) -> (u64, u64) {
     let mut count = 0;
     let mut first_offset = 0;
     let mut offset = damaged + RECORD_ALIGN;
     while offset + record::RECORD_HEADER_LEN <= bytes.len() {
-        match record::decode_any(&bytes[offset..], max_payload_len) {
+        match record::decode_any(&bytes[offset..], payload_len_max) {
             Ok((found, framed)) if found.lsn >= expected => {
                 if count == 0 {
                     first_offset = offset as u64;
@@ -422,13 +422,13 @@ fn valid_records_after(
     (count, first_offset)
 }
 
-fn count_records_in(bytes: &[u8], first: Lsn, max_payload_len: u32) -> u64 {
+fn count_records_in(bytes: &[u8], first: Lsn, payload_len_max: u32) -> u64 {
     if bytes.len() <= SEGMENT_HEADER_LEN {
         return 0;
     }
     let mut offset = SEGMENT_HEADER_LEN;
     let mut lsn = first;
-    while let Ok((_, framed)) = record::decode(&bytes[offset..], lsn, max_payload_len) {
+    while let Ok((_, framed)) = record::decode(&bytes[offset..], lsn, payload_len_max) {
         offset += framed;
         lsn = lsn.next();
     }
@@ -438,13 +438,13 @@ fn count_records_in(bytes: &[u8], first: Lsn, max_payload_len: u32) -> u64 {
 fn count_later_records(
     storage: &dyn Storage,
     later: &[(Lsn, String)],
-    max_payload_len: u32,
+    payload_len_max: u32,
 ) -> u64 {
     later
         .iter()
         .filter_map(|(first, name)| {
             let bytes = storage.read(name).ok()?;
-            Some(count_records_in(&bytes, *first, max_payload_len))
+            Some(count_records_in(&bytes, *first, payload_len_max))
         })
         .sum()
 }

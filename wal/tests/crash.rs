@@ -18,7 +18,7 @@ const RECORDS: u64 = 30;
 fn small_options() -> Options {
     Options {
         segment_size: 1024,
-        max_payload_len: 100,
+        payload_len_max: 100,
         prepare_segments_ahead: false,
         ..Options::default()
     }
@@ -351,7 +351,7 @@ fn with_overlapping_syncs_a_failure_stops_acknowledgement_at_a_prefix_and_loses_
     for successes in [0, 1, 3, 10, 25] {
         let storage = SimStorage::new();
         let options = Options {
-            max_syncs_in_flight: 4,
+            syncs_in_flight_max: 4,
             ..small_options()
         };
         let log = Arc::new(

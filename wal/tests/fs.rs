@@ -10,7 +10,7 @@ use wal::{Lsn, OpenError, Options, RecordKind, Wal};
 fn options() -> Options {
     Options {
         segment_size: 64 * 1024,
-        max_payload_len: 4096,
+        payload_len_max: 4096,
         ..Options::default()
     }
 }
@@ -202,7 +202,7 @@ fn bad_options_are_rejected_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let too_small = Options {
         segment_size: 1000,
-        max_payload_len: 4096,
+        payload_len_max: 4096,
         ..Options::default()
     };
     let error = Wal::open(dir.path(), too_small).err().unwrap();

@@ -56,10 +56,10 @@ fn op() -> impl Strategy<Value = Op> {
 fn options() -> Options {
     Options {
         segment_size: 1024,
-        max_payload_len: 128,
+        payload_len_max: 128,
         prepare_segments_ahead: true,
         // Not the default: keeps overlapping syncs in the model's reach.
-        max_syncs_in_flight: 2,
+        syncs_in_flight_max: 2,
         ..Options::default()
     }
 }

@@ -21,7 +21,7 @@ const PAGE: usize = 4096;
 fn options() -> Options {
     Options {
         segment_size: SEGMENT_SIZE,
-        max_payload_len: 100,
+        payload_len_max: 100,
         prepare_segments_ahead: true,
         ..Options::default()
     }

@@ -542,10 +542,10 @@ fn bank_options() -> BankOptions {
 fn sim_wal_options() -> wal::Options {
     wal::Options {
         segment_size: 16 << 10,
-        max_payload_len: 4 << 10,
-        max_batch_delay: Duration::ZERO,
+        payload_len_max: 4 << 10,
+        batch_delay_max: Duration::ZERO,
         prepare_segments_ahead: false,
-        max_syncs_in_flight: 1,
+        syncs_in_flight_max: 1,
         background_flush: false,
         ..wal::Options::default()
     }

@@ -101,8 +101,8 @@ pub struct PaymentQueue {
 fn small_log() -> wal::Options {
     wal::Options {
         segment_size: 1 << 20,
-        max_payload_len: 4096,
-        max_syncs_in_flight: 1,
+        payload_len_max: 4096,
+        syncs_in_flight_max: 1,
         prepare_segments_ahead: false,
         ..wal::Options::default()
     }

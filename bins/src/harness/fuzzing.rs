@@ -27,13 +27,13 @@ use crate::servers::gateway::bank_clients::BankClients;
 use crate::servers::gateway::node::{OsEntropy, SystemClock};
 use crate::servers::gateway::service::{DecisionService, GatewayService, SessionUser};
 
-const MAX_PAYLOAD: u32 = 1 << 12;
+const PAYLOAD_LEN_MAX: u32 = 1 << 12;
 
 fn wal_options() -> wal::Options {
     wal::Options {
         segment_size: 1 << 14,
-        max_payload_len: MAX_PAYLOAD,
-        max_batch_delay: Duration::ZERO,
+        payload_len_max: PAYLOAD_LEN_MAX,
+        batch_delay_max: Duration::ZERO,
         prepare_segments_ahead: false,
         background_flush: false,
         ..wal::Options::default()
@@ -45,7 +45,7 @@ fn wal_options() -> wal::Options {
 /// included). Recovery either refuses with an error or opens a log that
 /// replays exactly what it reported and takes a new durable record.
 pub fn wal_recovery(data: &[u8]) {
-    if let Ok((record, framed)) = wal::decode_record(data, MAX_PAYLOAD) {
+    if let Ok((record, framed)) = wal::decode_record(data, PAYLOAD_LEN_MAX) {
         assert!(framed <= data.len());
         let mut again = Vec::new();
         wal::encode_record(&mut again, record.lsn, record.kind, record.payload);

@@ -37,11 +37,11 @@ pub fn init_logging(format: LogFormat) {
 pub fn server_wal_options(segment_size: u64) -> wal::Options {
     let defaults = wal::Options::default();
     wal::Options {
-        max_syncs_in_flight: 1,
-        max_batch_delay: std::time::Duration::ZERO,
+        syncs_in_flight_max: 1,
+        batch_delay_max: std::time::Duration::ZERO,
         segment_size,
-        max_payload_len: defaults
-            .max_payload_len
+        payload_len_max: defaults
+            .payload_len_max
             .min(u32::try_from(segment_size / 4).unwrap_or(u32::MAX)),
         ..defaults
     }

@@ -349,8 +349,8 @@ pub struct BenchConfig {
     pub use_async: bool,
     pub segment_size: u64,
     pub sync: SyncPolicy,
-    pub max_batch_delay: Duration,
-    pub max_syncs_in_flight: usize,
+    pub batch_delay_max: Duration,
+    pub syncs_in_flight_max: usize,
     /// Checkpoint the log each time this many more records are durable, as
     /// an owner that saves its state would (segments are then reused).
     pub checkpoint_every: Option<u64>,
@@ -456,10 +456,10 @@ fn bench_options(config: &BenchConfig) -> anyhow::Result<Options> {
     }
     Ok(Options {
         segment_size: config.segment_size,
-        max_payload_len: u32::try_from(config.size.max(4096)).context("--size too large")?,
+        payload_len_max: u32::try_from(config.size.max(4096)).context("--size too large")?,
         sync: config.sync,
-        max_batch_delay: config.max_batch_delay,
-        max_syncs_in_flight: config.max_syncs_in_flight,
+        batch_delay_max: config.batch_delay_max,
+        syncs_in_flight_max: config.syncs_in_flight_max,
         prepare_segments_ahead: config.prepare_segments_ahead,
         ..Options::default()
     })
