@@ -121,7 +121,7 @@ struct BenchArgs {
     segment_size: u64,
     /// Longest a flush is held back for a batch to gather, in microseconds.
     #[arg(long, default_value_t = wal::Options::default().batch_delay_max.as_micros() as u64)]
-    batch_delay_max_us: u64,
+    batch_delay_us_max: u64,
     /// How many fdatasync calls may overlap.
     #[arg(long, default_value_t = wal::Options::default().syncs_in_flight_max)]
     syncs_in_flight: usize,
@@ -323,7 +323,7 @@ fn run(tool: ToolCommand) -> anyhow::Result<()> {
                 ack_log: args.ack_log,
                 use_async: args.use_async,
                 segment_size: args.segment_size,
-                batch_delay_max: std::time::Duration::from_micros(args.batch_delay_max_us),
+                batch_delay_max: std::time::Duration::from_micros(args.batch_delay_us_max),
                 syncs_in_flight_max: args.syncs_in_flight,
                 checkpoint_every: args.checkpoint_every,
                 prepare_segments_ahead: !args.no_prepare_ahead,

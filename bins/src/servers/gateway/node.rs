@@ -93,7 +93,7 @@ pub struct GatewaySettings {
         default,
         deserialize_with = "crate::rpc::settings::deserialize_duration"
     )]
-    pub session_max_age: Option<Duration>,
+    pub session_age_max: Option<Duration>,
     /// Failed logins within a minute that lock a username (default 5).
     #[arg(long)]
     pub login_failures_max: Option<u32>,
@@ -137,6 +137,11 @@ pub struct GatewaySettings {
     /// a new payment is refused RESOURCE_EXHAUSTED (default 65536).
     #[arg(long)]
     pub settling_max: Option<usize>,
+    /// Registrations under way (usernames reserved, passwords hashing,
+    /// accounts opening); past it a registration is refused
+    /// RESOURCE_EXHAUSTED (default 1024).
+    #[arg(long)]
+    pub registrations_in_flight_max: Option<usize>,
     /// The largest payment, in major units (default 999999.99).
     #[arg(long)]
     pub amount_max: Option<String>,
@@ -178,7 +183,7 @@ impl crate::servers::process::ServerSettings for GatewaySettings {
             snapshot_every: self.snapshot_every.or(file.snapshot_every),
             wal_segment_size: self.wal_segment_size.or(file.wal_segment_size),
             session_idle: self.session_idle.or(file.session_idle),
-            session_max_age: self.session_max_age.or(file.session_max_age),
+            session_age_max: self.session_age_max.or(file.session_age_max),
             login_failures_max: self.login_failures_max.or(file.login_failures_max),
             login_lockout: self.login_lockout.or(file.login_lockout),
             hash_workers: self.hash_workers.or(file.hash_workers),
@@ -192,6 +197,9 @@ impl crate::servers::process::ServerSettings for GatewaySettings {
             unsettled_max: self.unsettled_max.or(file.unsettled_max),
             waiters_max: self.waiters_max.or(file.waiters_max),
             settling_max: self.settling_max.or(file.settling_max),
+            registrations_in_flight_max: self
+                .registrations_in_flight_max
+                .or(file.registrations_in_flight_max),
             amount_max: self.amount_max.or(file.amount_max),
             bank_queue_max: self.bank_queue_max.or(file.bank_queue_max),
             connections_max: self.connections_max.or(file.connections_max),
@@ -232,6 +240,7 @@ pub struct GatewayLimits {
     pub unsettled_max: usize,
     pub waiters_max: usize,
     pub settling_max: usize,
+    pub registrations_in_flight_max: usize,
     pub amount_max: money::Amount,
     pub bank_queue_max: usize,
 }
@@ -258,17 +267,18 @@ pub fn parse_rate(text: &str, flag: &str) -> anyhow::Result<coordinator::admissi
     Ok(coordinator::admission::RateLimit { burst, period_ms })
 }
 
+/// A count from a flag, its default if absent; zero refused.
+fn at_least_one(value: Option<usize>, default: usize, flag: &str) -> anyhow::Result<usize> {
+    let value = value.unwrap_or(default);
+    if value == 0 {
+        bail!("{flag} must be at least 1");
+    }
+    Ok(value)
+}
+
 impl GatewayLimits {
     fn from_settings(settings: &GatewaySettings) -> anyhow::Result<GatewayLimits> {
-        let defaults = coordinator::AdmissionPolicy::default();
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let at_least_one = |value: Option<usize>, default: usize, flag: &str| {
-            let value = value.unwrap_or(default);
-            if value == 0 {
-                bail!("{flag} must be at least 1");
-            }
-            Ok(value)
-        };
         let hash_workers = at_least_one(settings.hash_workers, cores, "--hash-workers")?;
         if hash_workers > crate::servers::gateway::password_pool::HASH_WORKERS_MAX {
             bail!(
@@ -279,30 +289,10 @@ impl GatewayLimits {
         let amount_max = money::Amount(crate::servers::process::amount_max(
             settings.amount_max.as_deref(),
         )?);
-        let rate = |text: &Option<String>, default, flag: &str| match text {
-            None => Ok(default),
-            Some(text) => parse_rate(text, flag),
-        };
         Ok(GatewayLimits {
             hash_workers,
             hash_queue_max: settings.hash_queue_max.unwrap_or(HASH_QUEUE_MAX_DEFAULT),
-            admission: coordinator::AdmissionPolicy {
-                per_address: rate(
-                    &settings.login_rate_per_address,
-                    defaults.per_address,
-                    "--login-rate-per-address",
-                )?,
-                per_username: rate(
-                    &settings.login_rate_per_username,
-                    defaults.per_username,
-                    "--login-rate-per-username",
-                )?,
-                keys_max: at_least_one(
-                    settings.rate_limit_keys_max,
-                    defaults.keys_max,
-                    "--rate-limit-keys-max",
-                )?,
-            },
+            admission: admission_policy(settings)?,
             payments_in_flight_max: at_least_one(
                 settings.payments_in_flight_max,
                 coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
@@ -319,6 +309,11 @@ impl GatewayLimits {
                 coordinator::gateway::SETTLING_MAX_DEFAULT,
                 "--settling-max",
             )?,
+            registrations_in_flight_max: at_least_one(
+                settings.registrations_in_flight_max,
+                coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
+                "--registrations-in-flight-max",
+            )?,
             amount_max,
             bank_queue_max: at_least_one(
                 settings.bank_queue_max,
@@ -327,6 +322,32 @@ impl GatewayLimits {
             )?,
         })
     }
+}
+
+/// The login rates and how many keys they track.
+fn admission_policy(settings: &GatewaySettings) -> anyhow::Result<coordinator::AdmissionPolicy> {
+    let defaults = coordinator::AdmissionPolicy::default();
+    let rate = |text: &Option<String>, default, flag: &str| match text {
+        None => Ok(default),
+        Some(text) => parse_rate(text, flag),
+    };
+    Ok(coordinator::AdmissionPolicy {
+        per_address: rate(
+            &settings.login_rate_per_address,
+            defaults.per_address,
+            "--login-rate-per-address",
+        )?,
+        per_username: rate(
+            &settings.login_rate_per_username,
+            defaults.per_username,
+            "--login-rate-per-username",
+        )?,
+        keys_max: at_least_one(
+            settings.rate_limit_keys_max,
+            defaults.keys_max,
+            "--rate-limit-keys-max",
+        )?,
+    })
 }
 
 impl GatewayConfig {
@@ -430,9 +451,9 @@ fn session_policy(
             "--session-idle",
         )?,
         absolute_ms: positive_ms(
-            settings.session_max_age,
+            settings.session_age_max,
             Duration::from_secs(12 * 3600),
-            "--session-max-age",
+            "--session-age-max",
         )?,
         ..Default::default()
     })
@@ -526,7 +547,7 @@ fn open_gateway(
         settling_max: config.limits.settling_max,
         amount_max: config.limits.amount_max,
         admission: config.limits.admission,
-        registrations_in_flight_max: coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
+        registrations_in_flight_max: config.limits.registrations_in_flight_max,
         phase_two_retry: coordinator::gateway::PHASE_TWO_RETRY_DEFAULT,
     };
     let setup = config.setup.clone();
