@@ -1,0 +1,274 @@
+//! The simulated network: the messages between clients, the gateway and
+//! the banks ([`Msg`]), the lossy wire that drops, duplicates and delays
+//! them (and so reorders them) on the simulated clock ([`Net`]), and the
+//! participant through which the production gateway calls the banks
+//! ([`SimParticipant`]): a call becomes a message, and its answer is the
+//! reply to it or a timeout.
+//!
+//! The network draws only on its own random generator (seeded from the
+//! world's), so how it treats messages never shifts the world's draws.
+//! It knows nothing of the nodes behind an address: whether one is up, what
+//! it does with a message; delivering is the world's business
+//! ([`crate::nodes`], [`crate::workload`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
+use std::time::Duration;
+
+use coordinator::{CallError, CallFuture, Decision, Participant, PaymentRequest, Status};
+use money::{BankName, Leg, TxnId};
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use crate::BANKS;
+use crate::executor::SimClock;
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Dest {
+    Gateway,
+    Bank(usize),
+    Client(usize),
+}
+
+/// A bank's answer to a call from the gateway.
+#[derive(Clone, Debug)]
+pub(crate) enum Reply {
+    Vote(coordinator::Vote),
+    Ack,
+    Refused(String),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Msg {
+    Prepare {
+        call: u64,
+        txn: TxnId,
+        legs: Vec<Leg>,
+    },
+    /// Phase 2 (a call awaiting its ack), or the answer to `AskDecision`.
+    Decide {
+        call: Option<u64>,
+        txn: TxnId,
+        decision: Decision,
+    },
+    Reply {
+        call: u64,
+        reply: Reply,
+    },
+    AskDecision {
+        bank: usize,
+        txn: TxnId,
+    },
+    /// `reused`: the client misuses an id it already had answered, with
+    /// another amount; the gateway must refuse it and move nothing.
+    Pay {
+        client: usize,
+        request: PaymentRequest,
+        reused: bool,
+    },
+    PayAnswer {
+        txn: TxnId,
+        answer: Result<Status, String>,
+        reused: bool,
+    },
+}
+
+/// A message on the wire: due at `at`, ordered among those due at once by
+/// `seq`, the order it was sent in.
+pub(crate) struct Envelope {
+    at: u64,
+    seq: u64,
+    pub(crate) to: Dest,
+    pub(crate) msg: Msg,
+}
+
+/// The network and what crosses it. Shared with the gateway's participant.
+pub(crate) struct Net {
+    rng: StdRng,
+    /// Drops, duplicates and long delays are on; off once the faults stop.
+    pub(crate) lossy: bool,
+    in_flight: Vec<Envelope>,
+    /// The last message's sequence number: it changes with every message.
+    pub(crate) seq: u64,
+    next_call: u64,
+    /// Replies to the gateway's calls, waiting for the call to take them.
+    pub(crate) replies: BTreeMap<u64, Reply>,
+    pub(crate) sent: u64,
+    pub(crate) dropped: u64,
+    pub(crate) duplicated: u64,
+}
+
+impl Net {
+    /// A lossy network, empty, drawing on `rng`.
+    pub(crate) fn new(rng: StdRng) -> Net {
+        Net {
+            rng,
+            lossy: true,
+            in_flight: Vec::new(),
+            seq: 0,
+            next_call: 0,
+            replies: BTreeMap::new(),
+            sent: 0,
+            dropped: 0,
+            duplicated: 0,
+        }
+    }
+
+    pub(crate) fn send(&mut self, now: u64, to: Dest, msg: Msg) {
+        self.sent += 1;
+        if self.lossy && self.rng.random_ratio(1, 25) {
+            self.dropped += 1;
+            return;
+        }
+        let copies = if self.lossy && self.rng.random_ratio(1, 30) {
+            self.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.lossy {
+                self.rng.random_range(1..=60)
+            } else {
+                self.rng.random_range(1..=5)
+            };
+            self.seq += 1;
+            self.in_flight.push(Envelope {
+                at: now + delay,
+                seq: self.seq,
+                to,
+                msg: msg.clone(),
+            });
+        }
+    }
+
+    /// The messages due by `now`, in delivery order.
+    pub(crate) fn due(&mut self, now: u64) -> Vec<Envelope> {
+        let (mut due, later): (Vec<Envelope>, Vec<Envelope>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|envelope| envelope.at <= now);
+        self.in_flight = later;
+        due.sort_by_key(|envelope| (envelope.at, envelope.seq));
+        due
+    }
+}
+
+pub(crate) type SharedNet = Arc<Mutex<Net>>;
+
+pub(crate) fn lock(net: &SharedNet) -> MutexGuard<'_, Net> {
+    net.lock().expect("sim network lock poisoned")
+}
+
+/// The gateway's view of the banks: calls become messages; an answer is
+/// the reply to the call, or a timeout on the simulated clock.
+pub(crate) struct SimParticipant {
+    pub(crate) net: SharedNet,
+    pub(crate) clock: SimClock,
+}
+
+impl SimParticipant {
+    fn call<'a, T: Send + 'a>(
+        &'a self,
+        bank: &'a BankName,
+        timeout: Duration,
+        message: impl FnOnce(u64) -> Msg,
+        answer: impl Fn(Reply) -> Result<T, CallError> + Send + 'a,
+    ) -> CallFuture<'a, T> {
+        let Some(index) = BANKS.iter().position(|name| bank == name) else {
+            return Box::pin(std::future::ready(Err(CallError::Refused {
+                bank: bank.clone(),
+                detail: "unknown bank".into(),
+            })));
+        };
+        let now = self.clock.now();
+        let deadline = now + timeout.as_millis() as u64;
+        let call = {
+            let mut net = lock(&self.net);
+            net.next_call += 1;
+            let call = net.next_call;
+            net.send(now, Dest::Bank(index), message(call));
+            call
+        };
+        Box::pin(std::future::poll_fn(move |_| {
+            if let Some(reply) = lock(&self.net).replies.remove(&call) {
+                return Poll::Ready(answer(reply));
+            }
+            if self.clock.now() >= deadline {
+                return Poll::Ready(Err(CallError::Timeout {
+                    bank: bank.clone(),
+                    timeout,
+                }));
+            }
+            Poll::Pending
+        }))
+    }
+}
+
+fn refused(bank: &BankName, detail: String) -> CallError {
+    CallError::Refused {
+        bank: bank.clone(),
+        detail,
+    }
+}
+
+impl Participant for SimParticipant {
+    fn prepare<'a>(
+        &'a self,
+        bank: &'a BankName,
+        txn: TxnId,
+        legs: Vec<Leg>,
+        timeout: Duration,
+    ) -> CallFuture<'a, coordinator::Vote> {
+        self.call(
+            bank,
+            timeout,
+            |call| Msg::Prepare { call, txn, legs },
+            move |reply| match reply {
+                Reply::Vote(vote) => Ok(vote),
+                Reply::Refused(detail) => Err(refused(bank, detail)),
+                Reply::Ack => Err(refused(bank, "an ack answered a prepare".into())),
+            },
+        )
+    }
+
+    fn commit<'a>(
+        &'a self,
+        bank: &'a BankName,
+        txn: TxnId,
+        timeout: Duration,
+    ) -> CallFuture<'a, ()> {
+        self.decide(bank, txn, Decision::Commit, timeout)
+    }
+
+    fn abort<'a>(
+        &'a self,
+        bank: &'a BankName,
+        txn: TxnId,
+        timeout: Duration,
+    ) -> CallFuture<'a, ()> {
+        self.decide(bank, txn, Decision::Abort, timeout)
+    }
+}
+
+impl SimParticipant {
+    fn decide<'a>(
+        &'a self,
+        bank: &'a BankName,
+        txn: TxnId,
+        decision: Decision,
+        timeout: Duration,
+    ) -> CallFuture<'a, ()> {
+        let message = move |call| Msg::Decide {
+            call: Some(call),
+            txn,
+            decision,
+        };
+        self.call(bank, timeout, message, move |reply| match reply {
+            Reply::Ack => Ok(()),
+            Reply::Refused(detail) => Err(refused(bank, detail)),
+            Reply::Vote(_) => Err(refused(bank, "a vote answered a decision".into())),
+        })
+    }
+}

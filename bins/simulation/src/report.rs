@@ -1,0 +1,155 @@
+//! What a run tells: the counts of one seed or many ([`Counts`],
+//! [`SimReport`], [`Summary`]), the failure of a seed ([`SimFailure`]), and
+//! the event record behind both: every event goes into a digest (FNV-1a over
+//! its text, so equal digests mean identical runs) and into a short trace of
+//! the last events, printed when a seed fails.
+//!
+//! This module only records: it knows nothing of what the events mean, and
+//! nothing it does draws on the world's random generator, so recording can
+//! never change a run.
+
+use crate::invariants::Violation;
+use crate::network::lock;
+use crate::{EPOCH_MS, World};
+
+/// How many of the last events a failure prints.
+const TRACE_TAIL: usize = 40;
+/// Where the digest starts: the FNV-1a 64-bit offset basis.
+pub(crate) const DIGEST_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// What happened in one seed, or summed over many.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub steps: u64,
+    pub payments: u64,
+    pub committed: u64,
+    pub aborted: u64,
+    pub messages: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub crashes: u64,
+    pub failed_syncs: u64,
+    /// Answered ids sent again for another amount, and refused.
+    pub reuses_refused: u64,
+}
+
+impl Counts {
+    pub(crate) fn add(&mut self, other: &Counts) {
+        self.steps += other.steps;
+        self.payments += other.payments;
+        self.committed += other.committed;
+        self.aborted += other.aborted;
+        self.messages += other.messages;
+        self.dropped += other.dropped;
+        self.duplicated += other.duplicated;
+        self.crashes += other.crashes;
+        self.failed_syncs += other.failed_syncs;
+        self.reuses_refused += other.reuses_refused;
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} steps: {} payments ({} committed, {} aborted), {} messages ({} dropped, {} duplicated), {} crashes, {} failed syncs injected, {} reused ids refused",
+            self.steps,
+            self.payments,
+            self.committed,
+            self.aborted,
+            self.messages,
+            self.dropped,
+            self.duplicated,
+            self.crashes,
+            self.failed_syncs,
+            self.reuses_refused
+        )
+    }
+}
+
+/// What one seed did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimReport {
+    pub seed: u64,
+    pub counts: Counts,
+    /// A hash of every event in order: equal digests, identical runs.
+    pub digest: u64,
+}
+
+/// A seed that broke an invariant (or the simulation itself).
+#[derive(Debug)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub step: u64,
+    pub violation: Violation,
+    /// The last events before the failure.
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "simulation seed {} failed at step {}: {}",
+            self.seed, self.step, self.violation
+        )?;
+        writeln!(
+            f,
+            "replay it with: cargo run --release --bin minipay -- sim --seed {}",
+            self.seed
+        )?;
+        writeln!(f, "last events:")?;
+        for event in &self.trace {
+            writeln!(f, "  {event}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SimFailure {}
+
+/// What a run of many seeds did, summed.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub seeds: u64,
+    pub counts: Counts,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} seeds, {}", self.seeds, self.counts)
+    }
+}
+
+impl World {
+    /// Records an event in the trace and the digest.
+    pub(crate) fn event(&mut self, text: String) {
+        for byte in text.bytes().chain(std::iter::once(b'\n')) {
+            self.digest = (self.digest ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        if self.trace.len() == TRACE_TAIL {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(format!(
+            "step {} t+{}ms {text}",
+            self.step,
+            self.now() - EPOCH_MS
+        ));
+    }
+
+    /// The report of the run so far; the network's counts are read from it.
+    pub(crate) fn report(&self) -> SimReport {
+        let net = lock(&self.net);
+        SimReport {
+            seed: self.report.seed,
+            counts: Counts {
+                steps: self.step,
+                messages: net.sent,
+                dropped: net.dropped,
+                duplicated: net.duplicated,
+                ..self.report.counts.clone()
+            },
+            digest: self.digest,
+        }
+    }
+}
