@@ -39,6 +39,7 @@ fn every_seed_holds_all_six_invariants_through_faults_and_healing() {
             assert!(counts.dropped > 0 && counts.duplicated > 0, "{summary}");
             assert!(counts.committed > 0 && counts.aborted > 0, "{summary}");
             assert!(counts.reuses_refused > 0, "{summary}");
+            assert!(counts.balance_reads > count, "{summary}");
         }
         Err(failure) => panic!("{failure}"),
     }
@@ -80,4 +81,23 @@ fn the_checker_catches_a_bank_that_votes_yes_before_its_prepare_is_durable() {
     let replayed = run(failure.seed, &config).expect_err("the failure replays");
     assert_eq!(replayed.violation, failure.violation);
     assert_eq!(replayed.step, failure.step);
+}
+
+#[test]
+fn the_checker_catches_a_balance_read_that_does_not_wait_for_phase_two() {
+    let config = SimConfig {
+        broken: Some(Broken::BalanceWithoutWaiting),
+        ..SimConfig::default()
+    };
+    let failure = run_seeds(0, 200, &config, threads())
+        .expect_err("a balance read that skips the read-your-writes wait must be caught");
+    println!("caught at seed {}: {}", failure.seed, failure.violation);
+    assert_eq!(
+        failure.violation.invariant,
+        Invariant::ReadYourWrites,
+        "{}",
+        failure.violation
+    );
+    let replayed = run(failure.seed, &config).expect_err("the failure replays");
+    assert_eq!(replayed.violation, failure.violation);
 }

@@ -298,7 +298,7 @@ fn open_timed(
 impl TestClock {
     /// Moves the clock past the longest phase-2 backoff.
     fn past_retry_backoff(&self) {
-        let wait = coordinator::gateway::PHASE_TWO_RETRY_DEFAULT.max_ms;
+        let wait = coordinator::gateway::PHASE_TWO_RETRY_DEFAULT.wait_ms_max;
         self.0.fetch_add(wait, Ordering::SeqCst);
     }
 }

@@ -3,7 +3,7 @@
 //! since. A transaction is asked about once it has been pending for
 //! `timeout_ms` (at once if it was pending when the bank started: its
 //! coordinator may have decided while the bank was down), then again after
-//! a backoff that doubles from `backoff_min_ms` to `backoff_max_ms` until
+//! a backoff that doubles from `backoff_ms_min` to `backoff_ms_max` until
 //! the decision arrives and the transaction leaves the pending set.
 //!
 //! Asking is the caller's (a gRPC call in the server, a message in the
@@ -21,9 +21,9 @@ pub struct InDoubtPolicy {
     /// bank asks.
     pub timeout_ms: u64,
     /// The wait after the first unanswered question.
-    pub backoff_min_ms: u64,
+    pub backoff_ms_min: u64,
     /// The longest wait between two questions about one transaction.
-    pub backoff_max_ms: u64,
+    pub backoff_ms_max: u64,
 }
 
 impl Default for InDoubtPolicy {
@@ -31,8 +31,8 @@ impl Default for InDoubtPolicy {
     fn default() -> InDoubtPolicy {
         InDoubtPolicy {
             timeout_ms: 10_000,
-            backoff_min_ms: 200,
-            backoff_max_ms: 10_000,
+            backoff_ms_min: 200,
+            backoff_ms_max: 10_000,
         }
     }
 }
@@ -52,7 +52,7 @@ impl Asking {
         policy: InDoubtPolicy,
         pending_at_start: impl Iterator<Item = TxnId>,
     ) -> Asking {
-        assert!(0 < policy.backoff_min_ms && policy.backoff_min_ms <= policy.backoff_max_ms);
+        assert!(0 < policy.backoff_ms_min && policy.backoff_ms_min <= policy.backoff_ms_max);
         Asking {
             policy,
             at_start: pending_at_start.collect(),
@@ -80,9 +80,9 @@ impl Asking {
                 continue;
             }
             let backoff = if backoff == 0 {
-                self.policy.backoff_min_ms
+                self.policy.backoff_ms_min
             } else {
-                backoff.saturating_mul(2).min(self.policy.backoff_max_ms)
+                backoff.saturating_mul(2).min(self.policy.backoff_ms_max)
             };
             self.next
                 .insert(txn, (now_ms.saturating_add(backoff), backoff));
@@ -100,8 +100,8 @@ mod tests {
 
     const POLICY: InDoubtPolicy = InDoubtPolicy {
         timeout_ms: 1_000,
-        backoff_min_ms: 100,
-        backoff_max_ms: 400,
+        backoff_ms_min: 100,
+        backoff_ms_max: 400,
     };
 
     fn txn(byte: u8) -> TxnId {

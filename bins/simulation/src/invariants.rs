@@ -109,6 +109,9 @@ pub enum Invariant {
     Durability,
     Liveness,
     Agreement,
+    /// Beside the six: a balance read that says it misses nothing shows
+    /// every payment its client was answered COMMITTED before asking.
+    ReadYourWrites,
 }
 
 impl fmt::Display for Invariant {
@@ -120,6 +123,7 @@ impl fmt::Display for Invariant {
             Invariant::Durability => "durability",
             Invariant::Liveness => "liveness",
             Invariant::Agreement => "agreement",
+            Invariant::ReadYourWrites => "read your writes",
         })
     }
 }

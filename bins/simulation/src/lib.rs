@@ -39,6 +39,7 @@ mod faults;
 mod network;
 mod nodes;
 mod observation;
+mod reads;
 mod report;
 mod workload;
 
@@ -74,6 +75,9 @@ pub enum Broken {
     /// Banks answer YES as soon as the vote is decided in memory, before the
     /// prepare record (and its holds) is durable.
     VoteYesBeforeDurable,
+    /// The gateway answers a balance read without the read-your-writes
+    /// wait, and says it misses nothing.
+    BalanceWithoutWaiting,
 }
 
 #[derive(Clone, Debug)]

@@ -11,13 +11,13 @@
 //! it does with a message; delivering is the world's business
 //! ([`crate::nodes`], [`crate::workload`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
 use coordinator::{CallError, CallFuture, Decision, Participant, PaymentRequest, Status};
-use money::{BankName, Leg, TxnId};
+use money::{AccountNo, BankName, Leg, TxnId};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -38,6 +38,12 @@ pub(crate) enum Reply {
     Vote(coordinator::Vote),
     Ack,
     Refused(String),
+    /// An account read: its balance, and (for the checker) the payments
+    /// touching it that the bank had posted when it read it.
+    Account {
+        balance: u64,
+        posted: BTreeSet<TxnId>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +78,24 @@ pub(crate) enum Msg {
         txn: TxnId,
         answer: Result<Status, String>,
         reused: bool,
+    },
+    /// A client asks its balance; `committed`: the payments it had been
+    /// answered COMMITTED when it asked (for the checker, not the gateway).
+    Balance {
+        client: usize,
+        committed: BTreeSet<TxnId>,
+    },
+    /// The gateway reads an account at its bank.
+    ReadAccount {
+        call: u64,
+        account: AccountNo,
+    },
+    /// The gateway's answer to `Balance`: what the bank had posted when it
+    /// was read, and how many decided payments it may not show yet.
+    BalanceAnswer {
+        committed: BTreeSet<TxnId>,
+        posted: BTreeSet<TxnId>,
+        unsettled: usize,
     },
 }
 
@@ -228,7 +252,7 @@ impl Participant for SimParticipant {
             move |reply| match reply {
                 Reply::Vote(vote) => Ok(vote),
                 Reply::Refused(detail) => Err(refused(bank, detail)),
-                Reply::Ack => Err(refused(bank, "an ack answered a prepare".into())),
+                other => Err(refused(bank, format!("{other:?} answered a prepare"))),
             },
         )
     }
@@ -268,7 +292,35 @@ impl SimParticipant {
         self.call(bank, timeout, message, move |reply| match reply {
             Reply::Ack => Ok(()),
             Reply::Refused(detail) => Err(refused(bank, detail)),
-            Reply::Vote(_) => Err(refused(bank, "a vote answered a decision".into())),
+            other => Err(refused(bank, format!("{other:?} answered a decision"))),
         })
     }
+
+    /// Reads `account` at `bank` (what the gateway's `GetBalance` asks).
+    pub(crate) fn read_account<'a>(
+        &'a self,
+        bank: &'a BankName,
+        account: AccountNo,
+        timeout: Duration,
+    ) -> CallFuture<'a, (u64, BTreeSet<TxnId>)> {
+        let message = move |call| Msg::ReadAccount { call, account };
+        self.call(bank, timeout, message, move |reply| match reply {
+            Reply::Account { balance, posted } => Ok((balance, posted)),
+            Reply::Refused(detail) => Err(refused(bank, detail)),
+            other => Err(refused(bank, format!("{other:?} answered a read"))),
+        })
+    }
+}
+
+/// Resolves once the simulated clock reaches `deadline_ms`: the bound a
+/// server puts on a wait with a timer. The world polls every task each
+/// step, so it needs no waker.
+pub(crate) fn deadline(clock: SimClock, deadline_ms: u64) -> impl std::future::Future<Output = ()> {
+    std::future::poll_fn(move |_| {
+        if clock.now() >= deadline_ms {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
 }

@@ -30,22 +30,22 @@ use crate::workload::{account_no, bank_name};
 use crate::{BANKS, Broken, CURRENCY, World};
 
 const PREPARE_TIMEOUT_MS: u64 = 400;
-const COMMIT_TIMEOUT_MS: u64 = 400;
+pub(crate) const COMMIT_TIMEOUT_MS: u64 = 400;
 
 /// When banks ask about a transaction in doubt: short, so that healing fits
 /// in the steps.
 const IN_DOUBT: InDoubtPolicy = InDoubtPolicy {
     timeout_ms: 600,
-    backoff_min_ms: 300,
-    backoff_max_ms: 2_400,
+    backoff_ms_min: 300,
+    backoff_ms_max: 2_400,
 };
 
 /// How often the gateway's timer runs its phase-2 retry pass.
 const GATEWAY_RETRY_EVERY_MS: u64 = 250;
 /// The phase-2 retry backoff: short, so that healing fits in the steps.
 const PHASE_TWO_RETRY: coordinator::Backoff = coordinator::Backoff {
-    min_ms: 250,
-    max_ms: 2_000,
+    wait_ms_min: 250,
+    wait_ms_max: 2_000,
 };
 
 /// The gateway's random bytes, from a generator seeded from the world's.
@@ -230,6 +230,9 @@ impl World {
                 reused,
             } => self.gateway_pays(gateway, client, request, reused),
             Msg::AskDecision { bank, txn } => self.gateway_tells_decision(gateway, bank, txn, now),
+            Msg::Balance { client, committed } => {
+                self.gateway_reads_balance(gateway, client, committed, now)
+            }
             other => panic!("the gateway cannot receive {other:?}"),
         }
     }
@@ -312,6 +315,9 @@ impl World {
                 txn,
                 decision,
             } => self.bank_decides(index, bank, call, txn, decision, now),
+            Msg::ReadAccount { call, account } => {
+                self.bank_reads_account(index, bank, call, account, now)
+            }
             other => panic!("a bank cannot receive {other:?}"),
         }
     }

@@ -31,6 +31,8 @@ pub struct Counts {
     pub failed_syncs: u64,
     /// Answered ids sent again for another amount, and refused.
     pub reuses_refused: u64,
+    /// Balance reads answered to clients (each checked for read your writes).
+    pub balance_reads: u64,
 }
 
 impl Counts {
@@ -45,6 +47,7 @@ impl Counts {
         self.crashes += other.crashes;
         self.failed_syncs += other.failed_syncs;
         self.reuses_refused += other.reuses_refused;
+        self.balance_reads += other.balance_reads;
     }
 }
 
@@ -52,7 +55,7 @@ impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} steps: {} payments ({} committed, {} aborted), {} messages ({} dropped, {} duplicated), {} crashes, {} failed syncs injected, {} reused ids refused",
+            "{} steps: {} payments ({} committed, {} aborted), {} messages ({} dropped, {} duplicated), {} crashes, {} failed syncs injected, {} reused ids refused, {} balance reads checked",
             self.steps,
             self.payments,
             self.committed,
@@ -62,7 +65,8 @@ impl std::fmt::Display for Counts {
             self.duplicated,
             self.crashes,
             self.failed_syncs,
-            self.reuses_refused
+            self.reuses_refused,
+            self.balance_reads
         )
     }
 }

@@ -10,7 +10,7 @@
 //! it is up, nor the banks behind it. New payments stop with the faults;
 //! resends go on until every payment has its outcome.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use coordinator::{PaymentRequest, Status};
 use money::{AccountNo, Amount, BankName, TxnId};
@@ -24,8 +24,8 @@ use crate::{BANKS, CURRENCY, EPOCH_MS, World};
 
 const ACCOUNTS_PER_BANK: usize = 2;
 
-const CLIENT_RETRY_MIN_MS: u64 = 200;
-const CLIENT_RETRY_MAX_MS: u64 = 3_200;
+const CLIENT_RETRY_MS_MIN: u64 = 200;
+const CLIENT_RETRY_MS_MAX: u64 = 3_200;
 
 pub(crate) struct Client {
     pub(crate) user: String,
@@ -34,6 +34,8 @@ pub(crate) struct Client {
     pub(crate) outstanding: Option<(PaymentRequest, u64, u64)>,
     /// The last payment that got its outcome (its id is sometimes misused).
     last_answered: Option<PaymentRequest>,
+    /// Its payments answered COMMITTED: a balance read must show them.
+    committed: BTreeSet<TxnId>,
     next_payment_at: u64,
 }
 
@@ -54,6 +56,7 @@ pub(crate) fn clients(rng: &mut StdRng) -> (BTreeMap<AccountRef, u64>, Vec<Clien
                 account,
                 outstanding: None,
                 last_answered: None,
+                committed: BTreeSet::new(),
                 next_payment_at: EPOCH_MS + rng.random_range(0..500),
             });
         }
@@ -82,16 +85,58 @@ fn endpoint(account: &AccountRef) -> coordinator::Endpoint {
 }
 
 impl World {
-    /// Client `client` receives the gateway's answer to a payment.
+    /// Client `client` receives an answer from the gateway.
     pub(crate) fn client_answer(&mut self, client: usize, msg: Msg) -> Result<(), Violation> {
-        let Msg::PayAnswer {
-            txn,
-            answer,
-            reused,
-        } = msg
-        else {
-            panic!("a client cannot receive {msg:?}");
-        };
+        match msg {
+            Msg::PayAnswer {
+                txn,
+                answer,
+                reused,
+            } => self.client_paid(client, txn, answer, reused),
+            Msg::BalanceAnswer {
+                committed,
+                posted,
+                unsettled,
+            } => self.client_read_balance(client, &committed, &posted, unsettled),
+            other => panic!("a client cannot receive {other:?}"),
+        }
+    }
+
+    /// A balance read that says it may miss nothing (`unsettled` 0) shows
+    /// every payment the client was answered COMMITTED before it asked.
+    fn client_read_balance(
+        &mut self,
+        client: usize,
+        committed: &BTreeSet<TxnId>,
+        posted: &BTreeSet<TxnId>,
+        unsettled: usize,
+    ) -> Result<(), Violation> {
+        self.event(format!(
+            "client {client}: balance read, {unsettled} unsettled"
+        ));
+        self.report.counts.balance_reads += 1;
+        if unsettled > 0 {
+            return Ok(());
+        }
+        match committed.difference(posted).next() {
+            None => Ok(()),
+            Some(missing) => Err(Violation {
+                invariant: crate::invariants::Invariant::ReadYourWrites,
+                detail: format!(
+                    "client {client}'s balance read claimed to miss nothing but did not show its committed payment {missing}"
+                ),
+            }),
+        }
+    }
+
+    /// Client `client` receives the gateway's answer to a payment.
+    fn client_paid(
+        &mut self,
+        client: usize,
+        txn: TxnId,
+        answer: Result<Status, String>,
+        reused: bool,
+    ) -> Result<(), Violation> {
         if reused {
             return match answer {
                 Err(message) if message.contains("already used for a different payment") => {
@@ -128,7 +173,10 @@ impl World {
         {
             state.last_answered = state.outstanding.take().map(|(request, _, _)| request);
             match outcome {
-                Outcome::Committed => self.report.counts.committed += 1,
+                Outcome::Committed => {
+                    state.committed.insert(txn);
+                    self.report.counts.committed += 1;
+                }
                 _ => self.report.counts.aborted += 1,
             }
         }
@@ -141,7 +189,7 @@ impl World {
             let resend = match &mut self.clients[index].outstanding {
                 Some((request, resend_at, backoff)) if now >= *resend_at => {
                     *resend_at = now + *backoff + self.rng.random_range(0..*backoff);
-                    *backoff = (*backoff * 2).min(CLIENT_RETRY_MAX_MS);
+                    *backoff = (*backoff * 2).min(CLIENT_RETRY_MS_MAX);
                     Some(request.clone())
                 }
                 _ => None,
@@ -150,6 +198,9 @@ impl World {
                 self.event(format!("client {index}: resend {}", request.txn));
                 self.send_pay(now, index, request, false);
                 continue;
+            }
+            if self.faults && self.rng.random_ratio(1, 100) {
+                self.ask_balance(now, index);
             }
             let client = &self.clients[index];
             if !self.faults || client.outstanding.is_some() || now < client.next_payment_at {
@@ -178,12 +229,22 @@ impl World {
             let client = &mut self.clients[index];
             client.outstanding = Some((
                 request.clone(),
-                now + CLIENT_RETRY_MIN_MS,
-                CLIENT_RETRY_MIN_MS,
+                now + CLIENT_RETRY_MS_MIN,
+                CLIENT_RETRY_MS_MIN,
             ));
             client.next_payment_at = now + pause;
             self.send_pay(now, index, request, false);
         }
+    }
+
+    /// The client asks its balance, remembering what it must show.
+    fn ask_balance(&mut self, now: u64, client: usize) {
+        self.event(format!("client {client}: asks its balance"));
+        let ask = Msg::Balance {
+            client,
+            committed: self.clients[client].committed.clone(),
+        };
+        lock(&self.net).send(now, Dest::Gateway, ask);
     }
 
     fn send_pay(&self, now: u64, client: usize, request: PaymentRequest, reused: bool) {

@@ -20,17 +20,17 @@ pub struct SimArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Break a rule on purpose to watch the checker catch it.
-    #[arg(long, value_parser = ["vote-yes-before-durable"])]
+    #[arg(long, value_parser = ["vote-yes-before-durable", "balance-without-waiting"])]
     pub broken: Option<String>,
 }
 
 pub fn main(args: SimArgs) -> anyhow::Result<()> {
     let config = minipay_simulation::SimConfig {
         steps: args.steps,
-        broken: args
-            .broken
-            .as_deref()
-            .map(|_| minipay_simulation::Broken::VoteYesBeforeDurable),
+        broken: args.broken.as_deref().map(|broken| match broken {
+            "balance-without-waiting" => minipay_simulation::Broken::BalanceWithoutWaiting,
+            _ => minipay_simulation::Broken::VoteYesBeforeDurable,
+        }),
         ..minipay_simulation::SimConfig::default()
     };
     if let Some(seed) = args.seed {

@@ -57,19 +57,20 @@ pub struct GatewayOptions {
 }
 
 /// Exponential backoff between attempts at one thing: the first retry
-/// after `min_ms`, each next one twice as late, at most `max_ms` apart.
+/// after `wait_ms_min`, each next one twice as late, at most `wait_ms_max` apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
-    pub min_ms: u64,
-    pub max_ms: u64,
+    pub wait_ms_min: u64,
+    pub wait_ms_max: u64,
 }
 
 impl Backoff {
     /// The wait after an attempt, given the wait before it (if any).
     pub fn after(self, last_ms: Option<u64>) -> u64 {
-        assert!(0 < self.min_ms && self.min_ms <= self.max_ms);
-        last_ms.map_or(self.min_ms, |last| {
-            last.saturating_mul(2).clamp(self.min_ms, self.max_ms)
+        assert!(0 < self.wait_ms_min && self.wait_ms_min <= self.wait_ms_max);
+        last_ms.map_or(self.wait_ms_min, |last| {
+            last.saturating_mul(2)
+                .clamp(self.wait_ms_min, self.wait_ms_max)
         })
     }
 }
@@ -77,8 +78,8 @@ impl Backoff {
 /// The default phase-2 retry: from half a second (the server's retry
 /// timer) to four seconds.
 pub const PHASE_TWO_RETRY_DEFAULT: Backoff = Backoff {
-    min_ms: 500,
-    max_ms: 4_000,
+    wait_ms_min: 500,
+    wait_ms_max: 4_000,
 };
 
 /// The default bound on registrations in flight.

@@ -55,7 +55,9 @@ impl<P: Participant> Gateway<P> {
     /// is down fails the call at once rather than after the wait); if some
     /// decided payments were not yet acknowledged by it, the read waits
     /// until they are or `bound` resolves, and reads again. Returns the
-    /// answer and how many decided payments it may still not show.
+    /// answer and how many of the payments decided before the call it may
+    /// still not show (counted before the last read: whatever the bank
+    /// acknowledged by then, it applied before answering that read).
     pub async fn read_your_writes<T, E, Fut>(
         &self,
         bank: &BankName,
@@ -67,11 +69,19 @@ impl<P: Participant> Gateway<P> {
         Fut: Future<Output = Result<T, E>>,
     {
         let decided = self.unacknowledged(bank, account);
-        let mut found = read().await?;
-        if !decided.is_empty() {
-            either(self.acknowledged_by(bank, decided), bound).await;
-            found = read().await?;
+        let found = read().await?;
+        if decided.is_empty() {
+            return Ok((found, 0));
         }
-        Ok((found, self.unacknowledged(bank, account).len()))
+        either(self.acknowledged_by(bank, decided.clone()), bound).await;
+        let missed = {
+            let inner = self.lock();
+            decided
+                .iter()
+                .filter(|txn| inner.phase_two.awaits(&inner.state, **txn, bank))
+                .count()
+        };
+        let found = read().await?;
+        Ok((found, missed))
     }
 }
