@@ -40,6 +40,7 @@ fn every_seed_holds_all_six_invariants_through_faults_and_healing() {
             assert!(counts.committed > 0 && counts.aborted > 0, "{summary}");
             assert!(counts.reuses_refused > 0, "{summary}");
             assert!(counts.balance_reads > count, "{summary}");
+            assert!(counts.registrations > count, "{summary}");
         }
         Err(failure) => panic!("{failure}"),
     }

@@ -40,6 +40,7 @@ mod network;
 mod nodes;
 mod observation;
 mod reads;
+mod registration;
 mod report;
 mod workload;
 
@@ -147,6 +148,9 @@ struct World {
     trace: VecDeque<String>,
     /// A hash of every event so far.
     digest: u64,
+    /// Newcomers so far (`newcomer_0`, …), and those answered registered.
+    newcomers: u64,
+    registered: registration::Registered,
 }
 
 impl World {
@@ -179,6 +183,8 @@ impl World {
             },
             trace: VecDeque::new(),
             digest: report::DIGEST_START,
+            newcomers: 0,
+            registered: registration::Registered::new(),
             rng,
         }
     }
@@ -229,7 +235,8 @@ impl World {
             }
         }
         let observation = self.observe(true);
-        self.checker.check_healed(&observation)
+        self.checker.check_healed(&observation)?;
+        self.check_registrations()
     }
 
     fn settled(&self) -> bool {
@@ -278,6 +285,7 @@ impl World {
         let now = self.now();
         match envelope.to {
             Dest::Client(client) => self.client_answer(client, envelope.msg),
+            Dest::Registrar => self.newcomer_answer(envelope.msg),
             Dest::Gateway => {
                 let Some(gateway) = self.gateway.up.clone() else {
                     return Ok(());
@@ -301,6 +309,7 @@ impl World {
         let now = self.now();
         self.restart_due(now)?;
         self.clients_act(now);
+        self.newcomers_act(now);
         self.bank_timers(now);
         self.gateway_timer(now);
         Ok(())

@@ -30,6 +30,8 @@ pub(crate) enum Dest {
     Gateway,
     Bank(usize),
     Client(usize),
+    /// The newcomers, who register.
+    Registrar,
 }
 
 /// A bank's answer to a call from the gateway.
@@ -44,6 +46,8 @@ pub(crate) enum Reply {
         balance: u64,
         posted: BTreeSet<TxnId>,
     },
+    /// The account a bank opened.
+    Opened(AccountNo),
 }
 
 #[derive(Clone, Debug)]
@@ -84,6 +88,21 @@ pub(crate) enum Msg {
     Balance {
         client: usize,
         committed: BTreeSet<TxnId>,
+    },
+    /// A newcomer asks to be registered at bank `bank`.
+    Register {
+        username: String,
+        bank: usize,
+    },
+    /// The gateway's answer to `Register`: the bank and the account, or why not.
+    Registered {
+        username: String,
+        answer: Result<(BankName, AccountNo), String>,
+    },
+    /// The gateway asks a bank to open an empty account for a newcomer.
+    OpenAccount {
+        call: u64,
+        owner: String,
     },
     /// The gateway reads an account at its bank.
     ReadAccount {
@@ -293,6 +312,22 @@ impl SimParticipant {
             Reply::Ack => Ok(()),
             Reply::Refused(detail) => Err(refused(bank, detail)),
             other => Err(refused(bank, format!("{other:?} answered a decision"))),
+        })
+    }
+
+    /// Asks `bank` to open an empty account for `owner`.
+    pub(crate) fn open_account<'a>(
+        &'a self,
+        bank: &'a BankName,
+        owner: &str,
+        timeout: Duration,
+    ) -> CallFuture<'a, AccountNo> {
+        let owner = owner.to_owned();
+        let message = move |call| Msg::OpenAccount { call, owner };
+        self.call(bank, timeout, message, move |reply| match reply {
+            Reply::Opened(account) => Ok(account),
+            Reply::Refused(detail) => Err(refused(bank, detail)),
+            other => Err(refused(bank, format!("{other:?} answered an opening"))),
         })
     }
 

@@ -233,6 +233,7 @@ impl World {
             Msg::Balance { client, committed } => {
                 self.gateway_reads_balance(gateway, client, committed, now)
             }
+            Msg::Register { username, bank } => self.gateway_registers(gateway, username, bank),
             other => panic!("the gateway cannot receive {other:?}"),
         }
     }
@@ -317,6 +318,9 @@ impl World {
             } => self.bank_decides(index, bank, call, txn, decision, now),
             Msg::ReadAccount { call, account } => {
                 self.bank_reads_account(index, bank, call, account, now)
+            }
+            Msg::OpenAccount { call, owner } => {
+                self.bank_opens_account(index, bank, call, owner, now)
             }
             other => panic!("a bank cannot receive {other:?}"),
         }

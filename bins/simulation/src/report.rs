@@ -33,6 +33,8 @@ pub struct Counts {
     pub reuses_refused: u64,
     /// Balance reads answered to clients (each checked for read your writes).
     pub balance_reads: u64,
+    /// Newcomers answered registered (each checked after healing).
+    pub registrations: u64,
 }
 
 impl Counts {
@@ -48,6 +50,7 @@ impl Counts {
         self.failed_syncs += other.failed_syncs;
         self.reuses_refused += other.reuses_refused;
         self.balance_reads += other.balance_reads;
+        self.registrations += other.registrations;
     }
 }
 
@@ -55,7 +58,7 @@ impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} steps: {} payments ({} committed, {} aborted), {} messages ({} dropped, {} duplicated), {} crashes, {} failed syncs injected, {} reused ids refused, {} balance reads checked",
+            "{} steps: {} payments ({} committed, {} aborted), {} messages ({} dropped, {} duplicated), {} crashes, {} failed syncs injected, {} reused ids refused, {} balance reads checked, {} registrations",
             self.steps,
             self.payments,
             self.committed,
@@ -66,7 +69,8 @@ impl std::fmt::Display for Counts {
             self.crashes,
             self.failed_syncs,
             self.reuses_refused,
-            self.balance_reads
+            self.balance_reads,
+            self.registrations
         )
     }
 }
