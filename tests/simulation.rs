@@ -102,3 +102,22 @@ fn the_checker_catches_a_balance_read_that_does_not_wait_for_phase_two() {
     let replayed = run(failure.seed, &config).expect_err("the failure replays");
     assert_eq!(replayed.violation, failure.violation);
 }
+
+#[test]
+fn the_checker_catches_a_registration_answered_before_the_user_is_durable() {
+    let config = SimConfig {
+        broken: Some(Broken::RegistrationBeforeDurable),
+        ..SimConfig::default()
+    };
+    let failure = run_seeds(0, 400, &config, threads())
+        .expect_err("a registration answered before its user is durable must be caught");
+    println!("caught at seed {}: {}", failure.seed, failure.violation);
+    assert_eq!(
+        failure.violation.invariant,
+        Invariant::Durability,
+        "{}",
+        failure.violation
+    );
+    let replayed = run(failure.seed, &config).expect_err("the failure replays");
+    assert_eq!(replayed.violation, failure.violation);
+}

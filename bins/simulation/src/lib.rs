@@ -79,6 +79,9 @@ pub enum Broken {
     /// The gateway answers a balance read without the read-your-writes
     /// wait, and says it misses nothing.
     BalanceWithoutWaiting,
+    /// The gateway answers a registration once the bank opened the
+    /// account, before the user is durable.
+    RegistrationBeforeDurable,
 }
 
 #[derive(Clone, Debug)]

@@ -27,7 +27,7 @@ use crate::invariants::{Invariant, Violation};
 use crate::network::{Dest, Msg, Reply, SimParticipant, lock};
 use crate::nodes::{COMMIT_TIMEOUT_MS, SimGateway};
 use crate::workload::bank_name;
-use crate::{BANKS, World};
+use crate::{BANKS, Broken, World};
 
 /// Every newcomer's password (the simulation does not log in).
 const PASSWORD: &str = "newcomer-password";
@@ -68,9 +68,24 @@ impl World {
         let net = Arc::clone(&self.net);
         let failed = Arc::clone(&self.gateway.failed);
         let clock = self.clock.clone();
+        let broken = self.config.broken == Some(Broken::RegistrationBeforeDurable);
         self.spawn(Dest::Gateway, async move {
             let bank = bank_name(BANKS[bank]);
-            let answer = match register(&gateway, &banks, &username, &bank).await {
+            let answer_early = broken.then(|| {
+                let (net, clock, username, bank) = (
+                    Arc::clone(&net),
+                    clock.clone(),
+                    username.clone(),
+                    bank.clone(),
+                );
+                Box::new(move |account: &AccountNo| {
+                    let answer = Ok((bank, account.clone()));
+                    let registered = Msg::Registered { username, answer };
+                    lock(&net).send(clock.now(), Dest::Registrar, registered);
+                }) as AnswerEarly
+            });
+            let answer = match register(&gateway, &banks, &username, &bank, answer_early).await {
+                Registering::Registered(_) if broken => return,
                 Registering::Registered(account) => Ok((bank, account)),
                 Registering::Refused(why) => Err(why),
                 Registering::StorageFailed => {
@@ -168,6 +183,9 @@ impl World {
     }
 }
 
+/// Sends the newcomer its answer ahead of the rule (see [`register`]).
+type AnswerEarly = Box<dyn FnOnce(&AccountNo)>;
+
 /// How a registration ended at the gateway.
 enum Registering {
     Registered(AccountNo),
@@ -177,11 +195,14 @@ enum Registering {
 }
 
 /// The core's registration protocol, with the bank reached by message.
+/// `answer_early` breaks the rule on purpose: it is given the account as
+/// soon as the bank opened it, before the user is durable.
 async fn register(
     gateway: &SimGateway,
     banks: &SimParticipant,
     username: &str,
     bank: &BankName,
+    answer_early: Option<AnswerEarly>,
 ) -> Registering {
     let refused = |error: GatewayError| match error {
         GatewayError::Storage(_) => Registering::StorageFailed,
@@ -199,6 +220,9 @@ async fn register(
         Ok(account) => account,
         Err(error) => return Registering::Refused(error.to_string()),
     };
+    if let Some(answer) = answer_early {
+        answer(&account);
+    }
     match registration.finish(hash, &account).await {
         Ok(()) => Registering::Registered(account),
         Err(error) => refused(error),

@@ -20,7 +20,7 @@ pub struct SimArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Break a rule on purpose to watch the checker catch it.
-    #[arg(long, value_parser = ["vote-yes-before-durable", "balance-without-waiting"])]
+    #[arg(long, value_parser = ["vote-yes-before-durable", "balance-without-waiting", "registration-before-durable"])]
     pub broken: Option<String>,
 }
 
@@ -29,6 +29,7 @@ pub fn main(args: SimArgs) -> anyhow::Result<()> {
         steps: args.steps,
         broken: args.broken.as_deref().map(|broken| match broken {
             "balance-without-waiting" => minipay_simulation::Broken::BalanceWithoutWaiting,
+            "registration-before-durable" => minipay_simulation::Broken::RegistrationBeforeDurable,
             _ => minipay_simulation::Broken::VoteYesBeforeDurable,
         }),
         ..minipay_simulation::SimConfig::default()
