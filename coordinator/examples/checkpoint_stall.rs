@@ -107,6 +107,10 @@ fn measure(n: u64) -> (Duration, Duration) {
 /// snapshot falls due exactly after the `n`th payment, so that the
 /// checkpoint measured covers all of them.
 fn open_gateway(n: u64) -> Gateway<AgreeableBanks> {
+    let banks = vec![
+        BankName::parse("bank_a").unwrap(),
+        BankName::parse("bank_b").unwrap(),
+    ];
     let options = GatewayOptions {
         wal: wal::Options {
             segment_size: 64 << 10,
@@ -114,27 +118,9 @@ fn open_gateway(n: u64) -> Gateway<AgreeableBanks> {
             prepare_segments_ahead: false,
             ..wal::Options::default()
         },
-        prepare_timeout: Duration::from_secs(10),
-        commit_timeout: Duration::from_secs(10),
-        currency: "INR".into(),
-        banks: vec![
-            BankName::parse("bank_a").unwrap(),
-            BankName::parse("bank_b").unwrap(),
-        ],
-        login: Default::default(),
-        sessions: Default::default(),
         // Three records per payment: the checkpoint is due after the last.
         snapshot_every: 3 * n,
-        retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
-        password_cost: Default::default(),
-        unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
-        payments_in_flight_max: coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
-        waiters_max: coordinator::gateway::WAITERS_MAX_DEFAULT,
-        settling_max: coordinator::gateway::SETTLING_MAX_DEFAULT,
-        amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
-        admission: Default::default(),
-        registrations_in_flight_max: coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
-        phase_two_retry: coordinator::gateway::PHASE_TWO_RETRY_DEFAULT,
+        ..GatewayOptions::new(banks, "INR")
     };
     let users = || {
         vec![SetupUser {

@@ -212,6 +212,10 @@ impl Entropy for TestEntropy {
 }
 
 fn options() -> GatewayOptions {
+    let banks = vec![
+        BankName::parse("bank_a").unwrap(),
+        BankName::parse("bank_b").unwrap(),
+    ];
     GatewayOptions {
         wal: wal::Options {
             segment_size: 64 * 1024,
@@ -219,26 +223,8 @@ fn options() -> GatewayOptions {
             prepare_segments_ahead: false,
             ..wal::Options::default()
         },
-        prepare_timeout: Duration::from_secs(10),
-        commit_timeout: Duration::from_secs(10),
-        currency: "INR".into(),
-        banks: vec![
-            BankName::parse("bank_a").unwrap(),
-            BankName::parse("bank_b").unwrap(),
-        ],
-        login: Default::default(),
-        sessions: Default::default(),
         snapshot_every: 1_000_000,
-        retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
-        password_cost: Default::default(),
-        unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
-        payments_in_flight_max: coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
-        waiters_max: coordinator::gateway::WAITERS_MAX_DEFAULT,
-        settling_max: coordinator::gateway::SETTLING_MAX_DEFAULT,
-        amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
-        admission: Default::default(),
-        registrations_in_flight_max: coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
-        phase_two_retry: coordinator::gateway::PHASE_TWO_RETRY_DEFAULT,
+        ..GatewayOptions::new(banks, "INR")
     }
 }
 

@@ -99,26 +99,17 @@ fn bank_options() -> BankOptions {
 /// The gateway's options: the simulation's log, short call timeouts, and a
 /// short phase-2 retry backoff.
 fn gateway_options() -> GatewayOptions {
+    let banks = BANKS.iter().map(|bank| bank_name(bank)).collect();
     GatewayOptions {
         wal: sim_wal_options(),
         prepare_timeout: Duration::from_millis(PREPARE_TIMEOUT_MS),
         commit_timeout: Duration::from_millis(COMMIT_TIMEOUT_MS),
-        currency: CURRENCY.into(),
-        banks: BANKS.iter().map(|bank| bank_name(bank)).collect(),
-        login: Default::default(),
-        sessions: Default::default(),
         snapshot_every: 64,
-        retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
         password_cost: coordinator::users::HashCost::SIMULATION_ONLY,
         // Small, so both ways of answering (before and after phase 2) run.
         unsettled_max: 4,
-        payments_in_flight_max: coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
-        waiters_max: coordinator::gateway::WAITERS_MAX_DEFAULT,
-        settling_max: coordinator::gateway::SETTLING_MAX_DEFAULT,
-        amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
-        admission: Default::default(),
-        registrations_in_flight_max: coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
         phase_two_retry: PHASE_TWO_RETRY,
+        ..GatewayOptions::new(banks, CURRENCY)
     }
 }
 

@@ -445,21 +445,9 @@ fn open_gateway(banks: BankClients) -> Gateway<BankClients> {
         wal: wal_options(),
         prepare_timeout: Duration::from_millis(500),
         commit_timeout: Duration::from_millis(500),
-        currency: "INR".into(),
-        banks: vec![bank_a()],
-        login: Default::default(),
-        sessions: Default::default(),
         snapshot_every: 1_000,
-        retention_ms: coordinator::gateway::RETENTION_MS_DEFAULT,
         password_cost: coordinator::users::HashCost::SIMULATION_ONLY,
-        unsettled_max: coordinator::gateway::UNSETTLED_MAX_DEFAULT,
-        payments_in_flight_max: coordinator::gateway::PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
-        waiters_max: coordinator::gateway::WAITERS_MAX_DEFAULT,
-        settling_max: coordinator::gateway::SETTLING_MAX_DEFAULT,
-        amount_max: coordinator::gateway::AMOUNT_MAX_DEFAULT,
-        admission: Default::default(),
-        registrations_in_flight_max: coordinator::gateway::REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
-        phase_two_retry: coordinator::gateway::PHASE_TWO_RETRY_DEFAULT,
+        ..GatewayOptions::new(vec![bank_a()], "INR")
     };
     Gateway::open(
         Arc::new(SimStorage::new()),

@@ -85,6 +85,35 @@ pub const PHASE_TWO_RETRY_DEFAULT: Backoff = Backoff {
 /// The default bound on registrations in flight.
 pub const REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT: usize = 1024;
 
+impl GatewayOptions {
+    /// A gateway of `banks` in `currency` with every other option at its
+    /// default: 10 s phase deadlines, a snapshot every 100,000 records,
+    /// seven days' retention, argon2id's recommended cost, and each bound's
+    /// `*_DEFAULT`. Callers override what they need.
+    pub fn new(banks: Vec<BankName>, currency: &str) -> GatewayOptions {
+        GatewayOptions {
+            wal: Options::default(),
+            prepare_timeout: Duration::from_secs(10),
+            commit_timeout: Duration::from_secs(10),
+            currency: currency.to_owned(),
+            banks,
+            login: LoginPolicy::default(),
+            sessions: SessionPolicy::default(),
+            snapshot_every: 100_000,
+            retention_ms: RETENTION_MS_DEFAULT,
+            password_cost: users::HashCost::default(),
+            unsettled_max: UNSETTLED_MAX_DEFAULT,
+            payments_in_flight_max: PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
+            waiters_max: WAITERS_MAX_DEFAULT,
+            settling_max: SETTLING_MAX_DEFAULT,
+            amount_max: AMOUNT_MAX_DEFAULT,
+            admission: AdmissionPolicy::default(),
+            registrations_in_flight_max: REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT,
+            phase_two_retry: PHASE_TWO_RETRY_DEFAULT,
+        }
+    }
+}
+
 /// Rate limits checked before any password is hashed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdmissionPolicy {
