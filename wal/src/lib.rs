@@ -40,6 +40,7 @@ mod segment_writer;
 pub mod sim;
 mod snapshot;
 mod storage;
+pub mod table;
 
 pub use async_append::{AppendFuture, DurableFuture, block_on};
 pub use error::{
