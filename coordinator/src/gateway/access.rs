@@ -131,14 +131,6 @@ impl<P> Registration<'_, P> {
     pub fn salt(&self) -> [u8; SALT_LEN] {
         self.salt
     }
-
-    pub fn username(&self) -> &str {
-        &self.username
-    }
-
-    pub fn bank(&self) -> &BankName {
-        &self.bank
-    }
 }
 
 impl<P> Drop for Registration<'_, P> {
