@@ -56,6 +56,8 @@ struct SimState {
     faults: Faults,
     writes: u64,
     syncs: u64,
+    /// Crash images taken after every change, while recording.
+    images: Option<Vec<SimStorage>>,
 }
 
 /// A simulated directory. Clones share the same state.
@@ -104,33 +106,20 @@ impl SimStorage {
 
     /// The storage after a crash that keeps what `mode` says of unsynced writes.
     pub fn crash_with(&self, mode: CrashMode) -> SimStorage {
-        let state = self.lock();
-        let mut files = HashMap::new();
-        for id in state.durable_names.values() {
-            let file = &state.files[id];
-            let mut bytes = file.durable.clone();
-            if let CrashMode::TearUnsynced { sectors } = mode {
-                apply_torn(&mut bytes, &file.unsynced, sectors);
-            }
-            files.insert(
-                *id,
-                SimFile {
-                    current: bytes.clone(),
-                    durable: bytes,
-                    unsynced: Vec::new(),
-                },
-            );
-        }
-        let recovered = SimState {
-            files,
-            names: state.durable_names.clone(),
-            durable_names: state.durable_names.clone(),
-            next_id: state.next_id,
-            ..SimState::default()
-        };
-        SimStorage {
-            state: Arc::new(Mutex::new(recovered)),
-        }
+        image_of(&self.lock(), mode)
+    }
+
+    /// From now on, after every write, sync, creation, rename and removal,
+    /// takes the images a crash right then could leave: without the unsynced
+    /// writes, and with all of them (names as last synced either way).
+    pub fn record_crash_images(&self) {
+        self.lock().images = Some(Vec::new());
+    }
+
+    /// The images taken since [`SimStorage::record_crash_images`], oldest
+    /// first; stops recording.
+    pub fn take_crash_images(&self) -> Vec<SimStorage> {
+        self.lock().images.take().unwrap_or_default()
     }
 
     /// Overwrites bytes of a file directly (current and durable): bit rot.
@@ -170,6 +159,49 @@ impl SimStorage {
     }
 }
 
+/// The storage a crash would leave now, keeping what `mode` says of unsynced
+/// writes.
+fn image_of(state: &SimState, mode: CrashMode) -> SimStorage {
+    let mut files = HashMap::new();
+    for id in state.durable_names.values() {
+        let file = &state.files[id];
+        let mut bytes = file.durable.clone();
+        if let CrashMode::TearUnsynced { sectors } = mode {
+            apply_torn(&mut bytes, &file.unsynced, sectors);
+        }
+        files.insert(
+            *id,
+            SimFile {
+                current: bytes.clone(),
+                durable: bytes,
+                unsynced: Vec::new(),
+            },
+        );
+    }
+    let recovered = SimState {
+        files,
+        names: state.durable_names.clone(),
+        durable_names: state.durable_names.clone(),
+        next_id: state.next_id,
+        ..SimState::default()
+    };
+    SimStorage {
+        state: Arc::new(Mutex::new(recovered)),
+    }
+}
+
+/// While recording, takes the two crash images of this moment.
+fn record(state: &mut SimState) {
+    if state.images.is_none() {
+        return;
+    }
+    let images = [
+        image_of(state, CrashMode::DropUnsynced),
+        image_of(state, CrashMode::TearUnsynced { sectors: 1 << 40 }),
+    ];
+    state.images.as_mut().expect("recording").extend(images);
+}
+
 fn apply_torn(bytes: &mut Vec<u8>, unsynced: &[(u64, Vec<u8>)], sectors: u64) {
     let mut budget = sectors * SECTOR_LEN;
     for (offset, data) in unsynced {
@@ -205,6 +237,7 @@ impl Storage for SimStorage {
                 state.next_id += 1;
                 state.files.insert(id, SimFile::default());
                 state.names.insert(name.to_owned(), id);
+                record(&mut state);
                 id
             }
             None => return Err(io_error(io::ErrorKind::NotFound, "open")),
@@ -231,6 +264,7 @@ impl Storage for SimStorage {
             .remove(source)
             .ok_or_else(|| io_error(io::ErrorKind::NotFound, "rename"))?;
         state.names.insert(target.to_owned(), id);
+        record(&mut state);
         Ok(())
     }
 
@@ -239,14 +273,16 @@ impl Storage for SimStorage {
         state
             .names
             .remove(name)
-            .map(|_| ())
-            .ok_or_else(|| io_error(io::ErrorKind::NotFound, "remove"))
+            .ok_or_else(|| io_error(io::ErrorKind::NotFound, "remove"))?;
+        record(&mut state);
+        Ok(())
     }
 
     fn sync_dir(&self) -> io::Result<()> {
         let mut state = self.lock();
         take_sync(&mut state)?;
         state.durable_names = state.names.clone();
+        record(&mut state);
         Ok(())
     }
 
@@ -289,6 +325,7 @@ impl StorageFile for SimHandle {
         }
         file.current[offset as usize..end].copy_from_slice(data);
         file.unsynced.push((offset, data.to_vec()));
+        record(&mut state);
         Ok(())
     }
 
@@ -298,6 +335,7 @@ impl StorageFile for SimHandle {
         let file = state.files.get_mut(&self.id).expect("open file exists");
         file.durable = file.current.clone();
         file.unsynced.clear();
+        record(&mut state);
         Ok(())
     }
 

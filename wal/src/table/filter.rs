@@ -71,8 +71,7 @@ impl Filter {
 
     /// `false`: the key was never inserted. `true`: it may have been.
     pub fn may_contain(&self, key: &[u8]) -> bool {
-        positions(key, self.bits)
-            .all(|position| self.bytes[(position / 8) as usize] & (1 << (position % 8)) != 0)
+        bits_may_contain(self.bits, &self.bytes, key)
     }
 
     /// The filter's bytes, checksum last.
@@ -88,27 +87,48 @@ impl Filter {
 
     /// Reads a filter back, checking its shape and checksum.
     pub fn decode(encoded: &[u8]) -> Result<Filter, FilterError> {
-        if encoded.len() < 13 {
-            return Err(FilterError::Truncated);
-        }
-        let (body, crc) = encoded.split_at(encoded.len() - 4);
-        if crc32fast::hash(body).to_le_bytes() != crc {
-            return Err(FilterError::Checksum);
-        }
-        let bits = u64::from_le_bytes(body[..8].try_into().expect("eight bytes"));
-        let hashes = body[8];
-        let bytes = &body[9..];
-        if bits == 0 || bits > BITS_MAX || bits.div_ceil(8) != bytes.len() as u64 {
-            return Err(FilterError::BadSize { bits });
-        }
-        if hashes != HASHES {
-            return Err(FilterError::BadHashCount { hashes });
-        }
+        let bits = check(encoded)?;
         Ok(Filter {
             bits,
-            bytes: bytes.to_vec(),
+            bytes: bits_of(encoded).to_vec(),
         })
     }
+}
+
+/// Checks an encoded filter's shape and checksum without copying it;
+/// returns its bit count, for [`encoded_may_contain`].
+pub fn check(encoded: &[u8]) -> Result<u64, FilterError> {
+    if encoded.len() < 13 {
+        return Err(FilterError::Truncated);
+    }
+    let (body, crc) = encoded.split_at(encoded.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return Err(FilterError::Checksum);
+    }
+    let bits = u64::from_le_bytes(body[..8].try_into().expect("eight bytes"));
+    let hashes = body[8];
+    if bits == 0 || bits > BITS_MAX || bits.div_ceil(8) != bits_of(encoded).len() as u64 {
+        return Err(FilterError::BadSize { bits });
+    }
+    if hashes != HASHES {
+        return Err(FilterError::BadHashCount { hashes });
+    }
+    Ok(bits)
+}
+
+/// The bit bytes of an encoded filter (between its header and checksum).
+fn bits_of(encoded: &[u8]) -> &[u8] {
+    &encoded[9..encoded.len() - 4]
+}
+
+/// [`Filter::may_contain`] over an encoded filter that passed [`check`]
+/// with `bits` bits, read in place (a table's memory map).
+pub fn encoded_may_contain(encoded: &[u8], bits: u64, key: &[u8]) -> bool {
+    bits_may_contain(bits, bits_of(encoded), key)
+}
+
+fn bits_may_contain(bits: u64, bytes: &[u8], key: &[u8]) -> bool {
+    positions(key, bits).all(|position| bytes[(position / 8) as usize] & (1 << (position % 8)) != 0)
 }
 
 #[cfg(test)]
