@@ -1,7 +1,7 @@
 //! How long a gateway checkpoint holds the state lock as the payment table
 //! grows. For each size N given: N payments through a gateway core on
 //! in-memory storage with banks that always vote YES, then one checkpoint,
-//! while another thread takes the state lock in a loop (`remembered()`) and
+//! while another thread takes the state lock in a loop (`in_memory()`) and
 //! records its longest wait.
 //!
 //! Run: `cargo run --release -p coordinator --example checkpoint_stall -- 100000 300000`
@@ -92,7 +92,7 @@ fn main() {
 fn measure(n: u64) -> (Duration, Duration) {
     let gateway = Arc::new(open_gateway(n));
     pay_all(&gateway, n);
-    assert_eq!(gateway.remembered(), n as usize);
+    assert_eq!(gateway.in_memory(), n as usize);
     let stop = Arc::new(AtomicBool::new(false));
     let prober = spawn_prober(Arc::clone(&gateway), Arc::clone(&stop));
     std::thread::sleep(Duration::from_millis(50));
@@ -176,7 +176,7 @@ fn spawn_prober(
         let mut longest = Duration::ZERO;
         while !stop.load(Ordering::Relaxed) {
             let asked = Instant::now();
-            std::hint::black_box(gateway.remembered());
+            std::hint::black_box(gateway.in_memory());
             longest = longest.max(asked.elapsed());
         }
         longest

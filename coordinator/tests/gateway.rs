@@ -506,7 +506,7 @@ fn past_settling_max_unacknowledged_payments_a_new_id_is_shed_until_phase_two_ca
         ),
         "{shed:?}"
     );
-    assert!(gateway.current(txn(2)).is_none());
+    assert!(gateway.current(txn(2)).unwrap().is_none());
     // The repeat of the known id is still answered.
     let repeat = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 5))).unwrap();
     assert_eq!(
@@ -854,7 +854,7 @@ fn payments_above_the_maximum_amount_are_refused_and_nothing_is_written() {
         );
     }
     assert_eq!(banks.calls.load(Ordering::SeqCst), 0);
-    assert!(gateway.current(txn(1)).is_none());
+    assert!(gateway.current(txn(1)).unwrap().is_none());
     // The maximum itself is a payment like any other.
     let paid = pay_then_settle(&gateway, "alice", payment(1, "bank_b", "456", max)).unwrap();
     assert_eq!(paid.status, Status::Committed);
@@ -949,15 +949,26 @@ fn checkpoints_keep_users_and_recent_payments_and_forget_old_finished_ones() {
     pay_then_settle(&gateway, "alice", payment(2, "bank_b", "456", 5)).unwrap();
     assert!(gateway.checkpoint_if_due().unwrap());
     assert_eq!(
-        gateway.remembered(),
-        2,
-        "payment 1 and id 9, decided 19 s ago, are forgotten; payment 4 has not ended"
+        gateway.in_memory(),
+        1,
+        "payment 4 has not ended; payment 2 ended and moved to the history"
     );
     assert!(gateway.payment("alice", txn(4)).is_ok());
+    assert!(
+        gateway.payment("alice", txn(2)).unwrap().ended,
+        "found in the history"
+    );
+    assert!(
+        matches!(
+            gateway.payment("alice", txn(1)),
+            Err(GatewayError::NoSuchPayment { .. })
+        ),
+        "payment 1 and id 9, decided 19 s ago, are forgotten"
+    );
     pay_then_settle(&gateway, "alice", payment(3, "bank_b", "456", 5)).unwrap();
     drop(gateway);
     let recovered = open_at(&storage.crash());
-    assert_eq!(recovered.remembered(), 3, "snapshot (2, 4) + replayed (3)");
+    assert_eq!(recovered.in_memory(), 2, "snapshot (4) + replayed (3)");
     let stored = pay_then_settle(&recovered, "alice", payment(2, "bank_b", "456", 5)).unwrap();
     assert_eq!((stored.status, stored.replayed), (Status::Committed, true));
     assert!(
@@ -1054,7 +1065,10 @@ fn pay_and_repeat_while_prepare_is_held(
         }
     }
     let repeat = spawn();
-    assert_eq!(gateway.current(txn(1)).unwrap().status, Status::Initiated);
+    assert_eq!(
+        gateway.current(txn(1)).unwrap().unwrap().status,
+        Status::Initiated
+    );
     // The repeat parks on the outcome (a waker is registered).
     while gateway.waiting_on(txn(1)) == 0 {
         std::thread::yield_now();
@@ -1098,7 +1112,7 @@ fn a_repeat_of_an_in_flight_txn_id_waits_for_its_outcome_and_never_starts_a_seco
         ),
         "{shed:?}"
     );
-    assert!(gateway.current(txn(2)).is_none());
+    assert!(gateway.current(txn(2)).unwrap().is_none());
     // The one waiting repeat is the most allowed: another repeat is
     // answered with the payment as it stands, not parked.
     let busy = block_on(gateway.pay("alice", payment(1, "bank_b", "456", 2_500))).unwrap();
@@ -1145,7 +1159,10 @@ fn no_one_hears_a_decision_whose_sync_failed() {
         block_on(gateway.decision(txn(1))),
         Err(GatewayError::Storage(_))
     ));
-    assert_eq!(gateway.current(txn(1)).unwrap().status, Status::Initiated);
+    assert_eq!(
+        gateway.current(txn(1)).unwrap().unwrap().status,
+        Status::Initiated
+    );
     assert!(matches!(
         block_on(gateway.phase_two(txn(1))),
         Err(GatewayError::Storage(_))
@@ -1157,5 +1174,8 @@ fn no_one_hears_a_decision_whose_sync_failed() {
     );
     drop(gateway);
     let restarted = open(&storage.crash(), banks.inner.clone());
-    assert_eq!(restarted.current(txn(1)).unwrap().status, Status::Aborted);
+    assert_eq!(
+        restarted.current(txn(1)).unwrap().unwrap().status,
+        Status::Aborted
+    );
 }

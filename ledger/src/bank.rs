@@ -13,10 +13,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use wal::table::{StoreOptions, TableError};
 use wal::{AppendError, Lsn, OpenError, Options, RecordKind, ReplayError, Storage, Wal};
 
+use crate::history::History;
 use crate::in_doubt::{Asking, InDoubtPolicy};
-use crate::participant::{Account, ApplyError, Ledger, ParticipantError, Step, Vote};
+use crate::participant::{Account, ApplyError, Ledger, ParticipantError, Step, TxnState, Vote};
 use crate::record::LedgerRecord;
 use money::Amount;
 use money::{AccountNo, Leg, TxnId};
@@ -39,6 +41,8 @@ pub struct BankOptions {
     pub amount_max: Amount,
     /// When to ask the coordinator about a transaction in doubt.
     pub in_doubt: InDoubtPolicy,
+    /// The history tables: how many, and how they merge.
+    pub tables: StoreOptions,
 }
 
 /// The default largest leg: the gateway's default largest payment
@@ -53,6 +57,7 @@ impl Default for BankOptions {
             decided_retention_ms: DECIDED_RETENTION_MS_DEFAULT,
             amount_max: AMOUNT_MAX_DEFAULT,
             in_doubt: InDoubtPolicy::default(),
+            tables: StoreOptions::default(),
         }
     }
 }
@@ -72,6 +77,8 @@ pub enum BankOpenError {
     Wal(#[from] OpenError),
     #[error("ledger snapshot is unreadable: {0}")]
     Snapshot(DecodeError),
+    #[error("the history tables cannot be opened: {0}")]
+    History(#[from] TableError),
     #[error("ledger record at lsn {lsn} is unreadable: {source}")]
     Record { lsn: Lsn, source: DecodeError },
     #[error("replaying the ledger failed: {0}")]
@@ -104,10 +111,38 @@ pub enum BankOpenError {
 #[derive(Debug, thiserror::Error)]
 pub enum BankError {
     #[error(transparent)]
-    Refused(#[from] ParticipantError),
+    Refused(ParticipantError),
     /// The log failed; the bank must stop (its memory may be ahead of disk).
     #[error("storage failed; the bank must restart: {0}")]
     Storage(#[from] AppendError),
+    /// The history tables could not be read; the bank must stop.
+    #[error("the history tables failed; the bank must restart: {reason}")]
+    History { reason: String },
+}
+
+impl BankError {
+    /// Whether the bank must stop (fail-stop): its storage failed.
+    pub fn stops_the_bank(&self) -> bool {
+        matches!(self, BankError::Storage(_) | BankError::History { .. })
+    }
+}
+
+impl From<ParticipantError> for BankError {
+    fn from(error: ParticipantError) -> BankError {
+        match error {
+            ParticipantError::History { reason } => BankError::History { reason },
+            refused => BankError::Refused(refused),
+        }
+    }
+}
+
+/// Why a checkpoint did not complete; the old snapshot and tables stand.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("writing the history tables failed: {0}")]
+    History(#[from] TableError),
+    #[error(transparent)]
+    Log(#[from] wal::CheckpointError),
 }
 
 /// What opening found.
@@ -134,6 +169,8 @@ pub struct Bank {
     /// never held with the ledger's).
     asking: Mutex<Asking>,
     ledger: Mutex<Ledger>,
+    /// Decided transactions older than the last checkpoint.
+    history: History,
     wal: Wal,
     options: BankOptions,
     last_snapshot_lsn: AtomicU64,
@@ -151,13 +188,19 @@ impl Bank {
     ) -> Result<(Bank, OpenReport), BankOpenError> {
         let recovered = Wal::open_storage(storage, options.wal)?;
         let wal = recovered.wal;
-        let (mut ledger, snapshot_lsn) = match &recovered.snapshot {
-            Some(snapshot) => (
-                Ledger::decode_snapshot(&snapshot.payload).map_err(BankOpenError::Snapshot)?,
-                Some(snapshot.lsn),
-            ),
-            None => (Ledger::new(), None),
+        let (mut ledger, history_generation, snapshot_lsn) = match &recovered.snapshot {
+            Some(snapshot) => {
+                let (ledger, generation) =
+                    Ledger::decode_snapshot(&snapshot.payload).map_err(BankOpenError::Snapshot)?;
+                (ledger, generation, Some(snapshot.lsn))
+            }
+            None => (Ledger::new(), 0, None),
         };
+        let history = History::open(
+            Arc::clone(wal.storage()),
+            options.tables,
+            history_generation,
+        )?;
         let from = ledger.applied_lsn().next().max(wal.first_lsn());
         let replayed = replay(&wal, &mut ledger, from)?;
         let created = ledger.applied_lsn() == Lsn(0);
@@ -188,6 +231,7 @@ impl Bank {
         let bank = Bank {
             asking,
             ledger: Mutex::new(ledger),
+            history,
             wal,
             options,
             last_snapshot_lsn: AtomicU64::new(snapshot_lsn.map_or(0, |lsn| lsn.0)),
@@ -211,11 +255,11 @@ impl Bank {
     /// needed, then waits (outside the lock) until the answer is durable.
     async fn execute<T>(
         &self,
-        decide: impl FnOnce(&Ledger) -> Result<Step<T>, ParticipantError>,
+        decide: impl FnOnce(&Ledger, &History) -> Result<Step<T>, ParticipantError>,
     ) -> Result<T, BankError> {
         let (answer, durable_after) = {
             let mut ledger = self.lock();
-            match decide(&ledger)? {
+            match decide(&ledger, &self.history)? {
                 Step::Known { answer, after } => (answer, after),
                 Step::Write { record, answer } => {
                     let lsn = self.wal.enqueue(record.kind(), &record.encode())?;
@@ -236,20 +280,20 @@ impl Bank {
         if legs.iter().any(|leg| leg.amount > max) {
             return Err(ParticipantError::Invalid(InvalidRequest::AmountAboveMax { max }).into());
         }
-        self.execute(|ledger| ledger.decide_prepare(txn, legs, now_ms))
+        self.execute(|ledger, history| ledger.decide_prepare(txn, legs, now_ms, history))
             .await
     }
 
     /// 2PC phase 2, commit: posts the pending transfer.
     pub async fn commit(&self, txn: TxnId, now_ms: u64) -> Result<(), BankError> {
-        self.execute(|ledger| ledger.decide_commit(txn, now_ms))
+        self.execute(|ledger, history| ledger.decide_commit(txn, now_ms, history))
             .await
     }
 
     /// 2PC phase 2, abort: voids the pending transfer (or remembers the
     /// abort of an unknown one, so a late prepare votes NO).
     pub async fn abort(&self, txn: TxnId, now_ms: u64) -> Result<(), BankError> {
-        self.execute(|ledger| ledger.decide_abort(txn, now_ms))
+        self.execute(|ledger, history| ledger.decide_abort(txn, now_ms, history))
             .await
     }
 
@@ -260,7 +304,7 @@ impl Bank {
         owner: &str,
         balance: Amount,
     ) -> Result<AccountNo, BankError> {
-        self.execute(|ledger| {
+        self.execute(|ledger, _| {
             let number = account.unwrap_or_else(|| ledger.next_account_no());
             let step = ledger.decide_open_account(number.clone(), owner, balance)?;
             Ok(match step {
@@ -343,14 +387,31 @@ impl Bank {
         look(&self.lock())
     }
 
-    /// A copy of the whole state (for tests and audits).
+    /// A copy of the state in memory (for tests and audits).
     pub fn ledger(&self) -> Ledger {
         self.lock().clone()
     }
 
-    /// Snapshots the state and trims the log if `snapshot_every` records
-    /// were written since the last snapshot. Blocking; returns whether it ran.
-    pub fn checkpoint_if_due(&self, now_ms: u64) -> Result<bool, wal::CheckpointError> {
+    /// What the bank knows of `txn`: in memory, else in the history (not
+    /// waiting for durability: for audits and simulations).
+    pub fn txn(&self, txn: TxnId) -> Result<Option<TxnState>, BankError> {
+        if let Some(state) = self.lock().txn(&txn) {
+            return Ok(Some(state.clone()));
+        }
+        let found = self.history.find(txn).map_err(|error| BankError::History {
+            reason: error.to_string(),
+        })?;
+        Ok(found.map(|entry| entry.state))
+    }
+
+    /// The history tables (for tools and tests).
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Checkpoints if `snapshot_every` records were written since the last
+    /// one. Blocking; returns whether it ran.
+    pub fn checkpoint_if_due(&self, now_ms: u64) -> Result<bool, CheckpointError> {
         let applied = self.lock().applied_lsn();
         if applied.0 < self.last_snapshot_lsn.load(Ordering::Acquire) + self.options.snapshot_every
         {
@@ -360,20 +421,37 @@ impl Bank {
         Ok(true)
     }
 
-    /// Snapshots the state now (forgetting decided transactions older than
-    /// the retention) and trims the log. Blocking.
-    pub fn checkpoint(&self, now_ms: u64) -> Result<(), wal::CheckpointError> {
-        let (lsn, ledger) = {
+    /// A checkpoint: the transactions decided since the last one become a
+    /// history table (and tables past the retention expire), then the
+    /// snapshot of what stays in memory (accounts, pending transactions)
+    /// names the tables' generation, and the log is trimmed. The work is
+    /// proportional to what changed since the last checkpoint. On failure
+    /// the old snapshot and tables stand and the log keeps everything.
+    /// Blocking.
+    pub fn checkpoint(&self, now_ms: u64) -> Result<(), CheckpointError> {
+        let (lsn, moving, mut image) = {
             let mut ledger = self.lock();
-            ledger.forget_decided_before(now_ms.saturating_sub(self.options.decided_retention_ms));
-            (ledger.applied_lsn(), ledger.clone())
+            let moving = ledger.take_recent();
+            (ledger.applied_lsn(), moving, ledger.clone())
         };
-        let image = ledger.encode_snapshot();
+        let cutoff = now_ms.saturating_sub(self.options.decided_retention_ms);
+        let added = wal::block_on(self.wal.wait_durable(lsn))
+            .map_err(|error| CheckpointError::Log(error.into()))
+            .and_then(|_| Ok(self.history.add(moving.clone(), cutoff)?));
+        let generation = match added {
+            Ok(generation) => generation,
+            Err(error) => {
+                self.lock().keep_unmoved(&moving);
+                return Err(error);
+            }
+        };
+        self.lock().forget_moved(&moving);
+        image.forget_moved(&moving);
+        let bytes = image.encode_snapshot(generation);
         // Gone before the write: while the clone lives, the live ledger
         // shares nodes with it and copies each node it changes.
-        drop(ledger);
-        wal::block_on(self.wal.wait_durable(lsn))?;
-        self.wal.checkpoint_with_snapshot(lsn, &image)?;
+        drop(image);
+        self.wal.checkpoint_with_snapshot(lsn, &bytes)?;
         self.last_snapshot_lsn.store(lsn.0, Ordering::Release);
         Ok(())
     }

@@ -6,12 +6,14 @@
 //! change the state, live and on replay alike. It knows nothing of files,
 //! threads, clocks (time comes in as `now_ms`) or the network.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use imbl::{HashMap as SharedHashMap, OrdMap, OrdSet};
 
 use wal::Lsn;
 
+use crate::history::History;
 use crate::record::{self, LedgerRecord, VoidReason};
 use money::Amount;
 use money::{AccountNo, Direction, Leg, TxnId};
@@ -19,7 +21,9 @@ use money::{AccountNo, Direction, Leg, TxnId};
 use crate::txn::{InvalidRequest, check_legs};
 use wal::codec::{DecodeError, Reader, Writer};
 
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version 2 names the history tables' generation and holds only what is
+/// not in them; version 1 (everything in memory) still opens.
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// The longest owner name accepted, in bytes.
 pub const OWNER_LEN_MAX: usize = 128;
@@ -68,10 +72,10 @@ impl TxnState {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct TxnEntry {
-    state: TxnState,
+pub struct TxnEntry {
+    pub state: TxnState,
     /// The record that put the transaction in this state.
-    lsn: Lsn,
+    pub lsn: Lsn,
 }
 
 /// A participant's vote.
@@ -107,6 +111,9 @@ pub enum ParticipantError {
     UnknownAccount { account: AccountNo },
     #[error("account {account} already exists")]
     DuplicateAccount { account: AccountNo },
+    /// The history tables could not be read: a storage failure.
+    #[error("the history tables failed: {reason}")]
+    History { reason: String },
 }
 
 /// A record that does not fit the state it is applied to: a broken log.
@@ -117,18 +124,21 @@ pub struct ApplyError {
     pub reason: &'static str,
 }
 
-/// One bank's state. Its maps are persistent (structurally shared), so a
-/// clone costs O(1): a snapshot clones the ledger under the bank's lock and
-/// encodes the clone after releasing it.
+/// One bank's state in memory: accounts, pending transactions, and those
+/// decided since the last checkpoint; older decided ones are in the
+/// [`History`], which the `decide_*` methods consult for an id not in
+/// memory. Its maps are persistent (structurally shared), so a clone costs
+/// O(1): a checkpoint clones the ledger under the bank's lock and works on
+/// the clone after releasing it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ledger {
     bank: String,
     currency: String,
     accounts: OrdMap<AccountNo, Account>,
     txns: SharedHashMap<TxnId, TxnEntry>,
-    /// Every decided (posted or voided) transaction by decision time, so
-    /// forgetting old ones takes what it forgets, not a pass over them all.
-    decided: OrdSet<(u64, TxnId)>,
+    /// Transactions decided since the last checkpoint: what the next one
+    /// moves to the history.
+    recent: OrdSet<TxnId>,
     applied_lsn: Lsn,
 }
 
@@ -159,8 +169,32 @@ impl Ledger {
         self.accounts.values()
     }
 
+    /// A transaction held in memory (pending, or decided since the last
+    /// checkpoint); [`crate::Bank::txn`] also looks in the history.
     pub fn txn(&self, txn: &TxnId) -> Option<&TxnState> {
         self.txns.get(txn).map(|entry| &entry.state)
+    }
+
+    /// Transactions held in memory.
+    pub fn txns_in_memory(&self) -> usize {
+        self.txns.len()
+    }
+
+    /// What is known of `txn`: memory first, then the history tables.
+    fn known(
+        &self,
+        txn: TxnId,
+        history: &History,
+    ) -> Result<Option<Cow<'_, TxnEntry>>, ParticipantError> {
+        if let Some(entry) = self.txns.get(&txn) {
+            return Ok(Some(Cow::Borrowed(entry)));
+        }
+        let found = history
+            .find(txn)
+            .map_err(|error| ParticipantError::History {
+                reason: error.to_string(),
+            })?;
+        Ok(found.map(Cow::Owned))
     }
 
     /// Pending (in-doubt) transactions: id, legs, when prepared.
@@ -216,9 +250,10 @@ impl Ledger {
         txn: TxnId,
         legs: &[Leg],
         now_ms: u64,
+        history: &History,
     ) -> Result<Step<Vote>, ParticipantError> {
         check_legs(legs)?;
-        if let Some(entry) = self.txns.get(&txn) {
+        if let Some(entry) = self.known(txn, history)? {
             let answer = match &entry.state {
                 TxnState::Pending { legs: first, .. } | TxnState::Posted { legs: first, .. } => {
                     if first != legs {
@@ -279,8 +314,13 @@ impl Ledger {
         None
     }
 
-    pub fn decide_commit(&self, txn: TxnId, now_ms: u64) -> Result<Step<()>, ParticipantError> {
-        match self.txns.get(&txn) {
+    pub fn decide_commit(
+        &self,
+        txn: TxnId,
+        now_ms: u64,
+        history: &History,
+    ) -> Result<Step<()>, ParticipantError> {
+        match self.known(txn, history)? {
             None => Err(ParticipantError::CommitUnknown { txn }),
             Some(entry) => match &entry.state {
                 TxnState::Pending { .. } => Ok(Step::Write {
@@ -296,8 +336,13 @@ impl Ledger {
         }
     }
 
-    pub fn decide_abort(&self, txn: TxnId, now_ms: u64) -> Result<Step<()>, ParticipantError> {
-        let reason = match self.txns.get(&txn) {
+    pub fn decide_abort(
+        &self,
+        txn: TxnId,
+        now_ms: u64,
+        history: &History,
+    ) -> Result<Step<()>, ParticipantError> {
+        let reason = match self.known(txn, history)? {
             None => VoidReason::AbortedBeforePrepare,
             Some(entry) => match &entry.state {
                 TxnState::Pending { .. } => VoidReason::Aborted,
@@ -472,10 +517,10 @@ impl Ledger {
         Ok(())
     }
 
-    /// Stores a transaction's state, indexing it in `decided` if decided.
+    /// Stores a transaction's state, noting it in `recent` if decided.
     fn insert_txn(&mut self, txn: TxnId, entry: TxnEntry) {
-        if let Some(at_ms) = entry.state.decided_at_ms() {
-            self.decided.insert((at_ms, txn));
+        if entry.state.decided_at_ms().is_some() {
+            self.recent.insert(txn);
         }
         self.txns.insert(txn, entry);
     }
@@ -496,22 +541,30 @@ impl Ledger {
         }
     }
 
-    /// Forgets decided transactions decided before `cutoff_ms`.
-    pub fn forget_decided_before(&mut self, cutoff_ms: u64) -> usize {
-        let mut forgotten = 0;
-        while let Some(&(at_ms, txn)) = self.decided.get_min()
-            && at_ms < cutoff_ms
-        {
-            self.decided.remove_min();
-            let removed = self.txns.remove(&txn);
-            debug_assert_eq!(
-                removed.and_then(|entry| entry.state.decided_at_ms()),
-                Some(at_ms),
-                "the index holds only decided transactions"
-            );
-            forgotten += 1;
+    /// Takes the transactions decided since the last checkpoint, with
+    /// their entries, for the history; they stay in memory until
+    /// [`Ledger::forget_moved`] (or go back with [`Ledger::keep_unmoved`]
+    /// if writing them failed).
+    pub fn take_recent(&mut self) -> Vec<(TxnId, TxnEntry)> {
+        let recent = std::mem::take(&mut self.recent);
+        recent
+            .into_iter()
+            .map(|txn| (txn, self.txns[&txn].clone()))
+            .collect()
+    }
+
+    /// Forgets from memory transactions now found in the history.
+    pub fn forget_moved(&mut self, moved: &[(TxnId, TxnEntry)]) {
+        for (txn, entry) in moved {
+            // A decided transaction never changes again while remembered.
+            debug_assert_eq!(self.txns.get(txn), Some(entry));
+            self.txns.remove(txn);
         }
-        forgotten
+    }
+
+    /// Puts back transactions a failed checkpoint did not move.
+    pub fn keep_unmoved(&mut self, unmoved: &[(TxnId, TxnEntry)]) {
+        self.recent.extend(unmoved.iter().map(|(txn, _)| *txn));
     }
 
     /// Checks that holds and reservations equal the pending legs, and
@@ -552,14 +605,16 @@ impl Ledger {
         Ok(())
     }
 
-    /// The whole state, for a snapshot covering `applied_lsn`.
-    pub fn encode_snapshot(&self) -> Vec<u8> {
+    /// The state in memory, for a snapshot covering `applied_lsn` that
+    /// relies on the history tables of `history_generation`.
+    pub fn encode_snapshot(&self, history_generation: u64) -> Vec<u8> {
         let mut writer = Writer::default();
         writer
             .u8(SNAPSHOT_VERSION)
             .str(&self.bank)
             .str(&self.currency)
-            .u64(self.applied_lsn.0);
+            .u64(self.applied_lsn.0)
+            .u64(history_generation);
         writer.u64(self.accounts.len() as u64);
         for account in self.accounts.values() {
             writer
@@ -574,42 +629,18 @@ impl Ledger {
         writer.u64(txns.len() as u64);
         for (txn, entry) in txns {
             writer.0.extend_from_slice(&txn.0);
-            writer.u64(entry.lsn.0);
-            match &entry.state {
-                TxnState::Pending { legs, at_ms } => {
-                    writer.u8(1).u64(*at_ms);
-                    record::encode_legs(&mut writer, legs);
-                }
-                TxnState::Posted { legs, at_ms } => {
-                    writer.u8(2).u64(*at_ms);
-                    record::encode_legs(&mut writer, legs);
-                }
-                TxnState::Voided {
-                    reason,
-                    legs,
-                    at_ms,
-                } => {
-                    writer.u8(3).u64(*at_ms);
-                    record::encode_reason(&mut writer, reason);
-                    match legs {
-                        Some(legs) => {
-                            writer.u8(1);
-                            record::encode_legs(&mut writer, legs);
-                        }
-                        None => {
-                            writer.u8(0);
-                        }
-                    }
-                }
-            }
+            write_txn(&mut writer, entry);
         }
         writer.0
     }
 
-    /// Rebuilds a ledger from [`Ledger::encode_snapshot`] bytes, checking it.
-    pub fn decode_snapshot(bytes: &[u8]) -> Result<Ledger, DecodeError> {
+    /// Rebuilds a ledger from [`Ledger::encode_snapshot`] bytes, checking
+    /// it; also returns the history generation it relies on (0 for a
+    /// version 1 snapshot, which held every transaction).
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<(Ledger, u64), DecodeError> {
         let mut reader = Reader::new(bytes);
-        if reader.u8()? != SNAPSHOT_VERSION {
+        let version = reader.u8()?;
+        if version != 1 && version != SNAPSHOT_VERSION {
             return Err(DecodeError("unsupported ledger snapshot version"));
         }
         let mut ledger = Ledger {
@@ -618,6 +649,7 @@ impl Ledger {
             applied_lsn: Lsn(reader.u64()?),
             ..Ledger::default()
         };
+        let history_generation = if version == 1 { 0 } else { reader.u64()? };
         for _ in 0..reader.u64()? {
             let account = Account {
                 number: record::decode_account(&mut reader)?,
@@ -630,40 +662,14 @@ impl Ledger {
         }
         for _ in 0..reader.u64()? {
             let txn = TxnId(reader.array16()?);
-            let lsn = Lsn(reader.u64()?);
-            let tag = reader.u8()?;
-            let at_ms = reader.u64()?;
-            let state = match tag {
-                1 => TxnState::Pending {
-                    legs: record::decode_legs(&mut reader)?,
-                    at_ms,
-                },
-                2 => TxnState::Posted {
-                    legs: record::decode_legs(&mut reader)?,
-                    at_ms,
-                },
-                3 => {
-                    let reason = record::decode_reason(&mut reader)?;
-                    let legs = match reader.u8()? {
-                        0 => None,
-                        1 => Some(record::decode_legs(&mut reader)?),
-                        _ => return Err(DecodeError("bad legs flag")),
-                    };
-                    TxnState::Voided {
-                        reason,
-                        legs,
-                        at_ms,
-                    }
-                }
-                _ => return Err(DecodeError("bad transaction state")),
-            };
-            ledger.insert_txn(txn, TxnEntry { state, lsn });
+            let entry = read_txn(&mut reader)?;
+            ledger.insert_txn(txn, entry);
         }
         reader.finish()?;
         ledger
             .check_invariants()
             .map_err(|_| DecodeError("snapshot violates the ledger invariants"))?;
-        Ok(ledger)
+        Ok((ledger, history_generation))
     }
 
     /// Sum of all balances (for conservation checks).
@@ -673,4 +679,68 @@ impl Ledger {
             .map(|account| u128::from(account.balance.0))
             .sum()
     }
+}
+
+/// One transaction's entry (without its id): in a snapshot, and as a
+/// history table's value.
+pub(crate) fn write_txn(writer: &mut Writer, entry: &TxnEntry) {
+    writer.u64(entry.lsn.0);
+    match &entry.state {
+        TxnState::Pending { legs, at_ms } => {
+            writer.u8(1).u64(*at_ms);
+            record::encode_legs(writer, legs);
+        }
+        TxnState::Posted { legs, at_ms } => {
+            writer.u8(2).u64(*at_ms);
+            record::encode_legs(writer, legs);
+        }
+        TxnState::Voided {
+            reason,
+            legs,
+            at_ms,
+        } => {
+            writer.u8(3).u64(*at_ms);
+            record::encode_reason(writer, reason);
+            match legs {
+                Some(legs) => {
+                    writer.u8(1);
+                    record::encode_legs(writer, legs);
+                }
+                None => {
+                    writer.u8(0);
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn read_txn(reader: &mut Reader<'_>) -> Result<TxnEntry, DecodeError> {
+    let lsn = Lsn(reader.u64()?);
+    let tag = reader.u8()?;
+    let at_ms = reader.u64()?;
+    let state = match tag {
+        1 => TxnState::Pending {
+            legs: record::decode_legs(reader)?,
+            at_ms,
+        },
+        2 => TxnState::Posted {
+            legs: record::decode_legs(reader)?,
+            at_ms,
+        },
+        3 => {
+            let reason = record::decode_reason(reader)?;
+            let legs = match reader.u8()? {
+                0 => None,
+                1 => Some(record::decode_legs(reader)?),
+                _ => return Err(DecodeError("bad legs flag")),
+            };
+            TxnState::Voided {
+                reason,
+                legs,
+                at_ms,
+            }
+        }
+        _ => return Err(DecodeError("bad transaction state")),
+    };
+    Ok(TxnEntry { state, lsn })
 }

@@ -144,8 +144,18 @@ fn prepare_of_a_new_transfer_holds_funds_and_votes_yes_then_commit_posts_it() {
     assert!(bank.in_doubt().is_empty());
 }
 
+/// Each of `txns`, as the bank knows it (memory, then history).
+fn states<const N: usize>(bank: &Bank, txns: [u8; N]) -> [&'static str; N] {
+    txns.map(|n| match bank.txn(txn(n)).unwrap() {
+        None => "forgotten",
+        Some(ledger::TxnState::Pending { .. }) => "pending",
+        Some(ledger::TxnState::Posted { .. }) => "posted",
+        Some(ledger::TxnState::Voided { .. }) => "voided",
+    })
+}
+
 #[test]
-fn a_checkpoint_forgets_decided_transfers_older_than_the_retention_and_nothing_else() {
+fn a_checkpoint_moves_decided_transfers_to_the_history_and_forgets_them_after_the_retention() {
     let storage = SimStorage::new();
     let bank = Bank::open(
         Arc::new(storage.clone()),
@@ -153,7 +163,7 @@ fn a_checkpoint_forgets_decided_transfers_older_than_the_retention_and_nothing_e
         "INR",
         || Ok(seeds()),
         BankOptions {
-            decided_retention_ms: 1_000,
+            decided_retention_ms: 3_000,
             ..options()
         },
     )
@@ -164,32 +174,94 @@ fn a_checkpoint_forgets_decided_transfers_older_than_the_retention_and_nothing_e
     block_on(bank.commit(txn(1), 10)).unwrap();
     block_on(bank.abort(txn(2), 20)).unwrap();
     block_on(bank.prepare(txn(3), &legs, 30)).unwrap();
-    block_on(bank.prepare(txn(4), &legs, 5_000)).unwrap();
-    block_on(bank.commit(txn(4), 5_000)).unwrap();
-    let states = |bank: &Bank| {
-        let ledger = bank.ledger();
-        [1, 2, 3, 4].map(|n| match ledger.txn(&txn(n)) {
-            None => "forgotten",
-            Some(ledger::TxnState::Pending { .. }) => "pending",
-            Some(ledger::TxnState::Posted { .. }) => "posted",
-            Some(ledger::TxnState::Voided { .. }) => "voided",
-        })
-    };
-    assert_eq!(states(&bank), ["posted", "voided", "pending", "posted"]);
-
-    bank.checkpoint(3_000).unwrap();
+    block_on(bank.prepare(txn(4), &legs, 2_500)).unwrap();
+    block_on(bank.commit(txn(4), 2_500)).unwrap();
     assert_eq!(
-        states(&bank),
-        ["forgotten", "forgotten", "pending", "posted"],
-        "decided at 10 and 20, before 3,000 - 1,000: forgotten; a pending one stays however old"
+        states(&bank, [1, 2, 3, 4]),
+        ["posted", "voided", "pending", "posted"]
     );
-    bank.checkpoint(3_000).unwrap();
+    assert_eq!(bank.ledger().txns_in_memory(), 4);
+
+    bank.checkpoint(2_600).unwrap();
     assert_eq!(
-        states(&bank),
-        ["forgotten", "forgotten", "pending", "posted"]
+        states(&bank, [1, 2, 3, 4]),
+        ["posted", "voided", "pending", "posted"],
+        "decided transactions are found in the history"
+    );
+    assert_eq!(
+        bank.ledger().txns_in_memory(),
+        1,
+        "memory keeps the pending one"
+    );
+    assert_eq!(bank.history().store().tables().len(), 1);
+
+    bank.checkpoint(3_100).unwrap();
+    assert_eq!(
+        states(&bank, [1, 2, 3, 4]),
+        ["forgotten", "forgotten", "pending", "posted"],
+        "decided at 10 and 20, before 3,100 - 3,000: forgotten; a pending one stays however old"
     );
     let reopened = open(&storage.crash());
     assert_eq!(reopened.ledger(), bank.ledger(), "snapshot + replay");
+    assert_eq!(
+        states(&reopened, [1, 2, 3, 4]),
+        ["forgotten", "forgotten", "pending", "posted"]
+    );
+}
+
+#[test]
+fn a_repeated_or_late_request_for_a_transaction_in_the_history_answers_as_before() {
+    let storage = SimStorage::new();
+    let bank = open(&storage);
+    let legs = [debit("123", 100), credit("456", 100)];
+    block_on(bank.prepare(txn(1), &legs, 10)).unwrap();
+    block_on(bank.commit(txn(1), 11)).unwrap();
+    block_on(bank.abort(txn(2), 12)).unwrap();
+    assert_eq!(
+        block_on(bank.prepare(txn(3), &[debit("123", 1_000_000)], 13)).unwrap(),
+        Vote::No(VoidReason::InsufficientFunds(account("123")))
+    );
+    bank.checkpoint(20).unwrap();
+    for bank in [bank, open(&storage.crash())] {
+        assert_eq!(bank.ledger().txns_in_memory(), 0);
+        let before = balance_and_available(&bank, "123");
+        assert_eq!(
+            block_on(bank.prepare(txn(1), &legs, 30)).unwrap(),
+            Vote::Yes
+        );
+        block_on(bank.commit(txn(1), 30)).unwrap();
+        assert!(matches!(
+            block_on(bank.abort(txn(1), 30)),
+            Err(BankError::Refused(
+                ParticipantError::AbortAfterCommit { .. }
+            ))
+        ));
+        assert!(matches!(
+            block_on(bank.prepare(txn(1), &[debit("123", 7)], 30)),
+            Err(BankError::Refused(ParticipantError::TxnIdReused { .. }))
+        ));
+        assert_eq!(
+            block_on(bank.prepare(txn(2), &legs, 30)).unwrap(),
+            Vote::No(VoidReason::AbortedBeforePrepare),
+            "a late prepare after the abort votes NO"
+        );
+        assert!(matches!(
+            block_on(bank.commit(txn(2), 30)),
+            Err(BankError::Refused(
+                ParticipantError::CommitAfterAbort { .. }
+            ))
+        ));
+        assert_eq!(
+            block_on(bank.prepare(txn(3), &[debit("123", 1_000_000)], 30)).unwrap(),
+            Vote::No(VoidReason::InsufficientFunds(account("123")))
+        );
+        assert_eq!(
+            balance_and_available(&bank, "123"),
+            before,
+            "nothing moved twice"
+        );
+        assert_eq!(bank.ledger().txns_in_memory(), 0, "nothing written");
+    }
 }
 
 #[test]
@@ -548,5 +620,37 @@ fn a_crash_after_any_record_recovers_exactly_the_acknowledged_state() {
         assert_eq!(state.check_invariants(), Ok(()));
         // Snapshots forget nothing here (retention is 7 days): equal in full.
         assert_eq!(state, expected, "state after crash image {index}");
+    }
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_checkpoint_keeps_every_answer() {
+    let storage = SimStorage::new();
+    let bank = open(&storage);
+    let legs = [debit("123", 100), credit("456", 100)];
+    for n in 1..=6 {
+        block_on(bank.prepare(txn(n), &legs, u64::from(n))).unwrap();
+        if n % 2 == 0 {
+            block_on(bank.commit(txn(n), 10)).unwrap();
+        } else if n != 5 {
+            block_on(bank.abort(txn(n), 10)).unwrap();
+        }
+    }
+    bank.checkpoint(20).unwrap();
+    block_on(bank.prepare(txn(7), &legs, 30)).unwrap();
+    block_on(bank.commit(txn(7), 30)).unwrap();
+    block_on(bank.abort(txn(8), 30)).unwrap();
+    let all = [1, 2, 3, 4, 5, 6, 7, 8];
+    let expected = states(&bank, all);
+    let balances = balance_and_available(&bank, "123");
+    storage.record_crash_images();
+    bank.checkpoint(40).unwrap();
+    let images = storage.take_crash_images();
+    assert!(images.len() > 20, "{} crash images", images.len());
+    for (index, image) in images.into_iter().enumerate() {
+        let recovered = open(&image);
+        assert_eq!(states(&recovered, all), expected, "crash image {index}");
+        assert_eq!(balance_and_available(&recovered, "123"), balances);
+        assert_eq!(recovered.ledger().check_invariants(), Ok(()));
     }
 }

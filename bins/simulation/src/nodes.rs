@@ -343,7 +343,7 @@ impl World {
                     reason: reason.to_string(),
                 }),
                 Err(BankError::Refused(error)) => Reply::Refused(error.to_string()),
-                Err(BankError::Storage(_)) => {
+                Err(BankError::Storage(_) | BankError::History { .. }) => {
                     failed.store(true, Ordering::SeqCst);
                     return;
                 }
@@ -355,7 +355,7 @@ impl World {
     /// The rule broken on purpose: the vote the ledger decides in memory
     /// goes out before its record is durable.
     fn vote_yes_before_durable(&self, bank: &Bank, call: u64, txn: TxnId, legs: &[Leg], now: u64) {
-        let decided = bank.inspect(|ledger| ledger.decide_prepare(txn, legs, now));
+        let decided = bank.inspect(|ledger| ledger.decide_prepare(txn, legs, now, bank.history()));
         if let Ok(
             ledger::Step::Write {
                 answer: ledger::Vote::Yes,
@@ -405,7 +405,9 @@ impl World {
                     reply(call, Reply::Refused(error.to_string()))
                 }
             }
-            Err(BankError::Storage(_)) => failed.store(true, Ordering::SeqCst),
+            Err(BankError::Storage(_) | BankError::History { .. }) => {
+                failed.store(true, Ordering::SeqCst)
+            }
         };
         if call.is_none() {
             self.event(format!("{}: decision {decision:?} for {txn}", BANKS[index]));

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use coordinator::{PaymentRequest, Status};
-use ledger::{Ledger, TxnState};
+use ledger::{Bank, TxnState};
 use money::{Leg, TxnId};
 
 use crate::invariants::{
@@ -91,7 +91,7 @@ impl World {
             .enumerate()
             .filter_map(|(index, node)| {
                 let bank = node.node.up.as_ref()?;
-                Some(bank.inspect(|ledger| self.bank_view(index, ledger, &txns, complete)))
+                Some(self.bank_view(index, bank, &txns, complete))
             })
             .collect();
         let gateway = self
@@ -108,7 +108,8 @@ impl World {
 
     /// What bank `index` reports: its accounts, what it holds in doubt, and
     /// its state of each of `txns`.
-    fn bank_view(&self, index: usize, ledger: &Ledger, txns: &[TxnId], complete: bool) -> BankView {
+    fn bank_view(&self, index: usize, bank: &Bank, txns: &[TxnId], complete: bool) -> BankView {
+        let ledger = bank.ledger();
         BankView {
             name: BANKS[index].to_owned(),
             accounts: ledger
@@ -124,8 +125,8 @@ impl World {
             txns: Some(
                 txns.iter()
                     .filter_map(|txn| {
-                        let state = ledger.txn(txn)?;
-                        Some((txn_key(*txn), bank_txn(state)))
+                        let state = bank.txn(*txn).expect("history tables readable")?;
+                        Some((txn_key(*txn), bank_txn(&state)))
                     })
                     .collect(),
             ),
@@ -141,7 +142,7 @@ impl World {
     ) -> BTreeMap<TxnKey, GatewayEntry> {
         txns.iter()
             .filter_map(|txn| {
-                let payment = gateway.current(*txn)?;
+                let payment = gateway.current(*txn).expect("history tables readable")?;
                 Some((
                     txn_key(*txn),
                     GatewayEntry {

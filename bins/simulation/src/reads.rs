@@ -97,7 +97,7 @@ impl World {
                     posted,
                 },
                 Err(BankError::Refused(error)) => Reply::Refused(error.to_string()),
-                Err(BankError::Storage(_)) => {
+                Err(BankError::Storage(_) | BankError::History { .. }) => {
                     failed.store(true, Ordering::SeqCst);
                     return;
                 }
@@ -109,10 +109,8 @@ impl World {
 
 /// Which of `txns` the bank has posted.
 fn posted_of(bank: &Bank, txns: &[TxnId]) -> BTreeSet<TxnId> {
-    bank.inspect(|ledger| {
-        txns.iter()
-            .filter(|txn| matches!(ledger.txn(txn), Some(TxnState::Posted { .. })))
-            .copied()
-            .collect()
-    })
+    txns.iter()
+        .filter(|txn| matches!(bank.txn(**txn), Ok(Some(TxnState::Posted { .. }))))
+        .copied()
+        .collect()
 }

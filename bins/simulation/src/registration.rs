@@ -116,7 +116,7 @@ impl World {
             let reply = match bank.open_account(None, &owner, Amount::ZERO).await {
                 Ok(account) => Reply::Opened(account),
                 Err(BankError::Refused(error)) => Reply::Refused(error.to_string()),
-                Err(BankError::Storage(_)) => {
+                Err(BankError::Storage(_) | BankError::History { .. }) => {
                     failed.store(true, Ordering::SeqCst);
                     return;
                 }

@@ -139,6 +139,40 @@ impl StopSwitch {
     }
 }
 
+/// How often a checkpoint that keeps failing (a full disk) is logged.
+pub const CHECKPOINT_FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A failed checkpoint leaves the old snapshot and tables standing and the
+/// log keeping everything, so the server goes on serving; the failure is
+/// logged at most once per [`CHECKPOINT_FAILURE_LOG_EVERY`], with how many
+/// failed since the last line. A failed log stops the server elsewhere.
+#[derive(Default)]
+pub struct CheckpointFailures {
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl CheckpointFailures {
+    pub fn failed(&mut self, error: &dyn std::fmt::Display) {
+        let now = std::time::Instant::now();
+        let due = self
+            .last_logged
+            .is_none_or(|last| now.duration_since(last) >= CHECKPOINT_FAILURE_LOG_EVERY);
+        if due {
+            let failed_since = self.unlogged;
+            tracing::error!(
+                %error,
+                failed_since,
+                "checkpoint failed; serving on from the log, the old snapshot and tables stand"
+            );
+            self.last_logged = Some(now);
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+    }
+}
+
 /// Runs a server until `shutdown` resolves or the switch is pulled, then
 /// lets in-flight calls finish (at most [`SHUTDOWN_GRACE`] for idle
 /// connections to close). `serve` receives the future that ends serving.

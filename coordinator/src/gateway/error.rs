@@ -3,6 +3,7 @@
 
 use money::{Amount, BankName, TxnId};
 use wal::codec::DecodeError;
+use wal::table::TableError;
 use wal::{AppendError, Lsn, OpenError, ReplayError};
 
 use crate::sessions::SessionError;
@@ -17,6 +18,8 @@ pub enum GatewayOpenError {
     Snapshot { lsn: Lsn, source: DecodeError },
     #[error("replaying the decision log failed: {0}")]
     Replay(#[source] ReplayError<std::convert::Infallible>),
+    #[error("the history tables cannot be opened: {0}")]
+    History(#[from] TableError),
     #[error("the setup file's user {username:?} has a bad or duplicate username")]
     SeedUser { username: String },
     #[error(transparent)]
@@ -73,6 +76,37 @@ pub enum GatewayError {
     /// The decision log failed: the gateway must stop (fail-stop).
     #[error("the gateway's storage failed: {0}")]
     Storage(#[from] AppendError),
+    /// The history tables could not be read: the gateway must stop.
+    #[error("the gateway's history tables failed: {reason}")]
+    History { reason: String },
+}
+
+impl GatewayError {
+    /// Whether the gateway must stop (fail-stop): its storage failed.
+    pub fn stops_the_gateway(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::Storage(_) | GatewayError::History { .. }
+        )
+    }
+}
+
+impl From<TableError> for GatewayError {
+    fn from(error: TableError) -> GatewayError {
+        GatewayError::History {
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// Why a checkpoint did not complete; the old snapshot and tables stand,
+/// and the log keeps everything.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("writing the history tables failed: {0}")]
+    History(#[from] TableError),
+    #[error(transparent)]
+    Log(#[from] wal::CheckpointError),
 }
 
 /// Which bound shed a payment.

@@ -5,6 +5,8 @@
 //! - [`state`]: the pure state machine (decide, then apply), which every
 //!   record goes through, live and on replay;
 //! - [`snapshot`]: its codec;
+//! - [`history`]: finished payments older than the last checkpoint, in
+//!   the storage layer's tables;
 //! - [`access`]: registration, login and sessions, before and after hashing;
 //! - [`payments`]: `pay` exactly once per txn id;
 //! - [`two_phase`]: phase 1, phase 2, the phase-2 retry policy, banks'
@@ -22,6 +24,7 @@
 
 mod access;
 mod error;
+mod history;
 mod options;
 mod payments;
 mod reads;
@@ -36,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use wal::{AppendError, Lsn, Storage, Wal};
 
 pub use access::{LoginAttempt, Registration};
-pub use error::{Bound, GatewayError, GatewayOpenError, Limited};
+pub use error::{Bound, CheckpointError, GatewayError, GatewayOpenError, Limited};
 pub use options::{
     AMOUNT_MAX_DEFAULT, AdmissionPolicy, Backoff, GatewayOptions, PAYMENTS_IN_FLIGHT_MAX_DEFAULT,
     PHASE_TWO_RETRY_DEFAULT, REGISTRATIONS_IN_FLIGHT_MAX_DEFAULT, RETENTION_MS_DEFAULT,
@@ -51,6 +54,7 @@ use crate::participant::Participant;
 use crate::repeated::RepeatedWarnings;
 use crate::users::{self, PasswordHasher};
 use access::Access;
+use history::History;
 use state::GatewayState;
 use two_phase::PhaseTwo;
 use waiting::Waiters;
@@ -68,6 +72,10 @@ struct Inner {
 pub struct Gateway<P> {
     inner: Mutex<Inner>,
     wal: Wal,
+    /// Finished payments older than the last checkpoint; looked up under
+    /// `inner`'s lock, so an entry moving there is always found in one or
+    /// the other.
+    history: History,
     participant: P,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
@@ -93,7 +101,7 @@ impl<P: Participant> Gateway<P> {
         entropy: Arc<dyn Entropy>,
         setup_users: impl FnOnce() -> Vec<SetupUser>,
     ) -> Result<Gateway<P>, GatewayOpenError> {
-        let (wal, mut state, last_snapshot_lsn) = recover(storage, &options)?;
+        let (wal, history, mut state, last_snapshot_lsn) = recover(storage, &options)?;
         if state.applied_lsn == Lsn(0) {
             seed(&wal, &mut state, setup_users(), &options, &*entropy)?;
         }
@@ -111,6 +119,7 @@ impl<P: Participant> Gateway<P> {
                 last_snapshot_lsn,
             }),
             wal,
+            history,
             participant,
             clock,
             entropy,
@@ -122,18 +131,20 @@ impl<P: Participant> Gateway<P> {
     }
 }
 
-/// Recovery: the latest snapshot, then every record after it, through the
-/// state machine's `apply`. Any record that does not decode stops it.
-/// Returns the log, the state and the snapshot's LSN (0 without one).
+/// Recovery: the latest snapshot, the history tables it relies on, then
+/// every record after it, through the state machine's `apply`. Any record
+/// that does not decode stops it. Returns the log, the history, the state
+/// and the snapshot's LSN (0 without one).
 fn recover(
     storage: Arc<dyn Storage>,
     options: &GatewayOptions,
-) -> Result<(Wal, GatewayState, Lsn), GatewayOpenError> {
+) -> Result<(Wal, History, GatewayState, Lsn), GatewayOpenError> {
     let recovered = Wal::open_storage(storage, options.wal)?;
     let wal = recovered.wal;
     let mut state = GatewayState::new();
+    let mut history_generation = 0;
     if let Some(image) = &recovered.snapshot {
-        snapshot::decode(&mut state, &image.payload).map_err(|source| {
+        history_generation = snapshot::decode(&mut state, &image.payload).map_err(|source| {
             GatewayOpenError::Snapshot {
                 lsn: image.lsn,
                 source,
@@ -141,6 +152,11 @@ fn recover(
         })?;
         state.applied_lsn = image.lsn;
     }
+    let history = History::open(
+        Arc::clone(wal.storage()),
+        options.tables,
+        history_generation,
+    )?;
     let snapshot_lsn = state.applied_lsn;
     let from = state.applied_lsn.next().max(wal.first_lsn());
     let replayed = wal.replay(from, |record| {
@@ -157,7 +173,7 @@ fn recover(
         Ok(error) => error,
         Err(log) => GatewayOpenError::Replay(log),
     })?;
-    Ok((wal, state, snapshot_lsn))
+    Ok((wal, history, state, snapshot_lsn))
 }
 
 /// Writes the setup file's users on a first start (hashing each password
@@ -217,32 +233,50 @@ impl<P> Gateway<P> {
         self.wal.poisoned()
     }
 
-    /// Snapshots the state and trims the decision log if `snapshot_every`
-    /// records were written since the last snapshot, forgetting finished
-    /// payments older than the retention. Blocking; returns whether it ran.
-    pub fn checkpoint_if_due(&self) -> Result<bool, wal::CheckpointError> {
-        let (lsn, users, payments) = {
+    /// Checkpoints if `snapshot_every` records were written since the last
+    /// one: the payments finished since then become a history table (and
+    /// tables past the retention expire), then the snapshot of what stays
+    /// in memory (users, unfinished payments) names the tables' generation,
+    /// and the log is trimmed. The work is proportional to what changed
+    /// since the last checkpoint. On failure the old snapshot and tables
+    /// stand and the log keeps everything. Blocking; returns whether it ran.
+    pub fn checkpoint_if_due(&self) -> Result<bool, CheckpointError> {
+        let (lsn, users, mut payments, moving) = {
             let mut inner = self.lock();
             let written = inner.state.applied_lsn.0 - inner.last_snapshot_lsn.0;
             if written < self.options.snapshot_every {
                 return Ok(false);
             }
-            let cutoff = self
-                .clock
-                .now_ms()
-                .saturating_sub(self.options.retention_ms);
-            inner.state.forget_decided_before(cutoff);
+            let moving = inner.state.take_recent();
             (
                 inner.state.applied_lsn,
                 inner.state.users.clone(),
                 inner.state.payments.clone(),
+                moving,
             )
         };
-        let image = snapshot::encode(&users, &payments);
+        let cutoff = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.options.retention_ms);
+        let added = wal::block_on(self.wal.wait_durable(lsn))
+            .map_err(|error| CheckpointError::Log(error.into()))
+            .and_then(|_| Ok(self.history.add(&moving, cutoff)?));
+        let generation = match added {
+            Ok(generation) => generation,
+            Err(error) => {
+                self.lock().state.keep_unmoved(&moving);
+                return Err(error);
+            }
+        };
+        self.lock().state.forget_moved(&moving);
+        for (txn, _) in &moving {
+            payments.remove(txn);
+        }
+        let image = snapshot::encode(generation, &users, &payments);
         // Gone before the write: while the clones live, the live maps share
         // nodes with them and copy each node they change.
-        drop((users, payments));
-        wal::block_on(self.wal.wait_durable(lsn))?;
+        drop((users, payments, moving));
         self.wal.checkpoint_with_snapshot(lsn, &image)?;
         self.lock().last_snapshot_lsn = lsn;
         Ok(true)
@@ -253,8 +287,14 @@ impl<P> Gateway<P> {
         &self.wal
     }
 
-    /// How many payments (and ids) the gateway remembers.
-    pub fn remembered(&self) -> usize {
+    /// How many payments (and ids) the gateway holds in memory: unfinished
+    /// ones, and those finished since the last checkpoint.
+    pub fn in_memory(&self) -> usize {
         self.lock().state.payments.len()
+    }
+
+    /// The history tables (for tools and tests).
+    pub fn history_tables(&self) -> &wal::table::Store {
+        self.history.store()
     }
 }

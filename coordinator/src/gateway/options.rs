@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use money::{AccountNo, Amount, BankName};
 use wal::Options;
+use wal::table::StoreOptions;
 
 use crate::admission::RateLimit;
 use crate::sessions::SessionPolicy;
@@ -23,9 +24,12 @@ pub struct GatewayOptions {
     pub sessions: SessionPolicy,
     /// Snapshot the state and trim the decision log after this many records.
     pub snapshot_every: u64,
-    /// Finished payments are kept (and their ids answer repeats) at least
-    /// this long; older ones are forgotten at the next snapshot.
+    /// Finished payments are kept (and their ids answer repeats) this
+    /// long; older ones are forgotten at the next checkpoint.
     pub retention_ms: u64,
+    /// The history tables finished payments move to at each checkpoint:
+    /// how many, and how they merge.
+    pub tables: StoreOptions,
     /// The cost of hashing a password (setup users, registration).
     pub password_cost: users::HashCost,
     /// Payments answered before their phase 2 is over, at most; past this a
@@ -101,6 +105,7 @@ impl GatewayOptions {
             sessions: SessionPolicy::default(),
             snapshot_every: 100_000,
             retention_ms: RETENTION_MS_DEFAULT,
+            tables: StoreOptions::default(),
             password_cost: users::HashCost::default(),
             unsettled_max: UNSETTLED_MAX_DEFAULT,
             payments_in_flight_max: PAYMENTS_IN_FLIGHT_MAX_DEFAULT,

@@ -79,11 +79,13 @@ impl<P: Participant> Gateway<P> {
         if !answer_early {
             self.phase_two(txn).await?;
         }
+        // It may have ended and moved to the history meanwhile.
         let inner = self.lock();
-        let payment = inner.state.payments[&txn]
-            .payment
-            .clone()
-            .expect("a paid txn has its request");
+        let payment = inner
+            .state
+            .entry(txn, &self.history)?
+            .and_then(|entry| entry.payment.clone())
+            .expect("a paid txn is remembered with its request");
         Ok(Paid {
             phase_two_pending: answer_early && !payment.ended,
             payment,
@@ -98,7 +100,10 @@ impl<P: Participant> Gateway<P> {
         let now = self.clock.now_ms();
         let mut inner = self.lock();
         inner.state.check_request(&self.options, user, request)?;
-        match inner.state.decide_pay(&self.options, user, request, now)? {
+        match inner
+            .state
+            .decide_pay(&self.options, user, request, now, &self.history)?
+        {
             Seen::New(initiated) => Ok(Next::Coordinate(self.record(&mut inner, initiated)?)),
             Seen::Known {
                 stored,
@@ -117,39 +122,35 @@ impl<P: Participant> Gateway<P> {
         }
     }
 
-    /// A payment, to the user who made it.
+    /// A payment, to the user who made it (from memory or the history).
     pub fn payment(&self, user: &str, txn: TxnId) -> Result<Payment, GatewayError> {
-        let inner = self.lock();
-        match inner
-            .state
-            .payments
-            .get(&txn)
-            .and_then(|entry| self.visible(entry))
-        {
+        match self.current_of(txn)? {
             Some(payment) if payment.user == user => Ok(payment),
             Some(_) | None => Err(GatewayError::NoSuchPayment { txn }),
         }
     }
 
+    /// The payment as it may be shown outside, from memory or the history.
+    fn current_of(&self, txn: TxnId) -> Result<Option<Payment>, GatewayError> {
+        let inner = self.lock();
+        let entry = inner.state.entry(txn, &self.history)?;
+        Ok(entry.and_then(|entry| self.visible(&entry)))
+    }
+
     /// Resolves with the payment once its decision is durable (the caller
     /// bounds the wait with its own timeout, then answers INITIATED).
     pub async fn outcome(&self, txn: TxnId) -> Result<Payment, GatewayError> {
-        let (payment, decided_lsn) = DecidedFuture { gateway: self, txn }.await;
+        let (payment, decided_lsn) = DecidedFuture { gateway: self, txn }.await?;
         self.wal.wait_durable(decided_lsn).await?;
         Ok(payment)
     }
 
     /// The current stored payment (for answering after a bounded wait).
-    pub fn current(&self, txn: TxnId) -> Option<Payment> {
-        self.lock()
-            .state
-            .payments
-            .get(&txn)
-            .and_then(|entry| self.visible(entry))
-            .map(|mut payment| {
-                payment.replayed = true;
-                payment
-            })
+    pub fn current(&self, txn: TxnId) -> Result<Option<Payment>, GatewayError> {
+        Ok(self.current_of(txn)?.map(|mut payment| {
+            payment.replayed = true;
+            payment
+        }))
     }
 
     /// The payment as it may be shown outside: INITIATED until its decision

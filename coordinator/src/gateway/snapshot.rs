@@ -1,5 +1,8 @@
-//! The gateway's snapshot: users (by name) and the payment table (by txn
-//! id), little-endian through `wal::codec`, with a version byte first.
+//! The gateway's snapshot: the history tables' generation it relies on,
+//! users (by name) and the payment table in memory (by txn id: unfinished
+//! payments, and finished ones not yet in the tables), little-endian
+//! through `wal::codec`, with a version byte first. Version 1 (no
+//! generation; every payment in memory) still opens.
 //! Sessions, login failures, rate limits and phase-2 progress are a node's
 //! own and are not kept; the LSNs of decisions are not kept either (a
 //! snapshot is taken only of durable state, so every decision in it is).
@@ -16,16 +19,20 @@ use crate::gateway::state::{Decision, Entry, GatewayState};
 use crate::payment::{Payment, Status};
 use crate::users::User;
 
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// Encodes users and payments (clones taken under the gateway's lock, so
 /// this runs without it).
 pub(crate) fn encode(
+    history_generation: u64,
     users: &OrdMap<String, User>,
     payments: &SharedHashMap<TxnId, Arc<Entry>>,
 ) -> Vec<u8> {
     let mut writer = Writer::default();
-    writer.u8(SNAPSHOT_VERSION).u64(users.len() as u64);
+    writer
+        .u8(SNAPSHOT_VERSION)
+        .u64(history_generation)
+        .u64(users.len() as u64);
     for user in users.values() {
         writer
             .str(&user.username)
@@ -37,13 +44,14 @@ pub(crate) fn encode(
     payments.sort_by_key(|(txn, _)| **txn);
     writer.u64(payments.len() as u64);
     for (txn, entry) in payments {
-        write_entry(&mut writer, *txn, entry);
+        writer.0.extend_from_slice(&txn.0);
+        write_entry(&mut writer, entry);
     }
     writer.0
 }
 
-fn write_entry(writer: &mut Writer, txn: TxnId, entry: &Entry) {
-    writer.0.extend_from_slice(&txn.0);
+/// One entry, without its id (in a snapshot, and as a history value).
+pub(crate) fn write_entry(writer: &mut Writer, entry: &Entry) {
     match &entry.payment {
         None => {
             writer.u8(0);
@@ -62,13 +70,16 @@ fn write_entry(writer: &mut Writer, txn: TxnId, entry: &Entry) {
     writer.u64(entry.decided_at_ms).u8(u8::from(entry.ended));
 }
 
-/// Restores a snapshot into an empty state (its LSN is the caller's).
-pub(crate) fn decode(state: &mut GatewayState, bytes: &[u8]) -> Result<(), DecodeError> {
+/// Restores a snapshot into an empty state (its LSN is the caller's);
+/// returns the history generation it relies on.
+pub(crate) fn decode(state: &mut GatewayState, bytes: &[u8]) -> Result<u64, DecodeError> {
     assert!(state.users.is_empty() && state.payments.is_empty());
     let mut reader = Reader::new(bytes);
-    if reader.u8()? != SNAPSHOT_VERSION {
-        return Err(DecodeError("unsupported gateway snapshot version"));
-    }
+    let history_generation = match reader.u8()? {
+        1 => 0,
+        SNAPSHOT_VERSION => reader.u64()?,
+        _ => return Err(DecodeError("unsupported gateway snapshot version")),
+    };
     for _ in 0..reader.u64()? {
         let user = User::new(
             text(&mut reader)?,
@@ -87,17 +98,20 @@ pub(crate) fn decode(state: &mut GatewayState, bytes: &[u8]) -> Result<(), Decod
         if entry.payment.is_some() && entry.decision.is_some() && !entry.ended {
             state.settling.insert(txn);
         }
-        state.forgettable.extend(entry.forget_key(txn));
+        if entry.forgettable() {
+            state.recent.insert(txn);
+        }
         state.payments.insert(txn, Arc::new(entry));
     }
-    reader.finish()
+    reader.finish()?;
+    Ok(history_generation)
 }
 
 fn text(reader: &mut Reader<'_>) -> Result<String, DecodeError> {
     reader.str().map(str::to_owned)
 }
 
-fn read_entry(reader: &mut Reader<'_>, txn: TxnId) -> Result<Entry, DecodeError> {
+pub(crate) fn read_entry(reader: &mut Reader<'_>, txn: TxnId) -> Result<Entry, DecodeError> {
     let payment = match reader.u8()? {
         0 => None,
         1 => Some(read_payment(reader, txn)?),

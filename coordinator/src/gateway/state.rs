@@ -11,6 +11,7 @@
 //! gateway needs). Sessions, login failures, rate limits and phase-2
 //! progress are a node's own and live beside it (`access`, `two_phase`).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use money::{AccountNo, BankName, TxnId};
 use wal::Lsn;
 
 use crate::decision_log::GatewayRecord;
+use crate::gateway::history::History;
 use crate::gateway::{Bound, GatewayError, GatewayOptions};
 use crate::payment::{Payment, PaymentRequest, Status};
 use crate::users::{self, User};
@@ -55,15 +57,12 @@ impl Entry {
         }
     }
 
-    /// Whether the entry may be forgotten once its decision is old: the
-    /// payment ended, or the id was only heard of in a GetDecision.
-    fn forgettable(&self) -> bool {
-        self.ended || self.payment.is_none()
-    }
-
-    /// The entry's item in [`GatewayState::forgettable`], if it belongs there.
-    pub(crate) fn forget_key(&self, txn: TxnId) -> Option<(u64, TxnId)> {
-        self.forgettable().then_some((self.decided_at_ms, txn))
+    /// Whether the entry is finished, never to change again: the payment
+    /// ended, or the id was only heard of in a GetDecision (and decided).
+    /// A finished entry moves to the history at the next checkpoint and is
+    /// forgotten once its decision is older than the retention.
+    pub(crate) fn forgettable(&self) -> bool {
+        self.ended || (self.payment.is_none() && self.decision.is_some())
     }
 
     /// Whether a payment is initiated and not decided: in its first phase.
@@ -84,7 +83,10 @@ pub(crate) enum Seen {
     },
 }
 
-/// Users and payments. Both are persistent maps: a snapshot clones them in
+/// Users and the payment table in memory: unfinished payments, and
+/// finished ones since the last checkpoint (older ones are in the
+/// [`History`], which `decide_pay` and `decide_decision` consult for an id
+/// not in memory). Both maps are persistent: a checkpoint clones them in
 /// O(1) and encodes the clone without holding up the live path.
 pub(crate) struct GatewayState {
     /// LSN of the last record applied.
@@ -94,11 +96,9 @@ pub(crate) struct GatewayState {
     /// insert moves a node's elements); one is copied only when changed
     /// while a snapshot still holds it.
     pub(crate) payments: SharedHashMap<TxnId, Arc<Entry>>,
-    /// Payments that may be forgotten once old enough (ended, or ids only
-    /// heard of in a bank's GetDecision), by decision time: forgetting takes
-    /// what it forgets, not a pass over every payment. An item whose entry
-    /// changed since is checked again and dropped.
-    pub(crate) forgettable: BTreeSet<(u64, TxnId)>,
+    /// Entries finished since the last checkpoint: what the next one
+    /// moves to the history.
+    pub(crate) recent: BTreeSet<TxnId>,
     /// Payments decided but not ended: phase 2 is running or to be retried.
     pub(crate) settling: BTreeSet<TxnId>,
     /// Payments initiated and not yet decided.
@@ -111,7 +111,7 @@ impl GatewayState {
             applied_lsn: Lsn(0),
             users: OrdMap::new(),
             payments: SharedHashMap::new(),
-            forgettable: BTreeSet::new(),
+            recent: BTreeSet::new(),
             settling: BTreeSet::new(),
             in_flight: 0,
         }
@@ -188,9 +188,10 @@ impl GatewayState {
         user: &str,
         request: &PaymentRequest,
         now_ms: u64,
+        history: &History,
     ) -> Result<Seen, GatewayError> {
-        if let Some(entry) = self.payments.get(&request.txn) {
-            let stored = replay_of(entry, user, request)?;
+        if let Some(entry) = self.entry(request.txn, history)? {
+            let stored = replay_of(&entry, user, request)?;
             let decided_lsn = entry.decision.as_ref().map(|_| entry.decided_lsn);
             return Ok(Seen::Known {
                 stored: Box::new(stored),
@@ -252,8 +253,9 @@ impl GatewayState {
         &self,
         txn: TxnId,
         now_ms: u64,
+        history: &History,
     ) -> Result<Result<(Decision, Lsn), GatewayRecord>, GatewayError> {
-        match self.payments.get(&txn).map(|entry| &**entry) {
+        match self.entry(txn, history)?.as_deref() {
             Some(Entry {
                 decision: Some((decision, _)),
                 decided_lsn,
@@ -296,21 +298,40 @@ impl GatewayState {
         (entry.decision.is_some() && !entry.ended).then_some(GatewayRecord::Ended { txn })
     }
 
-    /// Forgets the payments that may be forgotten and were decided before
-    /// `cutoff_ms`.
-    pub(crate) fn forget_decided_before(&mut self, cutoff_ms: u64) {
-        while let Some(&(at_ms, txn)) = self.forgettable.first()
-            && at_ms < cutoff_ms
-        {
-            self.forgettable.pop_first();
-            if self
-                .payments
-                .get(&txn)
-                .is_some_and(|entry| entry.forget_key(txn) == Some((at_ms, txn)))
-            {
-                self.payments.remove(&txn);
-            }
+    /// What the table knows of `txn`: memory first, then the history.
+    pub(crate) fn entry(
+        &self,
+        txn: TxnId,
+        history: &History,
+    ) -> Result<Option<Cow<'_, Entry>>, GatewayError> {
+        if let Some(entry) = self.payments.get(&txn) {
+            return Ok(Some(Cow::Borrowed(&**entry)));
         }
+        Ok(history.find(txn)?.map(Cow::Owned))
+    }
+
+    /// Takes the entries finished since the last checkpoint, for the
+    /// history; they stay in memory until [`GatewayState::forget_moved`]
+    /// (or go back with [`GatewayState::keep_unmoved`] if writing them
+    /// failed).
+    pub(crate) fn take_recent(&mut self) -> Vec<(TxnId, Arc<Entry>)> {
+        std::mem::take(&mut self.recent)
+            .into_iter()
+            .map(|txn| (txn, Arc::clone(&self.payments[&txn])))
+            .collect()
+    }
+
+    /// Forgets from memory entries now found in the history.
+    pub(crate) fn forget_moved(&mut self, moved: &[(TxnId, Arc<Entry>)]) {
+        for (txn, _) in moved {
+            let removed = self.payments.remove(txn);
+            debug_assert!(removed.is_some_and(|entry| entry.forgettable()));
+        }
+    }
+
+    /// Puts back entries a failed checkpoint did not move.
+    pub(crate) fn keep_unmoved(&mut self, unmoved: &[(TxnId, Arc<Entry>)]) {
+        self.recent.extend(unmoved.iter().map(|(txn, _)| *txn));
     }
 
     /// Applies the record written at `lsn` (live and on replay alike).
@@ -413,7 +434,9 @@ impl GatewayState {
                 self.settling.insert(txn);
             }
         }
-        self.forgettable.extend(entry.forget_key(txn));
+        if entry.forgettable() {
+            self.recent.insert(txn);
+        }
     }
 
     /// Phase 2 acknowledged by every bank: the payment is over.
@@ -428,7 +451,9 @@ impl GatewayState {
             if let Some(payment) = &mut entry.payment {
                 payment.ended = true;
             }
-            self.forgettable.extend(entry.forget_key(txn));
+            if entry.forgettable() {
+                self.recent.insert(txn);
+            }
         }
         self.settling.remove(&txn);
     }

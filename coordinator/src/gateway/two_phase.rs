@@ -297,7 +297,7 @@ impl<P: Participant> Gateway<P> {
         let (decision, lsn) = {
             let mut inner = self.lock();
             let now = self.clock.now_ms();
-            match inner.state.decide_decision(txn, now)? {
+            match inner.state.decide_decision(txn, now, &self.history)? {
                 Ok(known) => known,
                 Err(abort) => (Decision::Abort, self.record(&mut inner, abort)?),
             }

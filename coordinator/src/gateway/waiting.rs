@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 use money::{BankName, TxnId};
 use wal::Lsn;
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, GatewayError};
 use crate::participant::Participant;
 use crate::payment::Payment;
 
@@ -83,11 +83,16 @@ pub(crate) struct DecidedFuture<'a, P> {
 }
 
 impl<P: Participant> Future for DecidedFuture<'_, P> {
-    type Output = (Payment, Lsn);
+    type Output = Result<(Payment, Lsn), GatewayError>;
 
-    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<(Payment, Lsn)> {
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
         let mut inner = self.gateway.lock();
-        let decided = inner.state.payments.get(&self.txn).and_then(|entry| {
+        // Decided and ended, it may have moved to the history meanwhile.
+        let entry = match inner.state.entry(self.txn, &self.gateway.history) {
+            Ok(entry) => entry,
+            Err(error) => return Poll::Ready(Err(error)),
+        };
+        let decided = entry.and_then(|entry| {
             let payment = entry.payment.clone()?;
             entry.decision.as_ref()?;
             Some((payment, entry.decided_lsn))
@@ -95,7 +100,7 @@ impl<P: Participant> Future for DecidedFuture<'_, P> {
         match decided {
             Some((mut payment, decided_lsn)) => {
                 payment.replayed = true;
-                Poll::Ready((payment, decided_lsn))
+                Poll::Ready(Ok((payment, decided_lsn)))
             }
             None => {
                 inner.waiters.park(self.txn, context.waker());

@@ -364,6 +364,11 @@ impl Table {
     /// The entry for `key`, reading at most one block (none if the filter
     /// says the key is absent).
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry<'_>>, TableError> {
+        Ok(self.get_located(key)?.map(|(entry, _)| entry))
+    }
+
+    /// [`Table::get`], with the file offset of the block it was found in.
+    pub(super) fn get_located(&self, key: &[u8]) -> Result<Option<(Entry<'_>, u64)>, TableError> {
         if !filter::encoded_may_contain(&self.view[self.filter.clone()], self.filter_bits, key) {
             return Ok(None);
         }
@@ -372,7 +377,16 @@ impl Table {
             return Ok(None);
         }
         let entries = self.block(after - 1)?;
-        Ok(entries.into_iter().find(|entry| entry.key == key))
+        let offset = (BLOCK_LEN * after) as u64;
+        Ok(entries
+            .into_iter()
+            .find(|entry| entry.key == key)
+            .map(|entry| (entry, offset)))
+    }
+
+    /// A human-readable path of the file, for errors.
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// Every entry in key order, each block checked as it is read, and the

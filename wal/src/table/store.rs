@@ -175,13 +175,30 @@ impl Store {
     /// give a key's newer entry a later time, so expiry never uncovers an
     /// older entry.
     pub fn get(&self, key: &[u8]) -> Result<Option<Found>, TableError> {
+        let found = self.get_decoded(key, |value| Ok(value.to_vec()))?;
+        Ok(found.map(|(time, value)| Found { time, value }))
+    }
+
+    /// [`Store::get`], decoding the value in place with the owner's
+    /// `decode`; a value it refuses is damage, reported with the table's
+    /// name and the block's offset.
+    pub fn get_decoded<T>(
+        &self,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Result<Option<(u64, T)>, TableError> {
         let live = self.live();
         for table in live.tables.iter().rev() {
-            if let Some(entry) = table.get(key)? {
-                return Ok((entry.time >= live.horizon).then(|| Found {
-                    time: entry.time,
-                    value: entry.value.to_vec(),
-                }));
+            if let Some((entry, offset)) = table.get_located(key)? {
+                if entry.time < live.horizon {
+                    return Ok(None);
+                }
+                let value = decode(entry.value).map_err(|reason| TableError::Corrupt {
+                    file: table.path().to_owned(),
+                    offset,
+                    reason: format!("a value does not decode: {reason}"),
+                })?;
+                return Ok(Some((entry.time, value)));
             }
         }
         Ok(None)

@@ -20,7 +20,7 @@ use crate::rpc::settings::{deserialize_duration, now_ms, parse_duration};
 use crate::rpc::tls::{Role, TlsDir, require_role};
 use crate::servers::bank::service::BankService;
 pub use crate::servers::process::Stopped;
-use crate::servers::process::{StopSwitch, serve_until_stopped};
+use crate::servers::process::{CheckpointFailures, StopSwitch, serve_until_stopped};
 use crate::servers::transport_limits::TransportLimits;
 
 /// Largest request a bank decodes; its requests are a few hundred bytes.
@@ -264,6 +264,7 @@ async fn background(
     storage_failed: Arc<dyn Fn() + Send + Sync>,
 ) {
     let resolver = InDoubtResolver::new(&config);
+    let mut checkpoint_failures = CheckpointFailures::default();
     let mut tick = tokio::time::interval(BACKGROUND_TICK);
     loop {
         tick.tick().await;
@@ -276,9 +277,7 @@ async fn background(
         let checkpoint =
             tokio::task::spawn_blocking(move || for_checkpoint.checkpoint_if_due(now_ms())).await;
         if let Ok(Err(error)) = checkpoint {
-            tracing::error!(%error, "checkpoint failed; stopping");
-            storage_failed();
-            return;
+            checkpoint_failures.failed(&error);
         }
         resolver.resolve(&bank).await;
     }

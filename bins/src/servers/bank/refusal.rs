@@ -6,6 +6,10 @@
 use ledger::{BankError, InvalidRequest, ParticipantError};
 use tonic::Status;
 
+/// What a caller hears when the bank's log or history tables failed (the
+/// details are in the bank's own log, not the caller's).
+const STORAGE_FAILED: &str = "the bank's storage failed; it is restarting";
+
 /// The most items one batch call may carry.
 pub const BATCH_LEN_MAX: usize = 1024;
 
@@ -31,8 +35,8 @@ impl From<Refusal> for Status {
         let message = refusal.to_string();
         match refusal {
             Refusal::Bank(BankError::Refused(refused)) => participant_status(refused, message),
-            Refusal::Bank(BankError::Storage(_)) => {
-                Status::unavailable("the bank's storage failed; it is restarting")
+            Refusal::Bank(BankError::Storage(_) | BankError::History { .. }) => {
+                Status::unavailable(STORAGE_FAILED)
             }
             Refusal::Invalid(_)
             | Refusal::EmptyBatch
@@ -54,6 +58,7 @@ fn participant_status(refused: ParticipantError, message: String) -> Status {
         | ParticipantError::CommitAfterAbort { .. }
         | ParticipantError::AbortAfterCommit { .. } => Status::failed_precondition(message),
         ParticipantError::UnknownAccount { .. } => Status::not_found(message),
+        ParticipantError::History { .. } => Status::unavailable(STORAGE_FAILED),
     }
 }
 

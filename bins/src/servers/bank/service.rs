@@ -37,7 +37,7 @@ impl BankService {
     }
 
     fn fail(&self, error: BankError) -> Status {
-        if let BankError::Storage(_) = &error {
+        if error.stops_the_bank() {
             tracing::error!(%error, "storage failed; stopping the bank");
             (self.on_storage_failure)();
         }

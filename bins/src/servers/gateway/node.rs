@@ -21,7 +21,7 @@ use crate::rpc::tls::{Role, TlsDir, require_role};
 use crate::servers::gateway::bank_clients::BankClients;
 use crate::servers::gateway::password_pool::PasswordPool;
 use crate::servers::gateway::service::{DecisionService, GatewayService, SessionAuth};
-use crate::servers::process::{StopSwitch, Stopped, serve_until_stopped};
+use crate::servers::process::{CheckpointFailures, StopSwitch, Stopped, serve_until_stopped};
 use crate::servers::transport_limits::TransportLimits;
 
 /// Largest request the gateway decodes.
@@ -540,6 +540,7 @@ fn open_gateway(
         sessions: config.sessions,
         snapshot_every: config.snapshot_every,
         retention_ms: config.retention.as_millis() as u64,
+        tables: wal::table::StoreOptions::default(),
         password_cost: Default::default(),
         unsettled_max: config.limits.unsettled_max,
         payments_in_flight_max: config.limits.payments_in_flight_max,
@@ -636,6 +637,7 @@ pub async fn run(
 /// Retries phase 2 of decided transactions until every bank acknowledged,
 /// takes checkpoints, and stops the gateway if its log failed.
 async fn resume_loop(gateway: Arc<Gateway<BankClients>>, stop: StopSwitch) {
+    let mut checkpoint_failures = CheckpointFailures::default();
     let mut tick = tokio::time::interval(RESUME_EVERY);
     loop {
         tick.tick().await;
@@ -651,9 +653,7 @@ async fn resume_loop(gateway: Arc<Gateway<BankClients>>, stop: StopSwitch) {
         if let Ok(Err(error)) =
             tokio::task::spawn_blocking(move || for_checkpoint.checkpoint_if_due()).await
         {
-            tracing::error!(%error, "checkpoint failed; stopping");
-            stop.pull(Stopped::StorageFailed);
-            return;
+            checkpoint_failures.failed(&error);
         }
     }
 }

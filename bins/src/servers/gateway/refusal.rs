@@ -117,7 +117,7 @@ fn gateway_status(error: GatewayError, message: String) -> Status {
             with_retry_after(Status::resource_exhausted(message), RETRY_AFTER_LOAD_MS)
         }
         GatewayError::NotDecided { .. } => Status::unavailable(message),
-        GatewayError::Storage(_) => {
+        GatewayError::Storage(_) | GatewayError::History { .. } => {
             Status::unavailable("the gateway's storage failed; it is restarting")
         }
     }

@@ -128,7 +128,7 @@ impl GatewayService {
     /// A coordinator error as a status; a failed decision log also stops
     /// the gateway (fail-stop).
     fn fail(&self, error: GatewayError) -> Status {
-        if let GatewayError::Storage(_) = &error {
+        if error.stops_the_gateway() {
             tracing::error!(%error, "decision log failed; stopping the gateway");
             (self.on_storage_failure)();
         }
@@ -402,6 +402,7 @@ impl proto::gateway_server::Gateway for GatewayService {
             Err(_) => self
                 .gateway
                 .current(txn)
+                .map_err(|error| self.fail(error))?
                 .ok_or_else(|| Status::from(Refusal::PaymentTaskLost))?,
         };
         if outcome.replayed {
