@@ -53,6 +53,10 @@ enum ToolCommand {
     /// Deterministic simulation of the whole system under faults: many
     /// seeds, or `--seed S` to replay one.
     Sim(minipay::harness::sim::SimArgs),
+    /// What a long history costs: build one in process through the cores,
+    /// then measure real servers on it.
+    #[command(subcommand)]
+    HistoryBench(minipay::harness::history::HistoryCommand),
     /// Generate a development CA and mTLS certificates for every node.
     Certs {
         /// Directory to write ca.pem, gateway.pem/.key, <bank>.pem/.key, client.pem/.key.
@@ -286,6 +290,7 @@ fn client_main(
 fn run(tool: ToolCommand) -> anyhow::Result<()> {
     match tool {
         ToolCommand::Sim(_) => unreachable!("the simulation runs without logging"),
+        ToolCommand::HistoryBench(command) => minipay::harness::history::main(command),
         ToolCommand::Certs { out, banks } => {
             for file in minipay::tools::certs::generate(&out, &banks)? {
                 println!("{file}");

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 
 /// A running server process; SIGKILLed on drop if still running.
 pub struct ServerProcess {
@@ -199,6 +199,33 @@ impl LocalCluster {
             gateway_flags,
             None,
         )
+    }
+
+    /// A cluster over a directory that already has its certificates,
+    /// setup file and data (say, one `minipay history-bench build` made),
+    /// with no process started yet: the caller starts each one.
+    pub fn existing(
+        servers: Servers,
+        dir: &Path,
+        gateway_flags: &[String],
+    ) -> anyhow::Result<LocalCluster> {
+        for needed in ["tls", "setup.json"] {
+            ensure!(
+                dir.join(needed).exists(),
+                "{} has no {needed}: not a cluster directory",
+                dir.display()
+            );
+        }
+        Ok(LocalCluster {
+            dir: dir.to_path_buf(),
+            servers,
+            banks: Vec::new(),
+            gateway: None,
+            gateway_address: std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?,
+            server_flags: Vec::new(),
+            gateway_flags: gateway_flags.to_vec(),
+            gateway_log_filter: None,
+        })
     }
 
     fn launch(

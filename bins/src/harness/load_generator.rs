@@ -109,7 +109,7 @@ struct User {
     account: String,
 }
 
-async fn gateway_client(
+pub(crate) async fn gateway_client(
     url: &str,
     tls_dir: &std::path::Path,
 ) -> anyhow::Result<proto::gateway_client::GatewayClient<Channel>> {
@@ -231,7 +231,7 @@ async fn users(
     Ok(users)
 }
 
-fn percentile_ms(sorted: &[Duration], percent: f64) -> f64 {
+pub(crate) fn percentile_ms(sorted: &[Duration], percent: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -744,7 +744,7 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// Samples `pid`'s `RssAnon` until `stop`; the largest seen.
-fn sample_rss(
+pub(crate) fn sample_rss(
     pid: u32,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<u64> {
