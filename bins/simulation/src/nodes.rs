@@ -92,9 +92,18 @@ fn bank_options() -> BankOptions {
         wal: sim_wal_options(),
         snapshot_every: 64,
         in_doubt: IN_DOUBT,
+        tables: SIM_TABLES,
         ..BankOptions::default()
     }
 }
+
+/// Few tables, merged two at a time: with a checkpoint every 64 records,
+/// every seed writes and merges history tables, and crashes and failed
+/// syncs land between and during their writes.
+const SIM_TABLES: wal::table::StoreOptions = wal::table::StoreOptions {
+    tables_max: 3,
+    merge_fanin_min: 2,
+};
 
 /// The gateway's options: the simulation's log, short call timeouts, and a
 /// short phase-2 retry backoff.
@@ -105,6 +114,7 @@ fn gateway_options() -> GatewayOptions {
         prepare_timeout: Duration::from_millis(PREPARE_TIMEOUT_MS),
         commit_timeout: Duration::from_millis(COMMIT_TIMEOUT_MS),
         snapshot_every: 64,
+        tables: SIM_TABLES,
         password_cost: coordinator::users::HashCost::SIMULATION_ONLY,
         // Small, so both ways of answering (before and after phase 2) run.
         unsettled_max: 4,

@@ -214,8 +214,7 @@ pub async fn run(
 }
 
 fn open_bank(config: &BankConfig) -> anyhow::Result<Bank> {
-    let storage = wal::FsStorage::open_locked(&config.data_dir.join("wal"))
-        .with_context(|| format!("open data directory {}", config.data_dir.display()))?;
+    let storage = crate::servers::crash_point::storage(&config.data_dir.join("wal"))?;
     let options = BankOptions {
         wal: crate::servers::process::server_wal_options(config.wal_segment_size),
         snapshot_every: config.snapshot_every,
@@ -234,14 +233,8 @@ fn open_bank(config: &BankConfig) -> anyhow::Result<Bank> {
         let users = crate::rpc::setup::load(path).map_err(|error| format!("{error:#}"))?;
         crate::rpc::setup::seeds_for(&users, &config.name).map_err(|error| format!("{error:#}"))
     };
-    let (bank, report) = Bank::open(
-        Arc::new(storage),
-        &config.name,
-        &config.currency,
-        seeds,
-        options,
-    )
-    .with_context(|| format!("open the ledger in {}", config.data_dir.display()))?;
+    let (bank, report) = Bank::open(storage, &config.name, &config.currency, seeds, options)
+        .with_context(|| format!("open the ledger in {}", config.data_dir.display()))?;
     if let Some((segment, offset, bytes)) = &report.torn_tail {
         tracing::warn!(segment, offset, bytes, "recovered from a torn WAL tail");
     }

@@ -528,8 +528,7 @@ fn open_gateway(
     config: &GatewayConfig,
     banks: BankClients,
 ) -> anyhow::Result<Gateway<BankClients>> {
-    let storage = wal::FsStorage::open_locked(&config.data_dir.join("wal"))
-        .with_context(|| format!("open data directory {}", config.data_dir.display()))?;
+    let storage = crate::servers::crash_point::storage(&config.data_dir.join("wal"))?;
     let options = GatewayOptions {
         wal: crate::servers::process::server_wal_options(config.wal_segment_size),
         prepare_timeout: config.prepare_timeout,
@@ -562,7 +561,7 @@ fn open_gateway(
         }
     };
     let gateway = Gateway::open(
-        Arc::new(storage),
+        storage,
         options,
         banks,
         Arc::new(SystemClock),
