@@ -1,8 +1,12 @@
 //! The `minipay wal` commands through the real binary: dump, verify, repair
-//! and bench, their output and their exit codes on good and bad logs.
+//! and bench, their output and their exit codes on good and bad logs, and
+//! on the history tables beside a log.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+
+use wal::table::{Store, StoreOptions, table_name};
 
 fn minipay(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_minipay"))
@@ -258,4 +262,179 @@ fn dump_into_a_reader_that_stops_early_ends_quietly_like_other_unix_tools() {
         output.status
     );
     assert_eq!(text(&output.stderr), "", "nothing printed about the pipe");
+}
+
+/// Entries per table in [`add_tables`].
+const TABLE_ENTRIES: u64 = 100;
+
+/// The key of entry `index` of [`add_tables`]: its index, big-endian, twice.
+fn table_key(index: u64) -> Vec<u8> {
+    index.to_be_bytes().repeat(2)
+}
+
+/// Adds three history tables of [`TABLE_ENTRIES`] entries each to `dir`
+/// through the real store (as a checkpoint does), and closes it. Entry `n`
+/// has key [`table_key`]`(n)`, time 1000 + its table and value "value n".
+fn add_tables(dir: &Path) {
+    let storage = Arc::new(wal::FsStorage::open_locked(dir).unwrap());
+    let store = Store::open(storage, StoreOptions::default(), 0).unwrap();
+    for table in 0..3 {
+        let batch = (table * TABLE_ENTRIES..(table + 1) * TABLE_ENTRIES)
+            .map(|index| {
+                let value = format!("value {index}").into_bytes();
+                (table_key(index), 1000 + table, value)
+            })
+            .collect();
+        store.add(batch).unwrap();
+    }
+    assert_eq!((store.generation(), store.tables().len()), (3, 3));
+}
+
+/// Every file in `dir` with its bytes, to show a command changed nothing.
+fn snapshot_of(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn verify_checks_the_history_tables_beside_a_log_and_removes_no_leftover() {
+    let (_scratch, dir) = bench_log(100);
+    add_tables(&dir);
+    // A table no manifest lists: what a crash before a switch leaves.
+    std::fs::copy(dir.join(table_name(1)), dir.join(table_name(99))).unwrap();
+    let before = snapshot_of(&dir);
+    let output = minipay(&["wal", "verify"], &dir);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary = text(&output.stdout);
+    let lines: Vec<&str> = summary.lines().collect();
+    assert_eq!(lines.len(), 3, "{summary}");
+    assert!(
+        lines[0].starts_with("ok: 1 segments, 100 records"),
+        "{summary}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "ok: history tables: manifest generation 3, horizon 0 ms, 3 tables, 300 entries checked, "
+        ),
+        "{summary}"
+    );
+    assert!(
+        lines[2].starts_with("note: would be removed at the next open")
+            && lines[2].contains(&format!("{} (not listed", table_name(99))),
+        "{summary}"
+    );
+    assert_eq!(snapshot_of(&dir), before, "verify changes nothing");
+}
+
+#[test]
+fn verify_fails_naming_the_table_and_offset_of_a_flipped_byte_in_a_block() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("wal");
+    add_tables(&dir);
+    let damaged = dir.join(table_name(2));
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    assert!(bytes.len() > 2 * 4096, "the table has a data block");
+    bytes[4096 + 100] ^= 0x01;
+    std::fs::write(&damaged, &bytes).unwrap();
+
+    let output = minipay(&["wal", "verify"], &dir);
+    assert!(!output.status.success(), "{}", text(&output.stdout));
+    let error = text(&output.stderr);
+    assert!(error.contains(&table_name(2)), "{error}");
+    let offset: u64 = error
+        .split("offset ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in {error}"));
+    assert!((4096..8192).contains(&offset), "{error}");
+    assert!(error.contains("nothing was changed"), "{error}");
+    assert_eq!(
+        std::fs::read(&damaged).unwrap(),
+        bytes,
+        "verify must not modify"
+    );
+
+    let output = minipay(&["wal", "dump", "--tables"], &dir);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains(&table_name(2)),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn dump_tables_json_prints_the_manifest_each_table_and_every_entry_in_key_order() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("wal");
+    add_tables(&dir);
+    let output = minipay(&["wal", "dump", "--tables", "--json"], &dir);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let lines: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1 + 3 + 300, "manifest, tables, entries");
+    assert_eq!(lines[0]["type"], "manifest");
+    assert_eq!(
+        (&lines[0]["generation"], &lines[0]["tables"]),
+        (&3.into(), &3.into())
+    );
+    let entries: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| line["type"] == "entry")
+        .collect();
+    assert_eq!(entries.len(), 300);
+    for (index, entry) in entries.iter().enumerate() {
+        let index = index as u64;
+        let table = index / TABLE_ENTRIES;
+        let value = format!("value {index}");
+        assert_eq!(entry["key"], hex_of(&table_key(index)).as_str(), "{entry}");
+        assert_eq!(entry["table"], table + 1);
+        assert_eq!(entry["time"], 1000 + table);
+        assert_eq!(entry["len"], value.len());
+        assert_eq!(entry["value_hex"], hex_of(value.as_bytes()).as_str());
+    }
+    let tables: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| line["type"] == "table")
+        .collect();
+    assert!(tables.iter().all(|table| table["entries"] == TABLE_ENTRIES));
+
+    let plain = text(&minipay(&["wal", "dump", "--tables"], &dir).stdout);
+    let mut plain_lines = plain.lines();
+    assert!(
+        plain_lines
+            .next()
+            .unwrap()
+            .starts_with("manifest generation=3 horizon=0 tables=3 "),
+        "{plain}"
+    );
+    assert!(
+        plain_lines
+            .next()
+            .unwrap()
+            .starts_with("table seq=1 entries=100 "),
+        "{plain}"
+    );
+    assert_eq!(
+        plain_lines.next().unwrap(),
+        format!(
+            "key={} time=1000 len=7 value=76616c75652030",
+            hex_of(&table_key(0))
+        )
+    );
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -76,8 +76,13 @@ enum WalCommand {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Print the history tables instead of the records: the newest
+        /// manifest, then each table's header and entries.
+        #[arg(long)]
+        tables: bool,
     },
-    /// Check a log without changing it; exit non-zero on corruption.
+    /// Check a log, and the history tables beside it, without changing
+    /// them; exit non-zero on corruption.
     Verify {
         dir: PathBuf,
         /// Truncate at the first bad record, keeping the original bytes in
@@ -297,7 +302,9 @@ fn run(tool: ToolCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ToolCommand::Wal(WalCommand::Dump { dir, json }) => wal_tools::dump(&dir, json),
+        ToolCommand::Wal(WalCommand::Dump { dir, json, tables }) => {
+            wal_tools::dump(&dir, json, tables)
+        }
         ToolCommand::Wal(WalCommand::Verify { dir, repair }) => {
             println!("{}", wal_tools::verify(&dir, repair)?);
             Ok(())

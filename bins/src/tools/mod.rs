@@ -1,5 +1,7 @@
 //! Operator tools that run and exit: [`wal`] (dump, verify, repair, bench,
-//! the raw disk) and [`certs`] (a development CA and node certificates).
+//! the raw disk), [`tables`] (dumping and checking the history tables beside
+//! a log) and [`certs`] (a development CA and node certificates).
 
 pub mod certs;
+pub mod tables;
 pub mod wal;

@@ -1,5 +1,7 @@
 //! `minipay wal dump | verify | bench`: inspecting, checking, repairing and
 //! measuring a write-ahead log from the command line (like `pg_waldump`).
+//! The history tables beside the log are printed and checked by
+//! [`super::tables`].
 //!
 //! This module knows the record kinds of every log owner only to decode
 //! them for display; it never interprets them.
@@ -111,8 +113,12 @@ pub fn reused_segments(dir: &Path) -> anyhow::Result<usize> {
         .count())
 }
 
-/// `minipay wal dump DIR [--json]`: prints every valid record.
-pub fn dump(dir: &Path, json: bool) -> anyhow::Result<()> {
+/// `minipay wal dump DIR [--json]`: prints every valid record; with
+/// `--tables`, the history tables instead ([`super::tables::dump`]).
+pub fn dump(dir: &Path, json: bool, tables: bool) -> anyhow::Result<()> {
+    if tables {
+        return super::tables::dump(dir, json);
+    }
     let storage =
         FsStorage::open_unlocked(dir).with_context(|| format!("open {}", dir.display()))?;
     let scan = inspect_log(&storage, dir)?;
@@ -220,7 +226,8 @@ fn report_damage(scan: &Scan) -> anyhow::Result<()> {
     }
 }
 
-fn hex(bytes: &[u8], limit: usize) -> String {
+/// `bytes` in hex, at most `limit` of them, then `…` if there were more.
+pub(super) fn hex(bytes: &[u8], limit: usize) -> String {
     let mut text: String = bytes
         .iter()
         .take(limit)
@@ -232,8 +239,11 @@ fn hex(bytes: &[u8], limit: usize) -> String {
     text
 }
 
-/// `minipay wal verify DIR [--repair]`: checks the log, changing nothing
-/// unless asked to repair. Returns the one-line summary.
+/// `minipay wal verify DIR [--repair]`: checks the log, and the history
+/// tables if the directory holds any, changing nothing unless asked to
+/// repair (which repairs only the log). Returns the summary: a line for the
+/// log, then the tables' lines. Damage to a table or manifest fails it,
+/// naming the file and the offset.
 pub fn verify(dir: &Path, repair: bool) -> anyhow::Result<String> {
     let storage = if repair {
         FsStorage::open_locked(dir)
@@ -241,9 +251,40 @@ pub fn verify(dir: &Path, repair: bool) -> anyhow::Result<String> {
         FsStorage::open_unlocked(dir)
     }
     .with_context(|| format!("open {}", dir.display()))?;
-    let scan = inspect_log(&storage, dir)?;
+    let scan = wal::inspect(&storage)?;
+    let tables = wal::table::store::check(&storage);
+    let no_log = scan.segments.is_empty() && scan.damage.is_none();
+    let no_tables = matches!(&tables, Ok(checked) if checked.is_empty());
+    if no_log && no_tables {
+        bail!("{} holds no WAL segments or history tables", dir.display());
+    }
+    let log = if no_log {
+        "ok: no WAL segments".to_owned()
+    } else {
+        verify_log(&storage, &scan, dir, repair)?
+    };
+    let checked = tables.with_context(|| {
+        if repair {
+            format!("history tables (not changed: --repair repairs only the log; {log})")
+        } else {
+            "history tables (nothing was changed)".to_owned()
+        }
+    })?;
+    Ok(match super::tables::verdict(&checked) {
+        Some(tables) => format!("{log}\n{tables}"),
+        None => log,
+    })
+}
+
+/// The log's line of `wal verify`, after repairing it if asked to.
+fn verify_log(
+    storage: &FsStorage,
+    scan: &Scan,
+    dir: &Path,
+    repair: bool,
+) -> anyhow::Result<String> {
     let repaired = if repair {
-        Some(wal::repair(&storage)?)
+        Some(wal::repair(storage)?)
     } else {
         None
     };
@@ -259,8 +300,8 @@ pub fn verify(dir: &Path, repair: bool) -> anyhow::Result<String> {
     );
     match (&scan.damage, repaired) {
         (None, _) => Ok(format!("ok: {summary}, no torn tail")),
-        (Some(damage), None) => checked_verdict(&summary, damage, &storage, dir),
-        (Some(damage), Some(outcome)) => repaired_verdict(&summary, damage, outcome, &storage),
+        (Some(damage), None) => checked_verdict(&summary, damage, storage, dir),
+        (Some(damage), Some(outcome)) => repaired_verdict(&summary, damage, outcome, storage),
     }
 }
 

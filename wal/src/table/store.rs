@@ -8,6 +8,9 @@
 //! the old manifest or the new one, each naming complete tables. What
 //! `open` does with each leftover is the decision table in
 //! `docs/history-tables.md`.
+//!
+//! [`read_listed`] and [`check`] read the same set for tools and change
+//! nothing: they report leftovers instead of removing them.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -99,21 +102,8 @@ impl Store {
         relied_on: u64,
     ) -> Result<Store, TableError> {
         assert!(options.tables_max >= 2 && options.merge_fanin_min >= 2);
-        let names = storage
-            .list()
-            .map_err(|source| IoFailure::new("list", storage.describe(""), source))?;
-        let newest = names
-            .iter()
-            .filter_map(|name| parse_manifest_name(name))
-            .max();
-        let manifest = match newest {
-            Some(generation) => read_manifest(&*storage, generation)?,
-            None => Manifest {
-                generation: 0,
-                horizon: 0,
-                tables: Vec::new(),
-            },
-        };
+        let names = list(&*storage)?;
+        let manifest = newest_manifest(&*storage, &names)?;
         if manifest.generation < relied_on {
             return Err(TableError::ManifestBehind {
                 found: manifest.generation,
@@ -327,20 +317,20 @@ impl Store {
     fn collect_garbage(&self) -> Result<(), TableError> {
         let live = self.live();
         let storage = &*self.storage;
-        let names = storage
-            .list()
-            .map_err(|source| IoFailure::new("list", storage.describe(""), source))?;
-        let listed = |seq: u64| live.tables.iter().any(|table| table.meta().seq == seq);
+        let names = list(storage)?;
+        let listed: Vec<u64> = live.tables.iter().map(|table| table.meta().seq).collect();
         let mut removed = false;
-        for name in names {
-            let garbage = parse_manifest_name(&name).is_some_and(|g| g < live.generation)
-                || parse_table_name(&name).is_some_and(|seq| !listed(seq));
-            if garbage {
-                storage
-                    .remove(&name)
-                    .map_err(|source| IoFailure::new("remove", storage.describe(&name), source))?;
-                removed = true;
+        for leftover in leftovers(&names, live.generation, &listed) {
+            // Unfinished writes are left to the log's open, which removes
+            // every `.tmp` before an owner opens its tables.
+            if let Leftover::Unfinished(_) = leftover {
+                continue;
             }
+            let name = leftover.name();
+            storage
+                .remove(name)
+                .map_err(|source| IoFailure::new("remove", storage.describe(name), source))?;
+            removed = true;
         }
         if removed {
             storage
@@ -351,7 +341,8 @@ impl Store {
     }
 
     /// Reads every entry of every live table, checking every block; returns
-    /// the entries counted (for `wal verify`).
+    /// the entries counted. (`wal verify` uses [`check`] instead: opening a
+    /// store removes leftovers, and verify changes nothing.)
     pub fn verify(&self) -> Result<u64, TableError> {
         let mut entries = 0;
         for table in &self.live().tables {
@@ -361,6 +352,169 @@ impl Store {
             }
         }
         Ok(entries)
+    }
+}
+
+/// The newest manifest and the tables it lists, read without changing
+/// anything.
+#[derive(Debug)]
+pub struct Listed {
+    /// Generation 0 and no tables if the directory holds no manifest.
+    pub manifest: Manifest,
+    /// Oldest first, each opened and checked against its row.
+    pub tables: Vec<Arc<Table>>,
+}
+
+/// Reads the newest manifest and opens every table it lists, checked as
+/// [`Store::open`] checks them (all but the data blocks, which a scan or a
+/// lookup checks), and removes nothing: for tools, which may look at a
+/// directory a running owner changes. A switch between reading the manifest
+/// and opening a table can then make a listed table go missing; reading
+/// again sees the new set.
+pub fn read_listed(storage: &dyn Storage) -> Result<Listed, TableError> {
+    let names = list(storage)?;
+    let manifest = newest_manifest(storage, &names)?;
+    let tables = open_listed(storage, &manifest)?;
+    Ok(Listed { manifest, tables })
+}
+
+/// A file the next open removes, by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leftover {
+    /// A table the newest manifest does not list (a change that crashed
+    /// before its switch, or before removing what it replaced).
+    Unlisted(String),
+    /// A manifest older than the newest.
+    Superseded(String),
+    /// A table or manifest write that never finished (`.tmp`); the log's
+    /// open removes it.
+    Unfinished(String),
+}
+
+impl Leftover {
+    pub fn name(&self) -> &str {
+        match self {
+            Leftover::Unlisted(name) | Leftover::Superseded(name) | Leftover::Unfinished(name) => {
+                name
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leftover::Unlisted(name) => write!(f, "{name} (not listed by the newest manifest)"),
+            Leftover::Superseded(name) => write!(f, "{name} (an older manifest)"),
+            Leftover::Unfinished(name) => write!(f, "{name} (an unfinished write)"),
+        }
+    }
+}
+
+/// What [`check`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// The newest manifest's generation; 0 if there is none.
+    pub generation: u64,
+    /// The newest manifest's horizon (ms).
+    pub horizon: u64,
+    /// The tables it lists, oldest first.
+    pub tables: Vec<TableMeta>,
+    /// Entries read from them, every data block checked.
+    pub entries: u64,
+    /// Bytes of those tables.
+    pub bytes: u64,
+    /// Files the next open would remove, sorted by name; still there.
+    pub leftovers: Vec<Leftover>,
+}
+
+impl Checked {
+    /// No manifest, no table and no leftover of either: the directory holds
+    /// no history tables.
+    pub fn is_empty(&self) -> bool {
+        self.generation == 0 && self.tables.is_empty() && self.leftovers.is_empty()
+    }
+}
+
+/// Checks the history tables in a directory and changes nothing (for
+/// `minipay wal verify`): reads the newest manifest, opens every table it
+/// lists, reads every entry of each (every data block checked), and lists
+/// what the next open would remove instead of removing it. Damage is the
+/// first [`TableError`], naming the file and the offset.
+///
+/// It does not check the generation the owner's snapshot relies on (the
+/// `relied_on` of [`Store::open`]): only the owner decodes its snapshot. So
+/// it checks that the newest manifest is consistent with its tables, not
+/// that it is the one the snapshot names; a lost newest manifest with an
+/// older one left checks here, and the owner's open refuses it.
+pub fn check(storage: &dyn Storage) -> Result<Checked, TableError> {
+    let names = list(storage)?;
+    let Listed { manifest, tables } = read_listed(storage)?;
+    let mut entries = 0;
+    for table in &tables {
+        for entry in table.scan() {
+            entry?;
+            entries += 1;
+        }
+    }
+    let metas: Vec<TableMeta> = tables.iter().map(|table| *table.meta()).collect();
+    // A scan that ends checks its count against the header's.
+    assert_eq!(entries, metas.iter().map(|meta| meta.entries).sum::<u64>());
+    let listed: Vec<u64> = metas.iter().map(|meta| meta.seq).collect();
+    Ok(Checked {
+        generation: manifest.generation,
+        horizon: manifest.horizon,
+        entries,
+        bytes: metas.iter().map(|meta| meta.len).sum(),
+        tables: metas,
+        leftovers: leftovers(&names, manifest.generation, &listed),
+    })
+}
+
+/// The files among `names` that are not part of the live set of manifest
+/// `generation` listing tables `listed`, sorted by name. Names that are
+/// neither tables nor manifests (the log's) are none of its business.
+fn leftovers(names: &[String], generation: u64, listed: &[u64]) -> Vec<Leftover> {
+    let mut found: Vec<Leftover> = names
+        .iter()
+        .filter_map(|name| {
+            if let Some(stem) = name.strip_suffix(".tmp") {
+                let ours = parse_table_name(stem).is_some() || parse_manifest_name(stem).is_some();
+                ours.then(|| Leftover::Unfinished(name.clone()))
+            } else if parse_table_name(name).is_some_and(|seq| !listed.contains(&seq)) {
+                Some(Leftover::Unlisted(name.clone()))
+            } else if parse_manifest_name(name).is_some_and(|found| found < generation) {
+                Some(Leftover::Superseded(name.clone()))
+            } else {
+                None
+            }
+        })
+        .collect();
+    found.sort_by(|a, b| a.name().cmp(b.name()));
+    found
+}
+
+fn list(storage: &dyn Storage) -> Result<Vec<String>, TableError> {
+    let names = storage
+        .list()
+        .map_err(|source| IoFailure::new("list", storage.describe(""), source))?;
+    Ok(names)
+}
+
+/// The newest manifest among `names`, read and checked; generation 0 with
+/// no tables if there is none.
+fn newest_manifest(storage: &dyn Storage, names: &[String]) -> Result<Manifest, TableError> {
+    let newest = names
+        .iter()
+        .filter_map(|name| parse_manifest_name(name))
+        .max();
+    match newest {
+        Some(generation) => read_manifest(storage, generation),
+        None => Ok(Manifest {
+            generation: 0,
+            horizon: 0,
+            tables: Vec::new(),
+        }),
     }
 }
 
@@ -383,9 +537,7 @@ fn read_manifest(storage: &dyn Storage, generation: u64) -> Result<Manifest, Tab
 
 /// Opens every table the manifest lists, each checked against its row.
 fn open_listed(storage: &dyn Storage, manifest: &Manifest) -> Result<Vec<Arc<Table>>, TableError> {
-    let present = storage
-        .list()
-        .map_err(|source| IoFailure::new("list", storage.describe(""), source))?;
+    let present = list(storage)?;
     let manifest_file = storage.describe(&manifest_name(manifest.generation));
     let mut tables = Vec::with_capacity(manifest.tables.len());
     for (row, listed) in manifest.tables.iter().enumerate() {
@@ -438,6 +590,112 @@ pub fn merge_candidate(sizes: &[u64], options: &StoreOptions) -> Option<Range<us
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::SimStorage;
+
+    /// A store of three tables of `per_table` entries each (16-byte keys,
+    /// 100-byte values, so a table spans several blocks), closed again.
+    fn three_tables(per_table: u64) -> SimStorage {
+        let storage = SimStorage::new();
+        let store = Store::open(Arc::new(storage.clone()), StoreOptions::default(), 0).unwrap();
+        for table in 0..3 {
+            let batch = (0..per_table)
+                .map(|index| {
+                    let key = (table * per_table + index).to_be_bytes().repeat(2);
+                    (key, 1000 + table, vec![table as u8; 100])
+                })
+                .collect();
+            store.add(batch).unwrap();
+        }
+        storage
+    }
+
+    fn sorted_names(storage: &SimStorage) -> Vec<String> {
+        let mut names = storage.list().unwrap();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn check_reads_every_entry_of_a_clean_store_and_changes_nothing() {
+        let storage = three_tables(100);
+        let before = sorted_names(&storage);
+        let checked = check(&storage).unwrap();
+        assert_eq!((checked.generation, checked.horizon), (3, 0));
+        assert_eq!(checked.tables.len(), 3);
+        assert_eq!(checked.entries, 300);
+        let bytes: u64 = before
+            .iter()
+            .filter(|name| parse_table_name(name).is_some())
+            .map(|name| storage.contents(name).unwrap().len() as u64)
+            .sum();
+        assert_eq!(checked.bytes, bytes);
+        assert!(checked.tables.iter().all(|table| table.len > 2 * 4096));
+        assert_eq!(checked.leftovers, Vec::new());
+        assert!(!checked.is_empty());
+        assert_eq!(sorted_names(&storage), before);
+        assert!(check(&SimStorage::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn check_names_the_table_and_offset_of_a_flipped_byte_in_a_block() {
+        let storage = three_tables(100);
+        let name = table_name(2);
+        let at = 4096 + 100;
+        let byte = storage.contents(&name).unwrap()[at];
+        storage.corrupt(&name, at, &[byte ^ 0x01]);
+        // Opening checks all but the blocks; only the scan finds this.
+        assert!(read_listed(&storage).is_ok());
+        let error = check(&storage).unwrap_err();
+        match &error {
+            TableError::Corrupt { file, offset, .. } => {
+                assert_eq!(file, &storage.describe(&name));
+                assert!((4096..8192).contains(offset), "{error}");
+            }
+            other => panic!("expected damage, got {other}"),
+        }
+        assert!(error.to_string().contains(&name), "{error}");
+    }
+
+    #[test]
+    fn check_lists_leftovers_without_removing_them_and_open_removes_them() {
+        let storage = three_tables(10);
+        let unlisted = table_name(9);
+        let table = storage.contents(&table_name(1)).unwrap();
+        storage
+            .open(&unlisted, true)
+            .unwrap()
+            .write_at(0, &table)
+            .unwrap();
+        let older = read_manifest(&storage, 3).unwrap();
+        Manifest {
+            generation: 2,
+            ..older
+        }
+        .write(&storage)
+        .unwrap();
+        let unfinished = format!("{}.tmp", table_name(10));
+        storage.open(&unfinished, true).unwrap();
+        let before = sorted_names(&storage);
+
+        let checked = check(&storage).unwrap();
+        assert_eq!(checked.entries, 30);
+        assert_eq!(
+            checked.leftovers,
+            vec![
+                Leftover::Superseded(manifest_name(2)),
+                Leftover::Unlisted(unlisted.clone()),
+                Leftover::Unfinished(unfinished.clone()),
+            ]
+        );
+        assert_eq!(sorted_names(&storage), before, "check removes nothing");
+
+        // What check called leftovers (but `.tmp`, the log's) goes at open.
+        drop(Store::open(Arc::new(storage.clone()), StoreOptions::default(), 3).unwrap());
+        let after = sorted_names(&storage);
+        assert!(!after.contains(&unlisted) && !after.contains(&manifest_name(2)));
+        assert!(after.contains(&unfinished));
+        assert_eq!(check(&storage).unwrap().leftovers.len(), 1);
+    }
 
     #[test]
     fn size_tiers_merge_similar_tables_and_keep_the_count_logarithmic() {
