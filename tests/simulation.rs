@@ -41,6 +41,11 @@ fn every_seed_holds_all_six_invariants_through_faults_and_healing() {
             assert!(counts.reuses_refused > 0, "{summary}");
             assert!(counts.balance_reads > count, "{summary}");
             assert!(counts.registrations > count, "{summary}");
+            // History tables are written and merged in every seed's worth.
+            assert!(
+                counts.tables_written > count && counts.table_merges > count / 2,
+                "{summary}"
+            );
         }
         Err(failure) => panic!("{failure}"),
     }

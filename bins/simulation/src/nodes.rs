@@ -517,6 +517,8 @@ impl World {
             return;
         }
         self.report.counts.crashes += 1;
+        let tables = self.table_stats(target);
+        self.report.counts.add_tables(tables);
         self.tasks.retain(|(owner, _)| *owner != dest);
         match target {
             0 => {

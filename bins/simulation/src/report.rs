@@ -35,9 +35,18 @@ pub struct Counts {
     pub balance_reads: u64,
     /// Newcomers answered registered (each checked after healing).
     pub registrations: u64,
+    /// History tables the nodes wrote at checkpoints, and merges of them.
+    pub tables_written: u64,
+    pub table_merges: u64,
 }
 
 impl Counts {
+    /// Counts what a node's history tables did.
+    pub(crate) fn add_tables(&mut self, stats: wal::table::StoreStats) {
+        self.tables_written += stats.tables_added;
+        self.table_merges += stats.merges;
+    }
+
     pub(crate) fn add(&mut self, other: &Counts) {
         self.steps += other.steps;
         self.payments += other.payments;
@@ -51,6 +60,8 @@ impl Counts {
         self.reuses_refused += other.reuses_refused;
         self.balance_reads += other.balance_reads;
         self.registrations += other.registrations;
+        self.tables_written += other.tables_written;
+        self.table_merges += other.table_merges;
     }
 }
 
@@ -58,7 +69,7 @@ impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} steps: {} payments ({} committed, {} aborted), {} messages ({} dropped, {} duplicated), {} crashes, {} failed syncs injected, {} reused ids refused, {} balance reads checked, {} registrations",
+            "{} steps: {} payments ({} committed, {} aborted), {} messages ({} dropped, {} duplicated), {} crashes, {} failed syncs injected, {} reused ids refused, {} balance reads checked, {} registrations, {} history tables written, {} merged",
             self.steps,
             self.payments,
             self.committed,
@@ -70,7 +81,9 @@ impl std::fmt::Display for Counts {
             self.failed_syncs,
             self.reuses_refused,
             self.balance_reads,
-            self.registrations
+            self.registrations,
+            self.tables_written,
+            self.table_merges
         )
     }
 }
@@ -148,16 +161,38 @@ impl World {
     /// The report of the run so far; the network's counts are read from it.
     pub(crate) fn report(&self) -> SimReport {
         let net = lock(&self.net);
+        let mut counts = Counts {
+            steps: self.step,
+            messages: net.sent,
+            dropped: net.dropped,
+            duplicated: net.duplicated,
+            ..self.report.counts.clone()
+        };
+        for target in 0..=self.banks.len() {
+            counts.add_tables(self.table_stats(target));
+        }
         SimReport {
             seed: self.report.seed,
-            counts: Counts {
-                steps: self.step,
-                messages: net.sent,
-                dropped: net.dropped,
-                duplicated: net.duplicated,
-                ..self.report.counts.clone()
-            },
+            counts,
             digest: self.digest,
         }
+    }
+
+    /// What node `target`'s history tables did since it last started
+    /// (nothing while it is down).
+    pub(crate) fn table_stats(&self, target: usize) -> wal::table::StoreStats {
+        match target {
+            0 => self
+                .gateway
+                .up
+                .as_ref()
+                .map(|gateway| gateway.history_tables().stats()),
+            bank => self.banks[bank - 1]
+                .node
+                .up
+                .as_ref()
+                .map(|bank| bank.history().store().stats()),
+        }
+        .unwrap_or_default()
     }
 }

@@ -115,6 +115,34 @@ pub(super) fn entries(block: &[u8]) -> Result<Vec<Entry<'_>>, BlockDamage> {
     Ok(found)
 }
 
+/// The entry for `key` in a block, read in place: the checksum and the
+/// counts are checked, and each entry's bounds up to the one sought (keys
+/// ascend, so the scan stops at the first key not below it). A lookup's
+/// path; a scan ([`entries`]) checks the order too.
+pub(super) fn find<'a>(block: &'a [u8], key: &[u8]) -> Result<Option<Entry<'a>>, BlockDamage> {
+    debug_assert_eq!(block.len(), BLOCK_LEN);
+    let stored = u32::from_le_bytes(block[0..4].try_into().expect("4 bytes"));
+    if crc32fast::hash(&block[4..]) != stored {
+        return Err((0, "block checksum mismatch"));
+    }
+    let count = u16::from_le_bytes([block[4], block[5]]) as usize;
+    let used = u16::from_le_bytes([block[6], block[7]]) as usize;
+    if count == 0 || BLOCK_HEADER_LEN + used > BLOCK_LEN {
+        return Err((4, "block entry count or length out of range"));
+    }
+    let body = &block[BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + used];
+    let mut at = 0;
+    for _ in 0..count {
+        let entry = parse_entry(body, at).map_err(|reason| (BLOCK_HEADER_LEN + at, reason))?;
+        match entry.key.cmp(key) {
+            std::cmp::Ordering::Less => at += entry_len(entry.key, entry.value),
+            std::cmp::Ordering::Equal => return Ok(Some(entry)),
+            std::cmp::Ordering::Greater => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 fn parse_entry(body: &[u8], at: usize) -> Result<Entry<'_>, &'static str> {
     let header = body
         .get(at..at + ENTRY_HEADER_LEN)

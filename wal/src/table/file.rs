@@ -32,7 +32,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::block::{self, BlockBuilder};
-use super::filter::{self, Filter};
+use super::filter::{self, Filter, KeyHashes};
 use super::{BLOCK_LEN, Entry, KEY_LEN_MAX, TableError, TableMeta, VALUE_LEN_MAX};
 use crate::error::IoFailure;
 use crate::storage::{ReadView, Storage, StorageFile};
@@ -364,24 +364,34 @@ impl Table {
     /// The entry for `key`, reading at most one block (none if the filter
     /// says the key is absent).
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry<'_>>, TableError> {
-        Ok(self.get_located(key)?.map(|(entry, _)| entry))
+        Ok(self
+            .get_located(key, KeyHashes::of(key))?
+            .map(|(entry, _)| entry))
     }
 
-    /// [`Table::get`], with the file offset of the block it was found in.
-    pub(super) fn get_located(&self, key: &[u8]) -> Result<Option<(Entry<'_>, u64)>, TableError> {
-        if !filter::encoded_may_contain(&self.view[self.filter.clone()], self.filter_bits, key) {
+    /// [`Table::get`] with the key's filter hashes computed already, and
+    /// the file offset of the block it was found in.
+    pub(super) fn get_located(
+        &self,
+        key: &[u8],
+        hashes: KeyHashes,
+    ) -> Result<Option<(Entry<'_>, u64)>, TableError> {
+        if !filter::encoded_may_contain(&self.view[self.filter.clone()], self.filter_bits, hashes) {
             return Ok(None);
         }
         let after = partition(self.blocks, |block| self.index_key(block) <= key);
         if after == 0 {
             return Ok(None);
         }
-        let entries = self.block(after - 1)?;
-        let offset = (BLOCK_LEN * after) as u64;
-        Ok(entries
-            .into_iter()
-            .find(|entry| entry.key == key)
-            .map(|entry| (entry, offset)))
+        let at = BLOCK_LEN * after;
+        let found = block::find(&self.view[at..at + BLOCK_LEN], key).map_err(|(inner, why)| {
+            TableError::Corrupt {
+                file: self.path.clone(),
+                offset: (at + inner) as u64,
+                reason: why.to_owned(),
+            }
+        })?;
+        Ok(found.map(|entry| (entry, at as u64)))
     }
 
     /// A human-readable path of the file, for errors.

@@ -38,19 +38,32 @@ pub struct Filter {
     bytes: Vec<u8>,
 }
 
-fn hashes(key: &[u8]) -> (u64, u64) {
-    let first = crc32fast::hash(key);
-    let mut second = crc32fast::Hasher::new_with_initial(0x9e37_79b9);
-    second.update(key);
-    // An odd step visits distinct positions for every hash of one key.
-    (u64::from(first), u64::from(second.finalize()) | 1)
+/// A key's two hashes, computed once per lookup and used for every
+/// table's filter.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyHashes {
+    first: u64,
+    step: u64,
 }
 
-/// The `HASHES` bit positions of `key` in a filter of `bits` bits.
-fn positions(key: &[u8], bits: u64) -> impl Iterator<Item = u64> {
-    assert!(bits > 0);
-    let (first, step) = hashes(key);
-    (0..u64::from(HASHES)).map(move |index| first.wrapping_add(index.wrapping_mul(step)) % bits)
+impl KeyHashes {
+    pub fn of(key: &[u8]) -> KeyHashes {
+        let first = crc32fast::hash(key);
+        let mut second = crc32fast::Hasher::new_with_initial(0x9e37_79b9);
+        second.update(key);
+        // An odd step visits distinct positions for every hash of one key.
+        KeyHashes {
+            first: u64::from(first),
+            step: u64::from(second.finalize()) | 1,
+        }
+    }
+
+    /// The `HASHES` bit positions in a filter of `bits` bits.
+    fn positions(self, bits: u64) -> impl Iterator<Item = u64> {
+        assert!(bits > 0);
+        (0..u64::from(HASHES))
+            .map(move |index| self.first.wrapping_add(index.wrapping_mul(self.step)) % bits)
+    }
 }
 
 impl Filter {
@@ -64,14 +77,14 @@ impl Filter {
     }
 
     pub fn insert(&mut self, key: &[u8]) {
-        for position in positions(key, self.bits) {
+        for position in KeyHashes::of(key).positions(self.bits) {
             self.bytes[(position / 8) as usize] |= 1 << (position % 8);
         }
     }
 
     /// `false`: the key was never inserted. `true`: it may have been.
     pub fn may_contain(&self, key: &[u8]) -> bool {
-        bits_may_contain(self.bits, &self.bytes, key)
+        bits_may_contain(self.bits, &self.bytes, KeyHashes::of(key))
     }
 
     /// The filter's bytes, checksum last.
@@ -123,12 +136,13 @@ fn bits_of(encoded: &[u8]) -> &[u8] {
 
 /// [`Filter::may_contain`] over an encoded filter that passed [`check`]
 /// with `bits` bits, read in place (a table's memory map).
-pub fn encoded_may_contain(encoded: &[u8], bits: u64, key: &[u8]) -> bool {
+pub fn encoded_may_contain(encoded: &[u8], bits: u64, key: KeyHashes) -> bool {
     bits_may_contain(bits, bits_of(encoded), key)
 }
 
-fn bits_may_contain(bits: u64, bytes: &[u8], key: &[u8]) -> bool {
-    positions(key, bits).all(|position| bytes[(position / 8) as usize] & (1 << (position % 8)) != 0)
+fn bits_may_contain(bits: u64, bytes: &[u8], key: KeyHashes) -> bool {
+    key.positions(bits)
+        .all(|position| bytes[(position / 8) as usize] & (1 << (position % 8)) != 0)
 }
 
 #[cfg(test)]

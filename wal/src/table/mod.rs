@@ -23,7 +23,7 @@ pub mod store;
 
 pub use file::{Table, TableScan, TableWriter, parse_table_name, table_name};
 pub use manifest::{Manifest, manifest_name, parse_manifest_name};
-pub use store::{Checked, Found, Leftover, Listed, Maintained, Store, StoreOptions};
+pub use store::{Checked, Found, Leftover, Listed, Maintained, Store, StoreOptions, StoreStats};
 
 use crate::error::IoFailure;
 

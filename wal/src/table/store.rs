@@ -16,6 +16,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::file::{Table, TableWriter, parse_table_name, table_name};
+use super::filter::KeyHashes;
 use super::manifest::{Manifest, manifest_name, parse_manifest_name};
 use super::{Entry, TableError, TableMeta};
 use crate::error::IoFailure;
@@ -62,6 +63,19 @@ pub struct Maintained {
     pub dropped: u64,
 }
 
+/// What a store did since it opened (for tests and the simulation's
+/// report).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Tables written by `add`.
+    pub tables_added: u64,
+    /// Merges, and the tables they merged.
+    pub merges: u64,
+    pub tables_merged: u64,
+    /// Tables dropped whole, past the horizon.
+    pub tables_expired: u64,
+}
+
 /// The live set: a manifest generation, its horizon and its open tables,
 /// oldest first.
 struct Live {
@@ -77,6 +91,7 @@ pub struct Store {
     live: RwLock<Arc<Live>>,
     /// One change at a time; holds the next table sequence number.
     changing: Mutex<u64>,
+    stats: Mutex<StoreStats>,
 }
 
 impl std::fmt::Debug for Store {
@@ -126,6 +141,7 @@ impl Store {
                 tables,
             })),
             changing: Mutex::new(next_seq),
+            stats: Mutex::new(StoreStats::default()),
         };
         store.collect_garbage()?;
         Ok(store)
@@ -178,8 +194,9 @@ impl Store {
         decode: impl FnOnce(&[u8]) -> Result<T, String>,
     ) -> Result<Option<(u64, T)>, TableError> {
         let live = self.live();
+        let hashes = KeyHashes::of(key);
         for table in live.tables.iter().rev() {
-            if let Some((entry, offset)) = table.get_located(key)? {
+            if let Some((entry, offset)) = table.get_located(key, hashes)? {
                 if entry.time < live.horizon {
                     return Ok(None);
                 }
@@ -213,7 +230,18 @@ impl Store {
         let table = Arc::new(Table::open(&*self.storage, seq)?);
         let mut tables = live.tables.clone();
         tables.push(table);
-        self.switch(&live, live.horizon, tables)
+        let generation = self.switch(&live, live.horizon, tables)?;
+        self.tally(|stats| stats.tables_added += 1);
+        Ok(generation)
+    }
+
+    fn tally(&self, count: impl FnOnce(&mut StoreStats)) {
+        count(&mut self.stats.lock().expect("table store stats lock poisoned"));
+    }
+
+    /// What this store did since it opened.
+    pub fn stats(&self) -> StoreStats {
+        *self.stats.lock().expect("table store stats lock poisoned")
     }
 
     /// Moves the horizon to `cutoff_ms` (entries older than it expire),
@@ -247,6 +275,11 @@ impl Store {
         if horizon > live.horizon || done != Maintained::default() {
             self.switch(&live, horizon, tables)?;
         }
+        self.tally(|stats| {
+            stats.merges += u64::from(done.merged > 0);
+            stats.tables_merged += done.merged as u64;
+            stats.tables_expired += done.expired as u64;
+        });
         Ok(done)
     }
 

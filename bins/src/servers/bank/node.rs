@@ -269,8 +269,10 @@ async fn background(
         let for_checkpoint = Arc::clone(&bank);
         let checkpoint =
             tokio::task::spawn_blocking(move || for_checkpoint.checkpoint_if_due(now_ms())).await;
-        if let Ok(Err(error)) = checkpoint {
-            checkpoint_failures.failed(&error);
+        match checkpoint {
+            Ok(Ok(true)) => crate::servers::process::return_free_memory(),
+            Ok(Err(error)) => checkpoint_failures.failed(&error),
+            Ok(Ok(false)) | Err(_) => {}
         }
         resolver.resolve(&bank).await;
     }

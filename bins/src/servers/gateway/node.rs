@@ -649,10 +649,10 @@ async fn resume_loop(gateway: Arc<Gateway<BankClients>>, stop: StopSwitch) {
             tracing::error!(%error, "phase 2 retry failed");
         }
         let for_checkpoint = Arc::clone(&gateway);
-        if let Ok(Err(error)) =
-            tokio::task::spawn_blocking(move || for_checkpoint.checkpoint_if_due()).await
-        {
-            checkpoint_failures.failed(&error);
+        match tokio::task::spawn_blocking(move || for_checkpoint.checkpoint_if_due()).await {
+            Ok(Ok(true)) => crate::servers::process::return_free_memory(),
+            Ok(Err(error)) => checkpoint_failures.failed(&error),
+            Ok(Ok(false)) | Err(_) => {}
         }
     }
 }
