@@ -112,6 +112,10 @@ pub enum Invariant {
     /// Beside the six: a balance read that says it misses nothing shows
     /// every payment its client was answered COMMITTED before asking.
     ReadYourWrites,
+    /// Beside the six: what finished longer ago than the retention is
+    /// forgotten (memory holds the working set), and forgetting it moves no
+    /// money.
+    Retention,
 }
 
 impl fmt::Display for Invariant {
@@ -124,6 +128,7 @@ impl fmt::Display for Invariant {
             Invariant::Liveness => "liveness",
             Invariant::Agreement => "agreement",
             Invariant::ReadYourWrites => "read your writes",
+            Invariant::Retention => "retention",
         })
     }
 }

@@ -42,6 +42,7 @@ mod observation;
 mod reads;
 mod registration;
 mod report;
+mod retention;
 mod workload;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -239,7 +240,8 @@ impl World {
         }
         let observation = self.observe(true);
         self.checker.check_healed(&observation)?;
-        self.check_registrations()
+        self.check_registrations()?;
+        self.check_retention()
     }
 
     fn settled(&self) -> bool {

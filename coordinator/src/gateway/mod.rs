@@ -241,12 +241,22 @@ impl<P> Gateway<P> {
     /// since the last checkpoint. On failure the old snapshot and tables
     /// stand and the log keeps everything. Blocking; returns whether it ran.
     pub fn checkpoint_if_due(&self) -> Result<bool, CheckpointError> {
-        let (lsn, users, mut payments, moving) = {
-            let mut inner = self.lock();
+        {
+            let inner = self.lock();
             let written = inner.state.applied_lsn.0 - inner.last_snapshot_lsn.0;
             if written < self.options.snapshot_every {
                 return Ok(false);
             }
+        }
+        self.checkpoint()?;
+        Ok(true)
+    }
+
+    /// A checkpoint now, however few records were written since the last
+    /// (see [`Gateway::checkpoint_if_due`]). Blocking.
+    pub fn checkpoint(&self) -> Result<(), CheckpointError> {
+        let (lsn, users, mut payments, moving) = {
+            let mut inner = self.lock();
             let moving = inner.state.take_recent();
             (
                 inner.state.applied_lsn,
@@ -279,7 +289,7 @@ impl<P> Gateway<P> {
         drop((users, payments, moving));
         self.wal.checkpoint_with_snapshot(lsn, &image)?;
         self.lock().last_snapshot_lsn = lsn;
-        Ok(true)
+        Ok(())
     }
 
     /// The decision log (for simulations that wait for it to settle).
