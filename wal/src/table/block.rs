@@ -82,17 +82,8 @@ pub(super) type BlockDamage = (usize, &'static str);
 /// A block's entries, checked: the checksum, the counts and every entry's
 /// bounds and order. Borrowed from the block's bytes.
 pub(super) fn entries(block: &[u8]) -> Result<Vec<Entry<'_>>, BlockDamage> {
-    debug_assert_eq!(block.len(), BLOCK_LEN);
-    let stored = u32::from_le_bytes(block[0..4].try_into().expect("4 bytes"));
-    if crc32fast::hash(&block[4..]) != stored {
-        return Err((0, "block checksum mismatch"));
-    }
-    let count = u16::from_le_bytes([block[4], block[5]]) as usize;
-    let used = u16::from_le_bytes([block[6], block[7]]) as usize;
-    if count == 0 || BLOCK_HEADER_LEN + used > BLOCK_LEN {
-        return Err((4, "block entry count or length out of range"));
-    }
-    let body = &block[BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + used];
+    let (count, body) = checked(block)?;
+    let used = body.len();
     let mut found = Vec::with_capacity(count);
     let mut at = 0;
     for _ in 0..count {
@@ -120,17 +111,7 @@ pub(super) fn entries(block: &[u8]) -> Result<Vec<Entry<'_>>, BlockDamage> {
 /// ascend, so the scan stops at the first key not below it). A lookup's
 /// path; a scan ([`entries`]) checks the order too.
 pub(super) fn find<'a>(block: &'a [u8], key: &[u8]) -> Result<Option<Entry<'a>>, BlockDamage> {
-    debug_assert_eq!(block.len(), BLOCK_LEN);
-    let stored = u32::from_le_bytes(block[0..4].try_into().expect("4 bytes"));
-    if crc32fast::hash(&block[4..]) != stored {
-        return Err((0, "block checksum mismatch"));
-    }
-    let count = u16::from_le_bytes([block[4], block[5]]) as usize;
-    let used = u16::from_le_bytes([block[6], block[7]]) as usize;
-    if count == 0 || BLOCK_HEADER_LEN + used > BLOCK_LEN {
-        return Err((4, "block entry count or length out of range"));
-    }
-    let body = &block[BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + used];
+    let (count, body) = checked(block)?;
     let mut at = 0;
     for _ in 0..count {
         let entry = parse_entry(body, at).map_err(|reason| (BLOCK_HEADER_LEN + at, reason))?;
@@ -141,6 +122,22 @@ pub(super) fn find<'a>(block: &'a [u8], key: &[u8]) -> Result<Option<Entry<'a>>,
         }
     }
     Ok(None)
+}
+
+/// A block's checksum and counts checked: its entry count and the bytes
+/// of its entries.
+fn checked(block: &[u8]) -> Result<(usize, &[u8]), BlockDamage> {
+    debug_assert_eq!(block.len(), BLOCK_LEN);
+    let stored = u32::from_le_bytes(block[0..4].try_into().expect("4 bytes"));
+    if crc32fast::hash(&block[4..]) != stored {
+        return Err((0, "block checksum mismatch"));
+    }
+    let count = u16::from_le_bytes([block[4], block[5]]) as usize;
+    let used = u16::from_le_bytes([block[6], block[7]]) as usize;
+    if count == 0 || BLOCK_HEADER_LEN + used > BLOCK_LEN {
+        return Err((4, "block entry count or length out of range"));
+    }
+    Ok((count, &block[BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + used]))
 }
 
 fn parse_entry(body: &[u8], at: usize) -> Result<Entry<'_>, &'static str> {
