@@ -654,3 +654,43 @@ fn a_crash_at_every_step_of_a_checkpoint_keeps_every_answer() {
         assert_eq!(recovered.ledger().check_invariants(), Ok(()));
     }
 }
+
+#[test]
+fn a_full_disk_during_a_checkpoint_leaves_the_bank_serving_and_the_next_one_moves_everything() {
+    let storage = SimStorage::new();
+    let bank = open(&storage);
+    let legs = [debit("123", 100), credit("456", 100)];
+    for n in 1..=4 {
+        block_on(bank.prepare(txn(n), &legs, 10)).unwrap();
+        block_on(bank.commit(txn(n), 10)).unwrap();
+    }
+    let all = [1, 2, 3, 4];
+    let mut failures = 0;
+    for writes_left in 0..6 {
+        storage.fail_writes_after(writes_left, std::io::ErrorKind::StorageFull);
+        let failed = bank.checkpoint(20);
+        storage.fail_writes_after(u64::MAX, std::io::ErrorKind::StorageFull);
+        if failed.is_ok() {
+            break;
+        }
+        failures += 1;
+        assert!(
+            bank.poisoned().is_none(),
+            "a failed checkpoint does not poison the log"
+        );
+        assert_eq!(states(&bank, all), ["posted"; 4], "nothing forgotten");
+        // And it goes on serving.
+        let more = txn(10 + writes_left as u8);
+        block_on(bank.prepare(more, &legs, 20)).unwrap();
+        block_on(bank.commit(more, 20)).unwrap();
+    }
+    assert!(failures >= 2, "{failures} checkpoints failed");
+    bank.checkpoint(30).unwrap();
+    assert_eq!(
+        bank.ledger().txns_in_memory(),
+        0,
+        "the next checkpoint moved everything"
+    );
+    let reopened = open(&storage.crash());
+    assert_eq!(states(&reopened, all), ["posted"; 4]);
+}
