@@ -169,11 +169,6 @@ impl Store {
             .collect()
     }
 
-    /// Entries older than this (ms) are expired.
-    pub fn horizon(&self) -> u64 {
-        self.live().horizon
-    }
-
     /// The newest entry for `key`: tables newest first, each skipped when
     /// its filter says no, at most one block read per table. An entry
     /// older than the horizon is expired: `None`, even if its table (or an
@@ -377,15 +372,20 @@ impl Store {
     /// the entries counted. (`wal verify` uses [`check`] instead: opening a
     /// store removes leftovers, and verify changes nothing.)
     pub fn verify(&self) -> Result<u64, TableError> {
-        let mut entries = 0;
-        for table in &self.live().tables {
-            for entry in table.scan() {
-                entry?;
-                entries += 1;
-            }
-        }
-        Ok(entries)
+        scan_all(&self.live().tables)
     }
+}
+
+/// Reads every entry of `tables`, checking every block; the entries read.
+fn scan_all(tables: &[Arc<Table>]) -> Result<u64, TableError> {
+    let mut entries = 0;
+    for table in tables {
+        for entry in table.scan() {
+            entry?;
+            entries += 1;
+        }
+    }
+    Ok(entries)
 }
 
 /// The newest manifest and the tables it lists, read without changing
@@ -483,13 +483,7 @@ impl Checked {
 pub fn check(storage: &dyn Storage) -> Result<Checked, TableError> {
     let names = list(storage)?;
     let Listed { manifest, tables } = read_listed(storage)?;
-    let mut entries = 0;
-    for table in &tables {
-        for entry in table.scan() {
-            entry?;
-            entries += 1;
-        }
-    }
+    let entries = scan_all(&tables)?;
     let metas: Vec<TableMeta> = tables.iter().map(|table| *table.meta()).collect();
     // A scan that ends checks its count against the header's.
     assert_eq!(entries, metas.iter().map(|meta| meta.entries).sum::<u64>());
