@@ -517,6 +517,7 @@ async fn amounts_above_the_maximum_are_refused_at_the_gateway_and_at_the_bank_an
         .prepare(proto::PrepareRequest {
             txn_id: txn_id(9),
             legs: vec![common::leg("123", proto::Direction::Debit, 5_001)],
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -76,6 +76,7 @@ async fn a_hold_survives_kill_9_and_resolves_through_get_decision() {
         .prepare(proto::PrepareRequest {
             txn_id: txn_id(7),
             legs,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -268,6 +269,7 @@ async fn a_bank_killed_while_writing_into_reused_segments_keeps_every_commit() {
                     leg("123", Direction::Debit, 1),
                     leg("456", Direction::Credit, 1),
                 ],
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -45,11 +45,29 @@ async fn start(scratch: &Scratch) -> Running {
             None, None, None,
         )
         .unwrap(),
+        operations: Default::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(bank_node::run(config, Some(listener), async move {
         let _ = stopped.await;
     }));
+    // The port is open from the start; the ledger serves once recovered.
+    let health = tonic_health::pb::health_client::HealthClient::new(
+        common::channel(&scratch.tls(), "gateway", address).await,
+    );
+    common::wait_until("the bank reports SERVING", || {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .is_ok_and(|answer| {
+                    answer.into_inner().status
+                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                })
+        }
+    })
+    .await;
     Running {
         address,
         stop: Some(stop),
@@ -113,6 +131,7 @@ async fn every_rpc_works_for_the_gateway_over_mtls() {
         .prepare(proto::PrepareRequest {
             txn_id: txn_id(1),
             legs: legs.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -135,6 +154,7 @@ async fn every_rpc_works_for_the_gateway_over_mtls() {
         .prepare(proto::PrepareRequest {
             txn_id: txn_id(2),
             legs: vec![leg("456", Direction::Debit, 1_000_000)],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -146,6 +166,7 @@ async fn every_rpc_works_for_the_gateway_over_mtls() {
         .prepare(proto::PrepareRequest {
             txn_id: txn_id(3),
             legs: vec![leg("123", Direction::Debit, 100)],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -180,6 +201,7 @@ async fn a_batch_answers_each_item_as_its_single_call_would() {
             leg("123", Direction::Debit, amount),
             leg("456", Direction::Credit, amount),
         ],
+        ..Default::default()
     };
     let prepares = vec![
         transfer(11, 1_000),
@@ -187,6 +209,7 @@ async fn a_batch_answers_each_item_as_its_single_call_would() {
         proto::PrepareRequest {
             txn_id: "not-a-txn-id".into(),
             legs: vec![leg("123", Direction::Debit, 5)],
+            ..Default::default()
         },
         transfer(14, 2_000),
     ];
@@ -224,6 +247,7 @@ async fn a_batch_answers_each_item_as_its_single_call_would() {
     let finish = |txn: u32, decision: proto::Decision| proto::Finish {
         txn_id: txn_id(txn),
         decision: decision as i32,
+        ..Default::default()
     };
     let finishes = vec![
         finish(11, proto::Decision::Commit),
@@ -344,7 +368,11 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
     let scratch = Scratch::new(&["bank_a"], SETUP);
     let bank = start(&scratch).await;
     let mut client = bank_client(&scratch.tls(), "gateway", bank.address).await;
-    let prepare = |txn: String, legs: Vec<proto::Leg>| proto::PrepareRequest { txn_id: txn, legs };
+    let prepare = |txn: String, legs: Vec<proto::Leg>| proto::PrepareRequest {
+        txn_id: txn,
+        legs,
+        ..Default::default()
+    };
     client
         .prepare(prepare(txn_id(1), vec![leg("123", Direction::Debit, 10)]))
         .await

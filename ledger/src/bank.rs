@@ -19,7 +19,7 @@ use wal::{AppendError, Lsn, OpenError, Options, RecordKind, ReplayError, Storage
 use crate::history::History;
 use crate::in_doubt::{Asking, InDoubtPolicy};
 use crate::participant::{Account, ApplyError, Ledger, ParticipantError, Step, TxnState, Vote};
-use crate::record::LedgerRecord;
+use crate::record::{LedgerRecord, VoidReason};
 use money::Amount;
 use money::{AccountNo, Leg, TxnId};
 
@@ -257,20 +257,23 @@ impl Bank {
         &self,
         decide: impl FnOnce(&Ledger, &History) -> Result<Step<T>, ParticipantError>,
     ) -> Result<T, BankError> {
-        let (answer, durable_after) = {
+        let (answer, durable_after, written) = {
             let mut ledger = self.lock();
             match decide(&ledger, &self.history)? {
-                Step::Known { answer, after } => (answer, after),
+                Step::Known { answer, after } => (answer, after, None),
                 Step::Write { record, answer } => {
                     let lsn = self.wal.enqueue(record.kind(), &record.encode())?;
                     ledger
                         .apply(lsn, &record)
                         .expect("a decided record always applies");
-                    (answer, lsn)
+                    (answer, lsn, Some(record))
                 }
             }
         };
         self.wal.wait_durable(durable_after).await?;
+        if let Some(record) = written {
+            count(&record);
+        }
         Ok(answer)
     }
 
@@ -524,6 +527,27 @@ fn in_doubt_of(ledger: &Ledger) -> Vec<InDoubt> {
             prepared_at_ms,
         })
         .collect()
+}
+
+/// Counts a durable 2PC step for the metrics (a no-op unless the process
+/// installed a recorder): each vote, commit and abort once, when its record
+/// is durable; replays and repeated calls are not counted again.
+fn count(record: &LedgerRecord) {
+    match record {
+        LedgerRecord::Pending { .. } => {
+            metrics::counter!("minipay_bank_prepares_total", "vote" => "yes").increment(1);
+        }
+        LedgerRecord::Posted { .. } => metrics::counter!("minipay_bank_commits_total").increment(1),
+        LedgerRecord::Voided {
+            reason: VoidReason::Aborted | VoidReason::AbortedBeforePrepare,
+            ..
+        } => metrics::counter!("minipay_bank_aborts_total").increment(1),
+        LedgerRecord::Voided { .. } => {
+            metrics::counter!("minipay_bank_prepares_total", "vote" => "no").increment(1);
+            metrics::counter!("minipay_bank_aborts_total").increment(1);
+        }
+        LedgerRecord::Genesis { .. } | LedgerRecord::AccountOpened { .. } => {}
+    }
 }
 
 /// Whether a WAL record kind is one of the ledger's (for `wal dump`).

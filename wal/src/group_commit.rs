@@ -567,7 +567,14 @@ impl Shared {
             thread.unpark();
         }
 
-        let outcome = written.and_then(|target| target.map_or(Ok(()), |target| target.sync()));
+        let outcome = written.and_then(|target| {
+            target.map_or(Ok(()), |target| {
+                let syncing = Instant::now();
+                let synced = target.sync();
+                record_sync(&batch, syncing.elapsed());
+                synced
+            })
+        });
         self.count(&batch, started.elapsed());
 
         let mut state = self.lock();
@@ -641,6 +648,8 @@ impl Shared {
     }
 
     fn count(&self, batch: &Batch, io_time: Duration) {
+        metrics::counter!("minipay_wal_appended_bytes_total").increment(batch.bytes as u64);
+        metrics::counter!("minipay_wal_records_total").increment(batch.records());
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.stats
             .records
@@ -761,4 +770,11 @@ fn new_chunk(recycled: &mut Vec<u8>, tail: Tail, starts_segment: bool) -> Chunk 
         starts_segment,
         bytes: mem::take(recycled),
     }
+}
+/// What an operator alerts on: how long each sync took and how many
+/// records it made durable (through the `metrics` facade; nothing is
+/// recorded unless the process installed a recorder).
+fn record_sync(batch: &Batch, took: Duration) {
+    metrics::histogram!("minipay_wal_sync_duration_seconds").record(took.as_secs_f64());
+    metrics::histogram!("minipay_wal_records_per_sync").record(batch.records() as f64);
 }

@@ -13,6 +13,9 @@ use anyhow::{Context, bail, ensure};
 pub struct ServerProcess {
     pub child: Child,
     pub address: SocketAddr,
+    /// Where it serves `/metrics`, if started with `--metrics-listen` (from
+    /// the `metrics ADDRESS` line it prints before `listening`).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ServerProcess {
@@ -44,9 +47,13 @@ impl ServerProcess {
             .with_context(|| format!("start {}", program.display()))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
+        let mut metrics = None;
         let address = loop {
             match lines.next() {
                 Some(Ok(line)) => {
+                    if let Some(address) = line.strip_prefix("metrics ") {
+                        metrics = Some(address.parse().context("parse the metrics address")?);
+                    }
                     if let Some(address) = line.strip_prefix("listening ") {
                         break address.parse().context("parse the listening address")?;
                     }
@@ -66,7 +73,11 @@ impl ServerProcess {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Ok(ServerProcess { child, address })
+        Ok(ServerProcess {
+            child,
+            address,
+            metrics,
+        })
     }
 
     /// SIGKILL, and reap.

@@ -101,6 +101,14 @@ fn requests(data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
 /// accounts), sometimes raw garbage.
 struct Fields<'a>(&'a [u8]);
 
+/// Trace contexts a fuzzed bank call may carry: a valid one, an invalid
+/// version, and none.
+const TRACEPARENTS: &[&str] = &[
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "",
+];
+
 impl Fields<'_> {
     fn byte(&mut self) -> u8 {
         let (&first, rest) = self.0.split_first().unwrap_or((&0, &[]));
@@ -286,6 +294,7 @@ async fn bank_prepare(service: &BankService, selector: u8, payload: &[u8]) -> An
     let request = message(selector, payload, |fields| proto::PrepareRequest {
         txn_id: fields.txn(),
         legs: fields.legs(),
+        traceparent: fields.text(TRACEPARENTS),
     })?;
     Some(service.prepare(Request::new(request)).await.map(drop))
 }
@@ -314,6 +323,7 @@ async fn bank_prepare_batch(service: &BankService, selector: u8, payload: &[u8])
             .map(|_| proto::PrepareRequest {
                 txn_id: fields.txn(),
                 legs: fields.legs(),
+                traceparent: fields.text(TRACEPARENTS),
             })
             .collect(),
     })?;
@@ -336,6 +346,7 @@ async fn bank_finish_batch(service: &BankService, selector: u8, payload: &[u8]) 
             .map(|_| proto::Finish {
                 txn_id: fields.txn(),
                 decision: (fields.u64() % 4) as i32,
+                traceparent: fields.text(TRACEPARENTS),
             })
             .collect(),
     })?;

@@ -9,3 +9,4 @@ pub mod session_key;
 pub mod settings;
 pub mod setup;
 pub mod tls;
+pub mod trace;

@@ -27,7 +27,7 @@ use tracing::field::Empty;
 
 /// Records `value` as span field `field` (one of the fields the layer
 /// declares: `txn_id`, `amount`, `legs`, `items`, `vote`, `user`, `retry`,
-/// `reason`).
+/// `reason`, `traces`).
 pub fn note(field: &'static str, value: impl std::fmt::Display) {
     tracing::Span::current().record(field, tracing::field::display(value));
 }
@@ -92,6 +92,22 @@ fn peer_address<B>(request: &http::Request<B>) -> String {
         .map_or_else(|| "unknown".to_owned(), |address| address.to_string())
 }
 
+/// Counts an answered call for the metrics: by method and code, and load
+/// shed (RESOURCE_EXHAUSTED) by method. Paths of methods the server does
+/// not have are counted as `unknown`, so clients cannot make up series.
+fn count(method: &str, code: tonic::Code) {
+    let method = if code == tonic::Code::Unimplemented {
+        "unknown".to_owned()
+    } else {
+        method.to_owned()
+    };
+    if code == tonic::Code::ResourceExhausted {
+        metrics::counter!("minipay_requests_shed_total", "method" => method.clone()).increment(1);
+    }
+    metrics::counter!("minipay_requests_total", "method" => method, "code" => code_name(code))
+        .increment(1);
+}
+
 /// The canonical name of a gRPC status code, as in the gRPC spec.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
@@ -131,9 +147,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let trace = crate::rpc::trace::of_request(&request);
+        let method = request.uri().path().to_owned();
         let span = tracing::info_span!(
             "rpc",
-            method = %request.uri().path(),
+            method = %method,
+            trace_id = %trace.trace_id(),
             peer = %peer_address(&request),
             user = Empty,
             txn_id = Empty,
@@ -143,6 +162,7 @@ where
             vote = Empty,
             retry = Empty,
             reason = Empty,
+            traces = Empty,
         );
         let started = Instant::now();
         span.in_scope(|| tracing::debug!("request"));
@@ -150,6 +170,7 @@ where
             let _entered = span.enter();
             self.inner.call(request)
         };
+        let future = crate::rpc::trace::scope(trace, future);
         Box::pin(
             async move {
                 let result = future.await;
@@ -158,6 +179,7 @@ where
                     Ok(response) => {
                         let status = tonic::Status::from_header_map(response.headers());
                         let code = status.as_ref().map_or(tonic::Code::Ok, tonic::Status::code);
+                        count(&method, code);
                         match status.filter(|status| status.code() != tonic::Code::Ok) {
                             None => tracing::info!(code = code_name(code), latency_ms, "response"),
                             Some(status) if status.code() == tonic::Code::ResourceExhausted => {

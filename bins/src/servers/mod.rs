@@ -8,5 +8,7 @@
 pub mod bank;
 pub mod crash_point;
 pub mod gateway;
+pub mod metrics;
 pub mod process;
+pub mod serving;
 pub mod transport_limits;

@@ -189,22 +189,50 @@ impl CheckpointFailures {
 /// Runs a server until `shutdown` resolves or the switch is pulled, then
 /// lets in-flight calls finish (at most [`SHUTDOWN_GRACE`] for idle
 /// connections to close). `serve` receives the future that ends serving.
+///
+/// `recover` runs beside serving from the start: it recovers the log, opens
+/// the services' gates, reports SERVING, and then runs the server's timers
+/// until the process stops. If it fails, the server stops and `run` returns
+/// its error. On `shutdown` (SIGTERM) the server reports NOT_SERVING and
+/// goes on serving for `drain` (so load balancers see it leave before its
+/// port closes), then stops taking calls.
 pub async fn serve_until_stopped<F, E>(
     serve: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
     stop: &StopSwitch,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    lifecycle: Lifecycle,
+    recover: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 ) -> anyhow::Result<Stopped>
 where
     F: std::future::Future<Output = Result<(), E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
+    let Lifecycle { health, drain } = lifecycle;
     {
         let stop = stop.clone();
         tokio::spawn(async move {
-            shutdown.await;
-            stop.pull(Stopped::Shutdown);
+            tokio::select! {
+                () = shutdown => {
+                    health.not_serving().await;
+                    tracing::info!(?drain, "draining: health is NOT_SERVING; calls are served until the drain delay ends");
+                    tokio::time::sleep(drain).await;
+                    stop.pull(Stopped::Shutdown);
+                }
+                () = stop.pulled() => health.not_serving().await,
+            }
         });
     }
+    let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let recovering = {
+        let stop = stop.clone();
+        let failed = std::sync::Arc::clone(&failed);
+        tokio::spawn(async move {
+            if let Err(error) = recover.await {
+                *failed.lock().expect("recovery error lock") = Some(error);
+                stop.pull(Stopped::Shutdown);
+            }
+        })
+    };
     let ending = {
         let stop = stop.clone();
         Box::pin(async move { stop.pulled().await })
@@ -216,7 +244,29 @@ where
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after the stop; closing them"),
     }
+    recovering.abort();
+    let _ = recovering.await;
+    if let Some(error) = failed.lock().expect("recovery error lock").take() {
+        return Err(error);
+    }
     Ok(stop.reason())
+}
+
+/// The settings of how a server is operated, beside what it serves.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Operations {
+    /// Where `/metrics` is served over plain HTTP (`--metrics-listen`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `--drain-delay`.
+    pub drain: std::time::Duration,
+}
+
+/// How a server reports its health while it starts and stops.
+pub struct Lifecycle {
+    pub health: crate::servers::serving::Health,
+    /// How long a server serves on after SIGTERM with its health
+    /// NOT_SERVING (`--drain-delay`).
+    pub drain: std::time::Duration,
 }
 
 /// Reads settings from a TOML file (kebab-case keys, unknown keys refused).
@@ -270,9 +320,9 @@ pub struct ServerCommand<S: clap::Args> {
     #[command(flatten)]
     pub settings: S,
     /// A TOML file with the same keys as the flags (kebab-case); flags win.
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_CONFIG")]
     pub config: Option<std::path::PathBuf>,
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "MINIPAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 

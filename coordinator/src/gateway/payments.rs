@@ -7,7 +7,7 @@
 use money::TxnId;
 use wal::Lsn;
 
-use crate::gateway::state::{Entry, Seen};
+use crate::gateway::state::{Decision, Entry, Seen};
 use crate::gateway::waiting::{DecidedFuture, Waiting};
 use crate::gateway::{Gateway, GatewayError};
 use crate::participant::Participant;
@@ -63,6 +63,7 @@ impl<P: Participant> Gateway<P> {
             }
             Next::Busy(stored) => return Ok(Paid::answered(*stored)),
         };
+        let started = std::time::Instant::now();
         self.wal.wait_durable(lsn).await?;
         let (decision, reason) = self.phase_one(&request).await;
         let (lsn, answer_early) = {
@@ -76,6 +77,13 @@ impl<P: Participant> Gateway<P> {
             )
         };
         self.wal.wait_durable(lsn).await?;
+        let outcome = match decision {
+            Decision::Commit => "committed",
+            Decision::Abort => "aborted",
+        };
+        metrics::counter!("minipay_payments_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("minipay_payment_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         if !answer_early {
             self.phase_two(txn).await?;
         }

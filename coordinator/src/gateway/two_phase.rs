@@ -124,6 +124,7 @@ impl<P: Participant> Gateway<P> {
     pub(crate) async fn phase_one(&self, request: &PaymentRequest) -> (Decision, String) {
         let per_bank = legs_per_bank(request);
         let timeout = self.options.prepare_timeout;
+        let started = std::time::Instant::now();
         let votes = join_all(
             per_bank
                 .iter()
@@ -140,6 +141,8 @@ impl<P: Participant> Gateway<P> {
                 .collect(),
         )
         .await;
+        metrics::histogram!("minipay_phase_duration_seconds", "phase" => "prepare")
+            .record(started.elapsed().as_secs_f64());
         for vote in votes {
             match vote {
                 Ok(Vote::Yes) => {}
@@ -181,6 +184,7 @@ impl<P: Participant> Gateway<P> {
         // log failed and memory is ahead of the disk).
         self.wal.wait_durable(decided_lsn).await?;
         let timeout = self.options.commit_timeout;
+        let started = std::time::Instant::now();
         let acks = join_all(
             banks
                 .iter()
@@ -201,6 +205,12 @@ impl<P: Participant> Gateway<P> {
                 .collect(),
         )
         .await;
+        let phase = match decision {
+            Decision::Commit => "commit",
+            Decision::Abort => "abort",
+        };
+        metrics::histogram!("minipay_phase_duration_seconds", "phase" => phase)
+            .record(started.elapsed().as_secs_f64());
         let mut acknowledged = true;
         for (bank, error) in banks
             .iter()

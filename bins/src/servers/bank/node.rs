@@ -20,7 +20,10 @@ use crate::rpc::settings::{deserialize_duration, now_ms, parse_duration};
 use crate::rpc::tls::{Role, TlsDir, require_role};
 use crate::servers::bank::service::BankService;
 pub use crate::servers::process::Stopped;
-use crate::servers::process::{CheckpointFailures, StopSwitch, serve_until_stopped};
+use crate::servers::process::{
+    CheckpointFailures, Lifecycle, Operations, StopSwitch, serve_until_stopped,
+};
+use crate::servers::serving::{Gate, Health};
 use crate::servers::transport_limits::TransportLimits;
 
 /// Largest request a bank decodes; its requests are a few hundred bytes.
@@ -33,51 +36,60 @@ const BACKGROUND_TICK: Duration = Duration::from_millis(200);
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BankSettings {
     /// This bank's name, e.g. bank_a.
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_NAME")]
     pub name: Option<String>,
     /// Address to listen on, e.g. 127.0.0.1:7001 (port 0 picks one).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Directory for the ledger's WAL and snapshots.
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Cluster setup file (JSON); read on the first start only.
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_SETUP")]
     pub setup: Option<PathBuf>,
     /// Directory with ca.pem and <name>.pem/.key.
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
     /// The gateway's URL, asked for decisions on in-doubt transactions.
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_GATEWAY")]
     pub gateway: Option<String>,
     /// How long a YES vote waits for a decision before the bank asks.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, env = "MINIPAY_IN_DOUBT_TIMEOUT")]
     #[serde(default, deserialize_with = "deserialize_duration")]
     pub in_doubt_timeout: Option<Duration>,
     /// Currency of every account (default INR).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_CURRENCY")]
     pub currency: Option<String>,
     /// Snapshot and trim the log after this many records.
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
     /// Size of each write-ahead log segment file, in bytes (default 64 MiB;
     /// 64 KiB to 1 GiB, whole 4 KiB pages).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_WAL_SEGMENT_SIZE")]
     pub wal_segment_size: Option<u64>,
     /// The largest amount one leg may move, in major units (default
     /// 999999.99); a larger prepare is refused INVALID_ARGUMENT.
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_AMOUNT_MAX")]
     pub amount_max: Option<String>,
     /// Connections open at once (default 1024).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_CONNECTIONS_MAX")]
     pub connections_max: Option<usize>,
     /// Concurrent calls on one connection (default 256).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_STREAMS_PER_CONNECTION_MAX")]
     pub streams_per_connection_max: Option<u32>,
     /// The longest one call may run before it is cancelled (default 60s).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, env = "MINIPAY_REQUEST_TIMEOUT")]
     #[serde(default, deserialize_with = "deserialize_duration")]
     pub request_timeout: Option<Duration>,
+    /// Serve Prometheus metrics over plain HTTP at ADDR/metrics (off
+    /// unless given).
+    #[arg(long, env = "MINIPAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// After SIGTERM, report NOT_SERVING and serve on this long before
+    /// closing (default 0s).
+    #[arg(long, value_parser = parse_duration, env = "MINIPAY_DRAIN_DELAY")]
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub drain_delay: Option<Duration>,
 }
 
 impl crate::servers::process::ServerSettings for BankSettings {
@@ -99,6 +111,8 @@ impl crate::servers::process::ServerSettings for BankSettings {
                 .streams_per_connection_max
                 .or(file.streams_per_connection_max),
             request_timeout: self.request_timeout.or(file.request_timeout),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            drain_delay: self.drain_delay.or(file.drain_delay),
         }
     }
 }
@@ -119,6 +133,7 @@ pub struct BankConfig {
     /// In minor units.
     pub amount_max: u64,
     pub transport: TransportLimits,
+    pub operations: Operations,
 }
 
 impl BankConfig {
@@ -156,19 +171,23 @@ impl BankConfig {
                 settings.streams_per_connection_max,
                 settings.request_timeout,
             )?,
+            operations: Operations {
+                metrics_listen: settings.metrics_listen,
+                drain: settings.drain_delay.unwrap_or_default(),
+            },
         })
     }
 }
 
-/// Opens the ledger, serves until `shutdown` resolves or storage fails.
-/// `listener`, if given, is used instead of binding `config.listen`.
+/// Serves until `shutdown` resolves or storage fails: binds first (health
+/// NOT_SERVING, every other call UNAVAILABLE), recovers the ledger, then
+/// serves. `listener`, if given, is used instead of binding `config.listen`.
 pub async fn run(
     config: BankConfig,
     listener: Option<TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Stopped> {
     crate::rpc::tls::install_crypto_provider();
-    let bank = Arc::new(open_bank(&config)?);
     let listener = match listener {
         Some(listener) => listener,
         None => TcpListener::bind(config.listen)
@@ -177,9 +196,9 @@ pub async fn run(
     };
     let address = listener.local_addr()?;
     let stop = StopSwitch::default();
-    let service = BankService::new(Arc::clone(&bank), stop.on_storage_failure());
-    let server = proto::bank_server::BankServer::new(service)
-        .max_decoding_message_size(BANK_MESSAGE_LEN_MAX);
+    let (health, health_service) = Health::starting(&[BANK_SERVICE]).await;
+    let (reflection, reflection_alpha) = crate::servers::serving::reflection()?;
+    let gate = Gate::default();
     let tls = TlsDir::new(&config.tls_dir);
     let router = config
         .transport
@@ -187,31 +206,63 @@ pub async fn run(
         .tls_config(tls.server(&config.name)?)
         .context("configure TLS")?
         .layer(RequestLogLayer)
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            server,
-            require_role(Role::Gateway),
-        ));
-    tracing::info!(bank = %config.name, %address, "bank serving (mTLS; only the gateway's certificate is accepted)");
-    // A machine-readable line for scripts and tests that bind port 0.
-    println!("listening {address}");
-    let background = tokio::spawn(background(
-        config.clone(),
-        Arc::clone(&bank),
-        stop.on_storage_failure(),
-    ));
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(gate.clone());
+    let metrics = crate::servers::metrics::start(config.operations.metrics_listen).await?;
+    tracing::info!(bank = %config.name, %address, "bank recovering (mTLS; health NOT_SERVING until recovered)");
+    let recover = {
+        let (config, health, stop) = (config.clone(), health.clone(), stop.clone());
+        async move {
+            let opened = config.clone();
+            let bank = Arc::new(
+                tokio::task::spawn_blocking(move || open_bank(&opened))
+                    .await
+                    .context("recovery task")??,
+            );
+            let service = BankService::new(Arc::clone(&bank), stop.on_storage_failure());
+            gate.open(tonic::service::interceptor::InterceptedService::new(
+                proto::bank_server::BankServer::new(service)
+                    .max_decoding_message_size(BANK_MESSAGE_LEN_MAX),
+                require_role(Role::Gateway),
+            ));
+            if let Some(metrics) = &metrics {
+                let (observed, dir) = (Arc::clone(&bank), config.data_dir.join("wal"));
+                metrics.observe(move || {
+                    metrics::gauge!("minipay_in_doubt_holds").set(observed.in_doubt().len() as f64);
+                    crate::servers::metrics::observe_disk(&dir);
+                });
+            }
+            health.serving().await;
+            tracing::info!(bank = %config.name, %address, "bank serving (mTLS; only the gateway's certificate is accepted)");
+            // A machine-readable line for scripts and tests that bind port 0.
+            println!("listening {address}");
+            background(config, bank, stop.on_storage_failure()).await;
+            Ok(())
+        }
+    };
     let incoming = config.transport.incoming(listener);
     let reason = serve_until_stopped(
         |ending| router.serve_with_incoming_shutdown(incoming, ending),
         &stop,
         shutdown,
+        Lifecycle {
+            health,
+            drain: config.operations.drain,
+        },
+        recover,
     )
     .await?;
-    background.abort();
     // Every acknowledged change is durable already; dropping the last
     // reference to the ledger flushes nothing new and closes its log.
     tracing::info!(bank = %config.name, ?reason, "bank stopped");
     Ok(reason)
 }
+
+/// The bank's gRPC service name, as health checks name it.
+pub const BANK_SERVICE: &str =
+    <proto::bank_server::BankServer<BankService> as tonic::server::NamedService>::NAME;
 
 fn open_bank(config: &BankConfig) -> anyhow::Result<Bank> {
     let storage = crate::servers::crash_point::storage(&config.data_dir.join("wal"))?;

@@ -123,6 +123,15 @@ fn item_status(result: Result<(), Status>) -> proto::ItemStatus {
     }
 }
 
+/// Notes the trace ids of a batch's items on the call's line, so `grep` on
+/// a payment's trace id finds the batches that carried it.
+fn note_traces<'a>(items: impl Iterator<Item = &'a str>) {
+    let traces = crate::rpc::trace::trace_ids(items);
+    if !traces.is_empty() {
+        note("traces", traces);
+    }
+}
+
 impl BankService {
     /// One prepare, for the single call and for each item of a batch; notes
     /// its txn, legs, amount and vote on the current span.
@@ -307,6 +316,7 @@ impl proto::bank_server::Bank for BankService {
     ) -> Result<Response<proto::PrepareBatchResponse>, Status> {
         let prepares = request.into_inner().prepares;
         check_batch_len(prepares.len())?;
+        note_traces(prepares.iter().map(|item| item.traceparent.as_str()));
         let outcomes = self
             .each_item(
                 prepares,
@@ -338,6 +348,7 @@ impl proto::bank_server::Bank for BankService {
     ) -> Result<Response<proto::FinishBatchResponse>, Status> {
         let finishes = request.into_inner().finishes;
         check_batch_len(finishes.len())?;
+        note_traces(finishes.iter().map(|item| item.traceparent.as_str()));
         let outcomes = self
             .each_item(
                 finishes,

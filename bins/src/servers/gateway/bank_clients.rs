@@ -246,13 +246,33 @@ fn collect_batch<T: prost::Message, R>(
     (batch, None)
 }
 
+/// The first item's `traceparent`, for the batch call's metadata.
+fn first_trace<'a>(
+    mut items: impl Iterator<Item = &'a str>,
+) -> Option<tonic::metadata::AsciiMetadataValue> {
+    items.find(|header| !header.is_empty())?.parse().ok()
+}
+
+/// A batch call carrying its first item's trace context in metadata (each
+/// item carries its own in the message).
+fn traced<T>(message: T, first: Option<tonic::metadata::AsciiMetadataValue>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(header) = first {
+        request
+            .metadata_mut()
+            .insert(crate::rpc::trace::TRACEPARENT, header);
+    }
+    request
+}
+
 async fn send_prepares(
     bank: BankName,
     mut client: proto::bank_client::BankClient<Channel>,
     prepares: Vec<proto::PrepareRequest>,
     timeout: Duration,
 ) -> BatchAnswer<Vote> {
-    let request = tonic::Request::new(proto::PrepareBatchRequest { prepares });
+    let first = first_trace(prepares.iter().map(|item| item.traceparent.as_str()));
+    let request = traced(proto::PrepareBatchRequest { prepares }, first);
     let response = with_deadline(&bank, timeout, client.prepare_batch(request)).await?;
     Ok(response
         .outcomes
@@ -280,7 +300,8 @@ async fn send_finishes(
     finishes: Vec<proto::Finish>,
     timeout: Duration,
 ) -> BatchAnswer<()> {
-    let request = tonic::Request::new(proto::FinishBatchRequest { finishes });
+    let first = first_trace(finishes.iter().map(|item| item.traceparent.as_str()));
+    let request = traced(proto::FinishBatchRequest { finishes }, first);
     let response = with_deadline(&bank, timeout, client.finish_batch(request)).await?;
     Ok(response
         .outcomes
@@ -375,6 +396,7 @@ impl Participant for BankClients {
             let prepare = proto::PrepareRequest {
                 txn_id: txn.to_string(),
                 legs: legs_to_proto(&legs),
+                traceparent: crate::rpc::trace::child_header(),
             };
             queue_call(bank, &link.prepares, prepare, timeout).await
         })
@@ -412,6 +434,7 @@ impl BankClients {
             let finish = proto::Finish {
                 txn_id: txn.to_string(),
                 decision: decision as i32,
+                traceparent: crate::rpc::trace::child_header(),
             };
             queue_call(bank, &link.finishes, finish, timeout).await
         })

@@ -21,7 +21,10 @@ use crate::rpc::tls::{Role, TlsDir, require_role};
 use crate::servers::gateway::bank_clients::BankClients;
 use crate::servers::gateway::password_pool::PasswordPool;
 use crate::servers::gateway::service::{DecisionService, GatewayService, SessionAuth};
-use crate::servers::process::{CheckpointFailures, StopSwitch, Stopped, serve_until_stopped};
+use crate::servers::process::{
+    CheckpointFailures, Lifecycle, Operations, StopSwitch, Stopped, serve_until_stopped,
+};
+use crate::servers::serving::{Gate, Health};
 use crate::servers::transport_limits::TransportLimits;
 
 /// Largest request the gateway decodes.
@@ -34,71 +37,71 @@ const RESUME_EVERY: Duration = Duration::from_millis(500);
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct GatewaySettings {
     /// Address to listen on, e.g. 127.0.0.1:7000 (port 0 picks one).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Directory for the decision log.
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Cluster setup file (JSON); its users are created on the first start.
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_SETUP")]
     pub setup: Option<PathBuf>,
     /// Directory with ca.pem and gateway.pem/.key.
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
     /// A bank, as NAME=URL (repeat for each bank).
-    #[arg(long = "bank")]
+    #[arg(long = "bank", env = "MINIPAY_BANK", value_delimiter = ',')]
     #[serde(default)]
     pub banks: Vec<String>,
     /// Deadline of each Prepare.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, env = "MINIPAY_PREPARE_TIMEOUT")]
     #[serde(
         default,
         deserialize_with = "crate::rpc::settings::deserialize_duration"
     )]
     pub prepare_timeout: Option<Duration>,
     /// Deadline of each Commit/Abort round (retried until acknowledged).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, env = "MINIPAY_COMMIT_TIMEOUT")]
     #[serde(
         default,
         deserialize_with = "crate::rpc::settings::deserialize_duration"
     )]
     pub commit_timeout: Option<Duration>,
     /// Currency of every payment (default INR).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_CURRENCY")]
     pub currency: Option<String>,
     /// Finished payments (and their ids) are kept at least this long (default 7d).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, env = "MINIPAY_RETENTION")]
     #[serde(
         default,
         deserialize_with = "crate::rpc::settings::deserialize_duration"
     )]
     pub retention: Option<Duration>,
     /// Snapshot and trim the decision log after this many records (default 100000).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
     /// Size of each write-ahead log segment file, in bytes (default 64 MiB;
     /// 64 KiB to 1 GiB, whole 4 KiB pages).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_WAL_SEGMENT_SIZE")]
     pub wal_segment_size: Option<u64>,
     /// A session unused this long expires (default 30m).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, env = "MINIPAY_SESSION_IDLE")]
     #[serde(
         default,
         deserialize_with = "crate::rpc::settings::deserialize_duration"
     )]
     pub session_idle: Option<Duration>,
     /// A session expires this long after login, used or not (default 12h).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, env = "MINIPAY_SESSION_AGE_MAX")]
     #[serde(
         default,
         deserialize_with = "crate::rpc::settings::deserialize_duration"
     )]
     pub session_age_max: Option<Duration>,
     /// Failed logins within a minute that lock a username (default 5).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_LOGIN_FAILURES_MAX")]
     pub login_failures_max: Option<u32>,
     /// How long a locked username stays locked (default 5m).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, env = "MINIPAY_LOGIN_LOCKOUT")]
     #[serde(
         default,
         deserialize_with = "crate::rpc::settings::deserialize_duration"
@@ -106,62 +109,74 @@ pub struct GatewaySettings {
     pub login_lockout: Option<Duration>,
     /// Password-hashing threads, each holding the argon2 memory of one hash
     /// (19 MiB) from start (default: the number of cores).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_HASH_WORKERS")]
     pub hash_workers: Option<usize>,
     /// Logins and registrations waiting for a hashing thread, at most;
     /// past it they are refused RESOURCE_EXHAUSTED (default 64).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_HASH_QUEUE_MAX")]
     pub hash_queue_max: Option<usize>,
     /// Logins and registrations from one client address, as N/PERIOD: a
     /// burst of N, refilled over PERIOD (default 100/5s).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_LOGIN_RATE_PER_ADDRESS")]
     pub login_rate_per_address: Option<String>,
     /// Logins naming one username, as N/PERIOD (default 10/1m).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_LOGIN_RATE_PER_USERNAME")]
     pub login_rate_per_username: Option<String>,
     /// Client addresses, and usernames, whose login rate is tracked at
     /// once (each; default 65536).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_RATE_LIMIT_KEYS_MAX")]
     pub rate_limit_keys_max: Option<usize>,
     /// New payments in their first phase at once; past it a new payment is
     /// refused RESOURCE_EXHAUSTED (default 256).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_PAYMENTS_IN_FLIGHT_MAX")]
     pub payments_in_flight_max: Option<usize>,
     /// Payments answered before their phase 2 ends, at most (default 4096).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_UNSETTLED_MAX")]
     pub unsettled_max: Option<usize>,
     /// Repeats of in-flight txn ids waiting for the outcome (default 4096).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_WAITERS_MAX")]
     pub waiters_max: Option<usize>,
     /// Decided payments waiting for a bank to acknowledge phase 2; past it
     /// a new payment is refused RESOURCE_EXHAUSTED (default 65536).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_SETTLING_MAX")]
     pub settling_max: Option<usize>,
     /// Registrations under way (usernames reserved, passwords hashing,
     /// accounts opening); past it a registration is refused
     /// RESOURCE_EXHAUSTED (default 1024).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_REGISTRATIONS_IN_FLIGHT_MAX")]
     pub registrations_in_flight_max: Option<usize>,
     /// The largest payment, in major units (default 999999.99).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_AMOUNT_MAX")]
     pub amount_max: Option<String>,
     /// Calls queued for one bank, per kind (prepare, phase 2), at most
     /// (default 4096).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_BANK_QUEUE_MAX")]
     pub bank_queue_max: Option<usize>,
     /// Client and bank connections open at once (default 1024).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_CONNECTIONS_MAX")]
     pub connections_max: Option<usize>,
     /// Concurrent calls on one connection (default 256).
-    #[arg(long)]
+    #[arg(long, env = "MINIPAY_STREAMS_PER_CONNECTION_MAX")]
     pub streams_per_connection_max: Option<u32>,
     /// The longest one call may run before it is cancelled (default 60s).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, env = "MINIPAY_REQUEST_TIMEOUT")]
     #[serde(
         default,
         deserialize_with = "crate::rpc::settings::deserialize_duration"
     )]
     pub request_timeout: Option<Duration>,
+    /// Serve Prometheus metrics over plain HTTP at ADDR/metrics (off
+    /// unless given).
+    #[arg(long, env = "MINIPAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// After SIGTERM, report NOT_SERVING and serve on this long before
+    /// closing (default 0s).
+    #[arg(long, value_parser = parse_duration, env = "MINIPAY_DRAIN_DELAY")]
+    #[serde(
+        default,
+        deserialize_with = "crate::rpc::settings::deserialize_duration"
+    )]
+    pub drain_delay: Option<Duration>,
 }
 
 impl crate::servers::process::ServerSettings for GatewaySettings {
@@ -207,6 +222,8 @@ impl crate::servers::process::ServerSettings for GatewaySettings {
                 .streams_per_connection_max
                 .or(file.streams_per_connection_max),
             request_timeout: self.request_timeout.or(file.request_timeout),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            drain_delay: self.drain_delay.or(file.drain_delay),
         }
     }
 }
@@ -228,6 +245,7 @@ pub struct GatewayConfig {
     pub login: coordinator::users::LoginPolicy,
     pub limits: GatewayLimits,
     pub transport: TransportLimits,
+    pub operations: Operations,
 }
 
 /// The gateway's bounds on work in flight (README, "Limits").
@@ -371,6 +389,10 @@ impl GatewayConfig {
                 settings.streams_per_connection_max,
                 settings.request_timeout,
             )?,
+            operations: Operations {
+                metrics_listen: settings.metrics_listen,
+                drain: settings.drain_delay.unwrap_or_default(),
+            },
             retention,
             snapshot_every,
             wal_segment_size: crate::servers::process::wal_segment_size(settings.wal_segment_size)?,
@@ -575,7 +597,9 @@ fn open_gateway(
     Ok(gateway)
 }
 
-/// Opens the decision log, serves until `shutdown` resolves or storage fails.
+/// Serves until `shutdown` resolves or storage fails: binds first (health
+/// NOT_SERVING, every other call UNAVAILABLE), recovers the decision log,
+/// then serves.
 pub async fn run(
     config: GatewayConfig,
     listener: Option<TcpListener>,
@@ -584,7 +608,6 @@ pub async fn run(
     crate::rpc::tls::install_crypto_provider();
     let tls = TlsDir::new(&config.tls_dir);
     let banks = BankClients::new(&config.banks, &tls, config.limits.bank_queue_max)?;
-    let gateway = Arc::new(open_gateway(&config, banks.clone())?);
     let listener = match listener {
         Some(listener) => listener,
         None => TcpListener::bind(config.listen)
@@ -593,45 +616,87 @@ pub async fn run(
     };
     let address = listener.local_addr()?;
     let stop = StopSwitch::default();
-    let limits = config.limits;
-    let passwords = PasswordPool::start(
-        limits.hash_workers,
-        limits.hash_queue_max,
-        Default::default(),
-    );
-    let clients = GatewayService::new(
-        Arc::clone(&gateway),
-        banks,
-        passwords,
-        stop.on_storage_failure(),
-    );
-    let clients = proto::gateway_server::GatewayServer::new(clients)
-        .max_decoding_message_size(GATEWAY_MESSAGE_LEN_MAX);
-    let decisions =
-        proto::decisions_server::DecisionsServer::new(DecisionService::new(Arc::clone(&gateway)))
-            .max_decoding_message_size(GATEWAY_MESSAGE_LEN_MAX);
+    let (health, health_service) = Health::starting(&[GATEWAY_SERVICE, DECISIONS_SERVICE]).await;
+    let (reflection, reflection_alpha) = crate::servers::serving::reflection()?;
+    let (clients_gate, decisions_gate) = (Gate::default(), Gate::default());
     let router = config
         .transport
         .server()
         .tls_config(tls.server("gateway")?)
         .context("configure TLS")?
         .layer(RequestLogLayer)
-        .add_service(SessionAuth::new(clients, Arc::clone(&gateway)))
-        .add_service(InterceptedService::new(decisions, require_role(Role::Bank)));
-    tracing::info!(%address, banks = ?config.banks, ?limits, transport = ?config.transport, "gateway serving (mTLS)");
-    println!("listening {address}");
-    let background = tokio::spawn(resume_loop(Arc::clone(&gateway), stop.clone()));
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(clients_gate.clone())
+        .add_service(decisions_gate.clone());
+    let metrics = crate::servers::metrics::start(config.operations.metrics_listen).await?;
+    tracing::info!(%address, "gateway recovering (mTLS; health NOT_SERVING until recovered)");
+    let recover = {
+        let (config, health, stop) = (config.clone(), health.clone(), stop.clone());
+        async move {
+            let opened = (config.clone(), banks.clone());
+            let gateway = Arc::new(
+                tokio::task::spawn_blocking(move || open_gateway(&opened.0, opened.1))
+                    .await
+                    .context("recovery task")??,
+            );
+            let limits = config.limits;
+            let passwords = PasswordPool::start(
+                limits.hash_workers,
+                limits.hash_queue_max,
+                Default::default(),
+            );
+            let clients = GatewayService::new(
+                Arc::clone(&gateway),
+                banks,
+                passwords,
+                stop.on_storage_failure(),
+            );
+            let clients = proto::gateway_server::GatewayServer::new(clients)
+                .max_decoding_message_size(GATEWAY_MESSAGE_LEN_MAX);
+            clients_gate.open(SessionAuth::new(clients, Arc::clone(&gateway)));
+            let decisions = proto::decisions_server::DecisionsServer::new(DecisionService::new(
+                Arc::clone(&gateway),
+            ))
+            .max_decoding_message_size(GATEWAY_MESSAGE_LEN_MAX);
+            decisions_gate.open(InterceptedService::new(decisions, require_role(Role::Bank)));
+            if let Some(metrics) = &metrics {
+                let (observed, dir) = (Arc::clone(&gateway), config.data_dir.join("wal"));
+                metrics.observe(move || {
+                    metrics::gauge!("minipay_unsettled_payments")
+                        .set(observed.unfinished().len() as f64);
+                    crate::servers::metrics::observe_disk(&dir);
+                });
+            }
+            health.serving().await;
+            tracing::info!(%address, banks = ?config.banks, ?limits, transport = ?config.transport, "gateway serving (mTLS)");
+            println!("listening {address}");
+            resume_loop(gateway, stop).await;
+            Ok(())
+        }
+    };
     let incoming = config.transport.incoming(listener);
     let reason = serve_until_stopped(
         |ending| router.serve_with_incoming_shutdown(incoming, ending),
         &stop,
         shutdown,
+        Lifecycle {
+            health,
+            drain: config.operations.drain,
+        },
+        recover,
     )
     .await?;
-    background.abort();
     tracing::info!(?reason, "gateway stopped");
     Ok(reason)
 }
+
+/// The gateway's gRPC service names, as health checks name them.
+pub const GATEWAY_SERVICE: &str =
+    <proto::gateway_server::GatewayServer<GatewayService> as tonic::server::NamedService>::NAME;
+pub const DECISIONS_SERVICE: &str =
+    <proto::decisions_server::DecisionsServer<DecisionService> as tonic::server::NamedService>::NAME;
 
 /// Retries phase 2 of decided transactions until every bank acknowledged,
 /// takes checkpoints, and stops the gateway if its log failed.

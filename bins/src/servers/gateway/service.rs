@@ -16,10 +16,11 @@ use money::{AccountNo, Amount, BankName, Malformed, TxnId};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tower::Service;
+use tracing::Instrument;
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use crate::rpc::request_log::note;
+use crate::rpc::request_log::{code_name, note};
 use crate::rpc::session_key::bearer;
 use crate::rpc::tls::Role;
 use crate::servers::gateway::bank_clients::BankClients;
@@ -268,30 +269,38 @@ impl proto::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<proto::LoginRequest>,
     ) -> Result<Response<proto::LoginResponse>, Status> {
-        let address = client_address(&request);
-        let request = request.into_inner();
-        note("user", &request.username);
-        let attempt = self
-            .gateway
-            .login_begin(&request.username, address)
-            .map_err(|error| self.fail(error))?;
-        let password = request.password;
-        let (attempt, matched) = self
-            .passwords
-            .run(move |hasher| {
-                let matched = hasher.verify(&password, attempt.hash());
-                (attempt, matched)
-            })
-            .await
-            .map_err(Refusal::from)?;
-        let (key, expires_at_ms) = self
-            .gateway
-            .login_end(attempt, matched)
-            .map_err(|error| self.fail(error))?;
-        Ok(Response::new(proto::LoginResponse {
-            session_key: key,
-            expires_at_ms,
-        }))
+        let answer: Result<_, Status> = async {
+            let address = client_address(&request);
+            let request = request.into_inner();
+            note("user", &request.username);
+            let attempt = self
+                .gateway
+                .login_begin(&request.username, address)
+                .map_err(|error| self.fail(error))?;
+            let password = request.password;
+            let (attempt, matched) = self
+                .passwords
+                .run(move |hasher| {
+                    let matched = hasher.verify(&password, attempt.hash());
+                    (attempt, matched)
+                })
+                .await
+                .map_err(Refusal::from)?;
+            let (key, expires_at_ms) = self
+                .gateway
+                .login_end(attempt, matched)
+                .map_err(|error| self.fail(error))?;
+            Ok(Response::new(proto::LoginResponse {
+                session_key: key,
+                expires_at_ms,
+            }))
+        }
+        .await;
+        if let Err(status) = &answer {
+            metrics::counter!("minipay_logins_refused_total", "code" => code_name(status.code()))
+                .increment(1);
+        }
+        answer
     }
 
     async fn logout(
@@ -355,63 +364,77 @@ impl proto::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<proto::PayRequest>,
     ) -> Result<Response<proto::Payment>, Status> {
-        let user = user_of(&request)?;
-        let request = request.into_inner();
-        note("txn_id", &request.txn_id);
-        note("amount", self.money(request.amount));
-        let txn = parse_txn(&request.txn_id)?;
-        let to_bank = parse_bank(&request.to_bank, "to_bank")?;
-        let to_account = parse_account(&request.to_account, "to_account")?;
-        let (from_bank, from_account) = self.gateway.user_account(&user).ok_or_else(|| {
-            self.fail(GatewayError::UnknownUser {
-                username: user.clone(),
-            })
-        })?;
-        let payment = PaymentRequest {
-            txn,
-            from: Endpoint {
-                bank: from_bank,
-                account: from_account,
-            },
-            to: Endpoint {
-                bank: to_bank,
-                account: to_account,
-            },
-            amount: Amount(request.amount),
-            currency: request.currency,
-        };
-        // The 2PC runs in its own task: a client hanging up must never leave
-        // a payment half-coordinated. The task answers once the decision is
-        // durable, then runs phase 2.
-        let gateway = Arc::clone(&self.gateway);
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let paid = gateway.pay(&user, payment).await;
-            let phase_two = matches!(&paid, Ok(paid) if paid.phase_two_pending);
-            let _ = answer.send(paid.map(|paid| paid.payment));
-            if phase_two && let Err(error) = gateway.phase_two(txn).await {
-                // The decision log failed; the retry loop stops the gateway.
-                tracing::error!(txn_id = %txn, %error, "phase 2 could not finish");
+        let answer: Result<_, Status> = async {
+            let user = user_of(&request)?;
+            let request = request.into_inner();
+            note("txn_id", &request.txn_id);
+            note("amount", self.money(request.amount));
+            let txn = parse_txn(&request.txn_id)?;
+            let to_bank = parse_bank(&request.to_bank, "to_bank")?;
+            let to_account = parse_account(&request.to_account, "to_account")?;
+            let (from_bank, from_account) = self.gateway.user_account(&user).ok_or_else(|| {
+                self.fail(GatewayError::UnknownUser {
+                    username: user.clone(),
+                })
+            })?;
+            let payment = PaymentRequest {
+                txn,
+                from: Endpoint {
+                    bank: from_bank,
+                    account: from_account,
+                },
+                to: Endpoint {
+                    bank: to_bank,
+                    account: to_account,
+                },
+                amount: Amount(request.amount),
+                currency: request.currency,
+            };
+            // The 2PC runs in its own task: a client hanging up must never leave
+            // a payment half-coordinated. The task answers once the decision is
+            // durable, then runs phase 2.
+            let gateway = Arc::clone(&self.gateway);
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            // It carries the call's trace id and span, so its lines (and its
+            // calls to the banks) are the call's.
+            let coordinate = async move {
+                let paid = gateway.pay(&user, payment).await;
+                let phase_two = matches!(&paid, Ok(paid) if paid.phase_two_pending);
+                let _ = answer.send(paid.map(|paid| paid.payment));
+                if phase_two && let Err(error) = gateway.phase_two(txn).await {
+                    // The decision log failed; the retry loop stops the gateway.
+                    tracing::error!(txn_id = %txn, %error, "phase 2 could not finish");
+                }
             }
-        });
-        let outcome = match tokio::time::timeout(self.outcome_wait, answered).await {
-            Ok(joined) => joined
-                .map_err(|_| Status::from(Refusal::PaymentTaskLost))?
-                .map_err(|error| self.fail(error))?,
-            // Initiated before the task started, so it is in the table.
-            Err(_) => self
-                .gateway
-                .current(txn)
-                .map_err(|error| self.fail(error))?
-                .ok_or_else(|| Status::from(Refusal::PaymentTaskLost))?,
-        };
-        if outcome.replayed {
-            note("retry", true);
+            .instrument(tracing::Span::current());
+            match crate::rpc::trace::current() {
+                Some(trace) => tokio::spawn(crate::rpc::trace::scope(trace, coordinate)),
+                None => tokio::spawn(coordinate),
+            };
+            let outcome = match tokio::time::timeout(self.outcome_wait, answered).await {
+                Ok(joined) => joined
+                    .map_err(|_| Status::from(Refusal::PaymentTaskLost))?
+                    .map_err(|error| self.fail(error))?,
+                // Initiated before the task started, so it is in the table.
+                Err(_) => self
+                    .gateway
+                    .current(txn)
+                    .map_err(|error| self.fail(error))?
+                    .ok_or_else(|| Status::from(Refusal::PaymentTaskLost))?,
+            };
+            if outcome.replayed {
+                note("retry", true);
+            }
+            if !outcome.reason.is_empty() {
+                note("reason", &outcome.reason);
+            }
+            Ok(Response::new(payment_to_proto(&outcome)))
         }
-        if !outcome.reason.is_empty() {
-            note("reason", &outcome.reason);
+        .await;
+        if answer.is_err() {
+            metrics::counter!("minipay_payments_total", "outcome" => "refused").increment(1);
         }
-        Ok(Response::new(payment_to_proto(&outcome)))
+        answer
     }
 
     async fn get_payment(
