@@ -1,11 +1,12 @@
 //! `minipay`: the command-line tool: the client (register, login, pay with
 //! an offline queue, …), the servers (`minipay bank`, `minipay gateway`),
-//! certificates, and WAL inspection, repair and benchmarking.
+//! certificates, WAL inspection, repair and benchmarking, and its own shell
+//! completions.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use minipay::tools::wal::{self as wal_tools, BenchConfig};
 use wal::SyncPolicy;
 
@@ -65,6 +66,12 @@ enum ToolCommand {
         /// Comma-separated bank names, e.g. bank_a,bank_b.
         #[arg(long, value_delimiter = ',', required = true)]
         banks: Vec<String>,
+    },
+    /// Print the completion script for SHELL to standard output, e.g.
+    /// `minipay completions bash > ~/.local/share/bash-completion/completions/minipay`.
+    Completions {
+        /// The shell the script is for.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -300,6 +307,17 @@ fn run(tool: ToolCommand) -> anyhow::Result<()> {
             for file in minipay::tools::certs::generate(&out, &banks)? {
                 println!("{file}");
             }
+            Ok(())
+        }
+        ToolCommand::Completions { shell } => {
+            // Generated from the same definition that parses the arguments,
+            // so the script cannot drift from the commands and flags.
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "minipay",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
         ToolCommand::Wal(WalCommand::Dump { dir, json, tables }) => {
