@@ -208,10 +208,20 @@ async fn reflection_lists_the_services_behind_mtls() {
             "{expected} in {gateway:?}"
         );
     }
+    assert!(
+        !gateway.iter().any(|name| name == "minipay.v1.Bank"),
+        "{gateway:?}"
+    );
     let bank = reflected_services(&tls, cluster.banks[0].address).await;
     assert!(
         bank.iter().any(|name| name == "minipay.v1.Bank"),
         "{bank:?}"
+    );
+    assert!(
+        !bank
+            .iter()
+            .any(|name| name.starts_with("minipay.v1.G") || name.ends_with("Decisions")),
+        "a bank lists only what it serves: {bank:?}"
     );
 
     // v1alpha (what older grpcurl versions ask) describes a method's types.

@@ -63,10 +63,13 @@ impl Health {
     }
 }
 
-/// The gRPC reflection services (v1 and v1alpha) listing every `minipay.v1`
-/// service, the health service and themselves, so `grpcurl … list` and
-/// `describe` work without the `.proto` files.
-pub fn reflection() -> anyhow::Result<(
+/// The gRPC reflection services (v1 and v1alpha) listing the services this
+/// server serves (`services`), the health service and themselves, and
+/// describing them from the descriptors `minipay-proto` builds, so
+/// `grpcurl … list` and `describe` work without the `.proto` files.
+pub fn reflection(
+    services: &[&str],
+) -> anyhow::Result<(
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
@@ -74,13 +77,24 @@ pub fn reflection() -> anyhow::Result<(
         impl tonic_reflection::server::v1alpha::ServerReflection,
     >,
 )> {
-    let builder = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(minipay_proto::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let builder = |reflection: &str| {
+        services.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(minipay_proto::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name(HEALTH_SERVICE)
+                .with_service_name(reflection),
+            |builder, service| builder.with_service_name(*service),
+        )
     };
-    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+    Ok((
+        builder("grpc.reflection.v1.ServerReflection").build_v1()?,
+        builder("grpc.reflection.v1alpha.ServerReflection").build_v1alpha()?,
+    ))
 }
+
+/// The standard health service's name.
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
 /// A service that exists from the moment the server binds but is built
 /// only when recovery is done: until [`Gate::open`], every call is

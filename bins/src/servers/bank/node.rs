@@ -197,7 +197,7 @@ pub async fn run(
     let address = listener.local_addr()?;
     let stop = StopSwitch::default();
     let (health, health_service) = Health::starting(&[BANK_SERVICE]).await;
-    let (reflection, reflection_alpha) = crate::servers::serving::reflection()?;
+    let (reflection, reflection_alpha) = crate::servers::serving::reflection(&[BANK_SERVICE])?;
     let gate = Gate::default();
     let tls = TlsDir::new(&config.tls_dir);
     let router = config

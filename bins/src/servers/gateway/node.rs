@@ -617,7 +617,8 @@ pub async fn run(
     let address = listener.local_addr()?;
     let stop = StopSwitch::default();
     let (health, health_service) = Health::starting(&[GATEWAY_SERVICE, DECISIONS_SERVICE]).await;
-    let (reflection, reflection_alpha) = crate::servers::serving::reflection()?;
+    let (reflection, reflection_alpha) =
+        crate::servers::serving::reflection(&[GATEWAY_SERVICE, DECISIONS_SERVICE])?;
     let (clients_gate, decisions_gate) = (Gate::default(), Gate::default());
     let router = config
         .transport
