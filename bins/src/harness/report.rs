@@ -20,6 +20,9 @@ pub const POINTS_MAX: usize = 1_000;
 const TICKS_TARGET: f64 = 6.0;
 /// The most tick marks on any axis (a logarithmic axis skips decades past it).
 const TICKS_MAX: usize = 20;
+/// A logarithmic axis spanning at most this many decades ticks 1, 2 and 5
+/// times each power of ten; a wider one only the powers.
+const LOG_DECADES_WITH_MULTIPLES: usize = 3;
 /// Distinct colours for series, in order; series past these repeat them
 /// dashed, so no two series look the same.
 const SERIES_COLOURS: [&str; 8] = [
@@ -263,9 +266,17 @@ impl Axis {
         }
         let decades = (exponent_high - exponent_low) as usize;
         let stride = decades.div_ceil(TICKS_MAX - 1).max(1);
+        // Over a few decades, 2 and 5 times each power are ticked too, so
+        // the reader has more than two or three numbers to go by.
+        let multiples: &[f64] = if decades <= LOG_DECADES_WITH_MULTIPLES {
+            &[1.0, 2.0, 5.0]
+        } else {
+            &[1.0]
+        };
         let ticks: Vec<f64> = (exponent_low..=exponent_high)
             .step_by(stride)
-            .map(|exponent| 10f64.powi(exponent))
+            .flat_map(|exponent| multiples.iter().map(move |m| m * 10f64.powi(exponent)))
+            .filter(|&tick| tick <= 10f64.powi(exponent_high))
             .collect();
         assert!(ticks.len() <= TICKS_MAX);
         Axis {
@@ -699,7 +710,7 @@ mod tests {
         ));
         assert_balanced(&svg);
         assert_numbers_finite(&svg);
-        for tick in [">0.1<", ">1<", ">10<", ">100<"] {
+        for tick in [">0.1<", ">0.2<", ">1<", ">5<", ">10<", ">100<"] {
             assert!(svg.contains(tick), "tick {tick} in {svg}");
         }
         let polyline = svg.split("points=\"").nth(1).expect("a polyline");
@@ -774,6 +785,10 @@ mod tests {
         assert!(axis.max >= 0.0031 && axis.ticks.len() <= TICKS_MAX);
         let axis = Axis::logarithmic(1e-300, 1e300);
         assert!(axis.ticks.len() <= TICKS_MAX);
+        let axis = Axis::logarithmic(3.0, 70.0);
+        assert_eq!(axis.ticks, vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]);
+        let axis = Axis::logarithmic(0.5, 40_000.0);
+        assert_eq!(axis.ticks.len(), 7, "decades only: {:?}", axis.ticks);
         assert_eq!(format_number(2.5), "2.5");
         assert_eq!(format_number(1_000.0), "1000");
         assert_eq!(format_number(0.0001), "1e-4");
