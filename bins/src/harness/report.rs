@@ -91,7 +91,8 @@ pub fn escape(text: &str) -> String {
 }
 
 /// A whole self-contained HTML document: the title, `summary_html` as given
-/// (the caller escapes what it puts in), then each chart.
+/// (the caller escapes what it puts in), then each chart. Table cells are
+/// left-aligned, except `<td class="number">`.
 pub fn page(title: &str, summary_html: &str, charts: &[Chart]) -> String {
     let mut html = String::new();
     html.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
@@ -102,7 +103,8 @@ pub fn page(title: &str, summary_html: &str, charts: &[Chart]) -> String {
          margin: 1.5em auto; padding: 0 1em; }\n\
          figure { margin: 1.5em 0; }\nsvg { max-width: 100%; height: auto; }\n\
          table { border-collapse: collapse; }\n\
-         th, td { border: 1px solid #ccc; padding: 2px 8px; text-align: right; }\n\
+         th, td { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }\n\
+         td.number { text-align: right; font-variant-numeric: tabular-nums; }\n\
          th { background: #f4f4f4; }\ncode, pre { font-size: 90%; }\n</style>\n",
     );
     html.push_str("</head>\n<body>\n");
