@@ -1216,6 +1216,28 @@ impl BenchReport {
         shape
     }
 
+    /// With --local: a line per server (memory, disk), then the disk total.
+    fn footprint_lines(&self) -> String {
+        let mut text = String::new();
+        for server in &self.servers {
+            text += &format!(
+                "\n  {}: RssAnon peak {}, VmHWM {}, data on disk {} ({} allocated)",
+                server.name,
+                mib(server.rss_anon_peak_bytes),
+                server.vm_hwm_bytes.map_or("-".to_owned(), mib),
+                server.data_bytes.map_or("-".to_owned(), mib),
+                server.data_allocated_bytes.map_or("-".to_owned(), mib),
+            );
+        }
+        if let (Some(length), Some(allocated)) =
+            (self.data_bytes_total, self.data_allocated_bytes_total)
+        {
+            text +=
+                &format!("\n  data on disk in all: {length} bytes, {allocated} bytes allocated");
+        }
+        text
+    }
+
     pub fn human(&self) -> String {
         let mut text = format!(
             "minipay bench: {}, seed {}\n  {} payments in {:.2} s\n  {:.0} payments/s\n  latency{} p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, max {:.2} ms\n  committed {}, aborted {}, failed {}\n  refused for load {} (answered in p50 {:.2} ms, p99 {:.2} ms; each resent)",
@@ -1242,8 +1264,9 @@ impl BenchReport {
             self.refused_p99_ms,
         );
         if let Some(unsent) = self.unsent_behind_schedule {
-            text +=
-                &format!("\n  behind schedule at the end: {unsent} payments due were never sent");
+            text += &format!(
+                "\n  behind schedule at the end: {unsent} payments due were never sent (not in the percentiles)"
+            );
         }
         if self.login_flood > 0 {
             text += &format!(
@@ -1259,22 +1282,7 @@ impl BenchReport {
                 self.flood_other
             );
         }
-        for server in &self.servers {
-            text += &format!(
-                "\n  {}: RssAnon peak {}, VmHWM {}, data on disk {} ({} allocated)",
-                server.name,
-                mib(server.rss_anon_peak_bytes),
-                server.vm_hwm_bytes.map_or("-".to_owned(), mib),
-                server.data_bytes.map_or("-".to_owned(), mib),
-                server.data_allocated_bytes.map_or("-".to_owned(), mib),
-            );
-        }
-        if let (Some(length), Some(allocated)) =
-            (self.data_bytes_total, self.data_allocated_bytes_total)
-        {
-            text +=
-                &format!("\n  data on disk in all: {length} bytes, {allocated} bytes allocated");
-        }
+        text += &self.footprint_lines();
         text += &format!(
             "\n  total of all balances: before {} INR, after {} INR: {}",
             money::Amount(self.total_before),

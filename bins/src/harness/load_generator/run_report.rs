@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::{BenchArgs, BenchReport};
+use super::{BenchArgs, BenchReport, SecondRow};
 use crate::harness::report::{Chart, Mark, Series, escape, page};
 
 /// The JSON file's name in the report directory.
@@ -25,7 +25,7 @@ struct BenchFile<'a> {
     args: &'a BenchArgs,
     #[serde(flatten)]
     report: &'a BenchReport,
-    seconds: &'a [super::SecondRow],
+    seconds: &'a [SecondRow],
 }
 
 /// Writes `bench.json` and `report.html` into `dir` (which exists).
@@ -48,67 +48,80 @@ pub fn html(report: &BenchReport) -> String {
     page("minipay bench", &summary(report), &charts(report))
 }
 
-fn charts(report: &BenchReport) -> Vec<Chart> {
-    let points = |value: &dyn Fn(&super::SecondRow) -> Option<f64>| -> Vec<(f64, f64)> {
-        report
-            .seconds
-            .iter()
-            .filter_map(|row| Some((row.elapsed_s, value(row)?)))
-            .collect()
-    };
-    let line = |name: &str, points: Vec<(f64, f64)>| Series {
+/// `value` of each row that has one, against the row's time.
+fn points(report: &BenchReport, value: impl Fn(&SecondRow) -> Option<f64>) -> Vec<(f64, f64)> {
+    report
+        .seconds
+        .iter()
+        .filter_map(|row| Some((row.elapsed_s, value(row)?)))
+        .collect()
+}
+
+fn series(name: &str, mark: Mark, points: Vec<(f64, f64)>) -> Series {
+    Series {
         name: name.to_owned(),
-        mark: Mark::Line,
+        mark,
         points,
-    };
-    let throughput = Chart {
-        title: "Throughput".to_owned(),
+    }
+}
+
+/// Throughput and latency percentiles over time, and errors and refusals
+/// when there were any.
+fn charts(report: &BenchReport) -> Vec<Chart> {
+    let over_time = |title: &str, y_label: &str, series: Vec<Series>, log_y: bool| Chart {
+        title: title.to_owned(),
         x_label: "seconds since the start".to_owned(),
-        y_label: "payments/s".to_owned(),
-        series: vec![
-            line("that second", points(&|row| Some(row.payments_per_sec))),
-            line(
-                "since the start",
-                points(&|row| Some(row.payments_per_sec_cumulative)),
-            ),
-        ],
+        y_label: y_label.to_owned(),
+        series,
         bands: Vec::new(),
-        log_y: false,
+        log_y,
     };
-    let latency = Chart {
-        title: "Latency of each second's payments".to_owned(),
-        x_label: "seconds since the start".to_owned(),
-        y_label: "ms (log scale)".to_owned(),
-        series: vec![
-            line("p50", points(&|row| row.p50_ms)),
-            line("p95", points(&|row| row.p95_ms)),
-            line("p99", points(&|row| row.p99_ms)),
-            line("max", points(&|row| row.max_ms)),
-        ],
-        bands: Vec::new(),
-        log_y: true,
-    };
-    let mut charts = vec![throughput, latency];
+    let throughput = vec![
+        series(
+            "that second",
+            Mark::Line,
+            points(report, |row| Some(row.payments_per_sec)),
+        ),
+        series(
+            "since the start",
+            Mark::Line,
+            points(report, |row| Some(row.payments_per_sec_cumulative)),
+        ),
+    ];
+    let latency = vec![
+        series("p50", Mark::Line, points(report, |row| row.p50_ms)),
+        series("p95", Mark::Line, points(report, |row| row.p95_ms)),
+        series("p99", Mark::Line, points(report, |row| row.p99_ms)),
+        series("max", Mark::Line, points(report, |row| row.max_ms)),
+    ];
+    let mut charts = vec![
+        over_time("Throughput", "payments/s", throughput, false),
+        over_time(
+            "Latency of each second's payments",
+            "ms (log scale)",
+            latency,
+            true,
+        ),
+    ];
     if report.failed > 0 || report.refused > 0 {
-        charts.push(Chart {
-            title: "Errors and refusals".to_owned(),
-            x_label: "seconds since the start".to_owned(),
-            y_label: "per second".to_owned(),
-            series: vec![
-                Series {
-                    name: "errors".to_owned(),
-                    mark: Mark::Dots,
-                    points: points(&|row| Some(row.errors as f64)),
-                },
-                Series {
-                    name: "refused for load (resent)".to_owned(),
-                    mark: Mark::Dots,
-                    points: points(&|row| Some(row.refused as f64)),
-                },
-            ],
-            bands: Vec::new(),
-            log_y: false,
-        });
+        let errors = vec![
+            series(
+                "errors",
+                Mark::Dots,
+                points(report, |row| Some(row.errors as f64)),
+            ),
+            series(
+                "refused for load (resent)",
+                Mark::Dots,
+                points(report, |row| Some(row.refused as f64)),
+            ),
+        ];
+        charts.push(over_time(
+            "Errors and refusals",
+            "per second",
+            errors,
+            false,
+        ));
     }
     charts
 }
