@@ -28,8 +28,10 @@ enum Command {
     /// Start two banks and a gateway on this machine and walk through
     /// payments, retries, an outage and a crash (the main job).
     Demo,
-    /// Load generator: concurrent clients making random payments; checks
-    /// that money is conserved.
+    /// Load generator: concurrent clients making seeded random payments,
+    /// closed loop or open loop (--rate), a line a second, HDR latency
+    /// percentiles, --report DIR for JSON and plots; checks that money is
+    /// conserved.
     Bench(minipay::harness::load_generator::BenchArgs),
     /// Kill -9 random processes of a local cluster (3 banks, a gateway)
     /// under concurrent payments, restart them, heal, and check every

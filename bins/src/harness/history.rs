@@ -29,9 +29,7 @@ use money::{AccountNo, Amount, BankName, Leg, TxnId};
 use serde::{Deserialize, Serialize};
 
 use crate::harness::cluster::{LocalCluster, Servers};
-use crate::harness::load_generator::{
-    BenchArgs, gateway_client, percentile_ms, proc_status_bytes, sample_rss,
-};
+use crate::harness::load_generator::{BenchArgs, gateway_client, proc_status_bytes, sample_rss};
 use crate::rpc::session_key::authorized;
 use crate::servers::gateway::node::{OsEntropy, SystemClock};
 use minipay_proto::v1 as proto;
@@ -634,6 +632,15 @@ async fn probe_old_payments(
     Ok(())
 }
 
+/// The latency `percent` of `sorted` are at or under, in ms (0 when empty).
+fn percentile_ms(sorted: &[Duration], percent: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * percent / 100.0) as usize).min(sorted.len() - 1);
+    sorted[index].as_secs_f64() * 1000.0
+}
+
 /// Runs `minipay bench` against the servers while sampling every one's
 /// `RssAnon`; money must be conserved.
 async fn serve_load(
@@ -646,16 +653,7 @@ async fn serve_load(
         .into_iter()
         .map(|pid| sample_rss(pid, stopped.clone()))
         .collect();
-    let bench = BenchArgs {
-        local: false,
-        clients: args.clients,
-        payments: args.payments,
-        accounts: 1000,
-        json: false,
-        login_flood: 0,
-        flood_honours_retry_after: false,
-        payments_in_flight_max: None,
-    };
+    let bench = BenchArgs::closed_loop(args.clients, args.payments);
     let report = crate::harness::load_generator::run(
         bench,
         Some(cluster.gateway_url()),

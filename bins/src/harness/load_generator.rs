@@ -1,19 +1,37 @@
-//! `minipay bench`: a load generator for users. Concurrent clients, each
-//! logged in as its own user, make random payments of 0.01 to other
-//! accounts; it reports payments/s, latency percentiles and outcomes, and
-//! checks that the total of all balances did not change.
+//! `minipay bench`: a load generator for users. Concurrent clients make
+//! payments of 0.01 to 1.00 between the bench users (each logged in as
+//! itself) and, with `--local`, fresh payee accounts; it prints a line per
+//! second while it runs, then payments/s, latency percentiles and outcomes,
+//! and checks that the total of all balances did not change.
+//!
+//! Closed loop by default: each client sends its next payment as soon as
+//! the last is answered, until `--payments` are made or `--duration` is
+//! over (whichever comes first). With `--rate N`, open loop: payment slot
+//! `k` is due `k / N` seconds after the start and its latency is measured
+//! from then, not from when a client got round to sending it, so a system
+//! that falls behind shows it in latency rather than by being sent fewer
+//! payments (coordinated omission, corrected as wrk2 does). Either way at
+//! most `--clients` payments are in flight. Each slot's payer, payee and
+//! amount come from `--seed` ([`choices`], with the `--hot-percent` skew);
+//! the HDR histograms and the per-second rows are [`timeline`]; `--report
+//! DIR` writes them as JSON and an HTML page of plots ([`run_report`]).
 //!
 //! A payment the gateway sheds (RESOURCE_EXHAUSTED) is counted as refused,
 //! not failed, and resent with the same txn id after the gateway's
 //! `retry-after` hint. `--login-flood N` adds N connections sending wrong
 //! passwords for unknown usernames while the payments run (each from its
 //! own loopback address when the gateway is on loopback, as a flood from
-//! many machines would be); with `--local` the gateway's peak anonymous
-//! resident memory is sampled throughout.
+//! many machines would be); with `--local` every server's peak anonymous
+//! resident memory is sampled throughout, and its bytes on disk summed at
+//! the end.
 
-use std::io::Write;
-use std::sync::Arc;
+pub mod choices;
+pub mod run_report;
+pub mod timeline;
+
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -24,8 +42,10 @@ use tonic::transport::{Channel, Endpoint};
 use crate::harness::cluster::LocalCluster;
 use crate::rpc::session_key::authorized;
 use crate::rpc::tls::TlsDir;
+use choices::{Choices, HOT_SET_MAX};
+use timeline::{Interval, SecondRow, Table, Timeline};
 
-/// The most concurrent clients.
+/// The most concurrent clients, and so the most payments in flight.
 pub const CLIENTS_MAX: usize = 1024;
 /// Clients share connections past this many (HTTP/2 multiplexes them).
 const CONNECTIONS_MAX: usize = 256;
@@ -35,28 +55,67 @@ const SETUP_CONCURRENCY: usize = 8;
 pub const FLOOD_CONNECTIONS_MAX: usize = 4096;
 /// Logins in flight on each flood connection at once.
 const FLOOD_CALLS_PER_CONNECTION: usize = 3;
-/// How often the gateway's resident memory is sampled.
+/// How often each server's resident memory is sampled.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Opening balance of every bench user (minor units: 1,000,000.00).
 const USER_BALANCE: u64 = 100_000_000;
+/// Payments made when neither `--payments` nor `--duration` is given.
+const PAYMENTS_DEFAULT: u64 = 10_000;
+/// The longest `--duration` (a week).
+pub const DURATION_MAX_S: u64 = 7 * 24 * 3600;
+/// The highest `--rate`, payments/s.
+pub const RATE_MAX: u64 = 1_000_000;
+/// How many times one payment is resent while the gateway sheds it; past
+/// that it counts as failed.
+const RESENDS_MAX: u32 = 100;
+/// How often a row is printed.
+const ROW_EVERY: Duration = Duration::from_secs(1);
+/// How often the status line under the rows is redrawn on a terminal.
+const STATUS_REDRAW_EVERY: Duration = Duration::from_millis(250);
+/// The most files and directories summed in one server's data directory.
+const DATA_ENTRIES_MAX: usize = 1_000_000;
 
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args, Serialize)]
 pub struct BenchArgs {
     /// Start a local cluster (two banks and a gateway) instead of using --gateway.
     #[arg(long)]
     pub local: bool,
-    /// Concurrent clients, each its own user.
+    /// Concurrent clients: the most payments in flight at once.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
-    /// Payments in all.
-    #[arg(long, default_value_t = 10_000)]
-    pub payments: u64,
+    /// Payments in all (10000 when --duration is not given either; with
+    /// both, the run ends at whichever comes first).
+    #[arg(long)]
+    pub payments: Option<u64>,
+    /// Run for this many seconds (with --payments, whichever ends first).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
+    /// Open loop: N payments a second in all, each due at its own time and
+    /// timed from then (the latency of a backlog is counted); without it,
+    /// each client pays again as soon as it is answered.
+    #[arg(long, value_name = "N")]
+    pub rate: Option<u64>,
+    /// Seed for the payers, payees and amounts (random when not given; it
+    /// is printed first, so a run can be repeated).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Percent of the payments that pay into the hot set (0: every payee
+    /// drawn uniformly).
+    #[arg(long, default_value_t = 0, value_name = "PERCENT")]
+    pub hot_percent: u8,
+    /// Accounts in the hot set: the last ones opened (with --local, payee
+    /// accounts).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub hot_set: usize,
     /// Destination accounts (with --local; otherwise the clients pay each other).
     #[arg(long, default_value_t = 1000)]
     pub accounts: usize,
-    /// Print the figures as one JSON object.
+    /// Print the figures as one JSON object (the per-second rows then go to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Write DIR/bench.json and DIR/report.html (plots) at the end.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     /// Connections flooding the gateway with failing logins while the
     /// payments run (0: none). Each call is resent as soon as it is
     /// answered, refusals included: a hostile flood.
@@ -71,17 +130,51 @@ pub struct BenchArgs {
     pub payments_in_flight_max: Option<usize>,
 }
 
+impl BenchArgs {
+    /// A closed loop of `payments` payments from `clients` clients, with
+    /// every other setting at its default.
+    pub fn closed_loop(clients: usize, payments: u64) -> BenchArgs {
+        BenchArgs {
+            local: false,
+            clients,
+            payments: Some(payments),
+            duration: None,
+            rate: None,
+            seed: None,
+            hot_percent: 0,
+            hot_set: 4,
+            accounts: 1000,
+            json: false,
+            report: None,
+            login_flood: 0,
+            flood_honours_retry_after: false,
+            payments_in_flight_max: None,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub clients: usize,
+    pub seed: u64,
+    /// Open loop at this many payments/s (`None`: closed loop).
+    pub rate: Option<u64>,
+    pub duration_s: Option<u64>,
+    pub hot_percent: u8,
+    pub hot_set: usize,
+    /// Payments answered, whatever the answer.
     pub payments: u64,
     pub committed: u64,
     pub aborted: u64,
+    /// Answered with an error: the errors.
     pub failed: u64,
     /// Attempts the gateway shed with RESOURCE_EXHAUSTED (then resent).
     pub refused: u64,
     pub refused_p50_ms: f64,
     pub refused_p99_ms: f64,
+    /// Open loop with --duration: payments due before the end that no
+    /// client had sent when it came (the schedule's backlog at the end).
+    pub unsent_behind_schedule: Option<u64>,
     pub login_flood: usize,
     pub flood_honours_retry_after: bool,
     /// Flood logins answered, by kind.
@@ -92,14 +185,45 @@ pub struct BenchReport {
     /// `VmHWM` (peak resident, file pages included) at the end.
     pub gateway_rss_anon_peak_bytes: Option<u64>,
     pub gateway_vm_hwm_bytes: Option<u64>,
+    /// With --local: every server's memory and bytes on disk.
+    pub servers: Vec<ServerFootprint>,
+    /// With --local: the servers' data directories, summed (lengths, and
+    /// disk blocks taken).
+    pub data_bytes_total: Option<u64>,
+    pub data_allocated_bytes_total: Option<u64>,
     pub elapsed_s: f64,
     pub payments_per_sec: f64,
+    /// Whole-run latency percentiles (open loop: from each payment's due time).
     pub p50_ms: f64,
+    pub p95_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
+    pub max_ms: f64,
     pub total_before: u64,
     pub total_after: u64,
     pub conserved: bool,
+    /// One row per second, as printed. Written to `bench.json` by
+    /// `--report`, left out of `--json` (which stays one flat object that
+    /// scripts grep fields out of).
+    #[serde(skip)]
+    pub seconds: Vec<SecondRow>,
+    /// Rows printed but not kept (past [`timeline::ROWS_MAX`]).
+    pub seconds_left_out: u64,
+}
+
+/// One server of the bench's own cluster, as the bench saw it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerFootprint {
+    pub name: String,
+    /// The largest `RssAnon` sampled while the payments ran.
+    pub rss_anon_peak_bytes: u64,
+    /// `VmHWM` (peak resident, file pages included) once they were done.
+    pub vm_hwm_bytes: Option<u64>,
+    /// Its data directory's files once stopped: their lengths summed
+    /// (preallocated log segments count whole) ...
+    pub data_bytes: Option<u64>,
+    /// ... and the disk blocks they take (what `du` says).
+    pub data_allocated_bytes: Option<u64>,
 }
 
 struct User {
@@ -231,39 +355,56 @@ async fn users(
     Ok(users)
 }
 
-pub(crate) fn percentile_ms(sorted: &[Duration], percent: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((sorted.len() as f64 * percent / 100.0) as usize).min(sorted.len() - 1);
-    sorted[index].as_secs_f64() * 1000.0
-}
-
-/// Runs the load; prints progress on stderr and returns the figures.
+/// Runs the load; prints the seed and a row a second (on stdout, or on
+/// stderr with `--json`), setup progress on stderr, and returns the figures.
 pub async fn run(
     args: BenchArgs,
     gateway: Option<String>,
-    tls_dir: Option<std::path::PathBuf>,
+    tls_dir: Option<PathBuf>,
 ) -> anyhow::Result<BenchReport> {
     check_args(&args)?;
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("create the report directory {}", dir.display()))?;
+    }
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let mut table = Table::new(args.json);
+    table.note(&format!("seed {seed} (repeat with --seed {seed})"));
     crate::rpc::tls::install_crypto_provider();
     let scratch = std::env::temp_dir().join(format!("minipay-bench-{}", std::process::id()));
     let target = Target::open(&args, gateway, tls_dir, &scratch)?;
     eprintln!("registering {} users", args.clients);
     let users = users(&target.url, &target.tls_dir, args.clients, &target.banks).await?;
     let destinations = destinations(&users, &target, args.accounts).await?;
+    let choices = Choices::new(
+        seed,
+        users.len(),
+        destinations.len(),
+        args.hot_set,
+        args.hot_percent,
+    )?;
     let cluster = target.cluster.as_ref();
     let total_before = total_balance(cluster, &destinations, sessions(&users)).await?;
     let background = Background::start(&args, &target).await?;
-    let (tally, elapsed, users) = drive(&args, users, &destinations).await?;
-    let (flood, memory) = background.stop().await?;
+    let driven = drive(&args, &users, &destinations, choices, table).await?;
+    let (flood, mut servers) = background.stop().await?;
     let total_after = settled_total(cluster, &destinations, &users, total_before).await?;
     if let Some(mut local) = target.cluster {
         local.stop()?;
+        for server in &mut servers {
+            let (length, allocated) = dir_bytes(&scratch.join(&server.name))?;
+            server.data_bytes = Some(length);
+            server.data_allocated_bytes = Some(allocated);
+        }
         let _ = std::fs::remove_dir_all(&scratch);
     }
     let totals = (total_before, total_after);
-    Ok(report(&args, tally, elapsed, &flood, memory, totals))
+    let report = report(&args, seed, driven, &flood, servers, totals);
+    if let Some(dir) = &args.report {
+        run_report::write(dir, &args, &report)?;
+        eprintln!("report written to {}", dir.join(run_report::HTML).display());
+    }
+    Ok(report)
 }
 
 /// Where the load goes: the bench's own cluster in a scratch directory
@@ -279,8 +420,8 @@ impl Target {
     fn open(
         args: &BenchArgs,
         gateway: Option<String>,
-        tls_dir: Option<std::path::PathBuf>,
-        scratch: &std::path::Path,
+        tls_dir: Option<PathBuf>,
+        scratch: &Path,
     ) -> anyhow::Result<Target> {
         let banks = vec!["bank_a".to_owned(), "bank_b".to_owned()];
         if args.local {
@@ -324,31 +465,27 @@ async fn destinations(
 }
 
 /// What runs beside the payments until they are done: the login flood
-/// (`--login-flood`) and, on the bench's own cluster, the sampler of the
-/// gateway's memory.
+/// (`--login-flood`) and, on the bench's own cluster, the samplers of every
+/// server's memory.
 struct Background {
     stop: tokio::sync::watch::Sender<bool>,
-    gateway_pid: Option<u32>,
-    rss: Option<tokio::task::JoinHandle<u64>>,
+    /// Each server's name, process id and memory sampler.
+    samplers: Vec<(String, u32, tokio::task::JoinHandle<u64>)>,
     flood: Arc<FloodTally>,
     flooders: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// The gateway's memory as the bench saw it (only on its own cluster).
-struct GatewayMemory {
-    rss_anon_peak_bytes: Option<u64>,
-    vm_hwm_bytes: Option<u64>,
 }
 
 impl Background {
     async fn start(args: &BenchArgs, target: &Target) -> anyhow::Result<Background> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let gateway_pid = target
+        let samplers = target
             .cluster
             .as_ref()
-            .and_then(|local| local.gateway.as_ref())
-            .map(|gateway| gateway.child.id());
-        let rss = gateway_pid.map(|pid| sample_rss(pid, stopped.clone()));
+            .map(server_pids)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, pid)| (name, pid, sample_rss(pid, stopped.clone())))
+            .collect();
         let flood = Arc::new(FloodTally::default());
         if args.login_flood > 0 {
             eprintln!("flooding the gateway from {} connections", args.login_flood);
@@ -364,73 +501,148 @@ impl Background {
         .await?;
         Ok(Background {
             stop,
-            gateway_pid,
-            rss,
+            samplers,
             flood,
             flooders,
         })
     }
 
-    /// Stops the flood and the sampler and waits for them; returns what the
-    /// flood was answered and the gateway's peak memory.
-    async fn stop(self) -> anyhow::Result<(Arc<FloodTally>, GatewayMemory)> {
+    /// Stops the flood and the samplers and waits for them; returns what
+    /// the flood was answered and each server's peak memory.
+    async fn stop(self) -> anyhow::Result<(Arc<FloodTally>, Vec<ServerFootprint>)> {
         self.stop.send_replace(true);
         for flooder in self.flooders {
             let _ = flooder.await;
         }
-        let rss_anon_peak_bytes = match self.rss {
-            Some(sampler) => Some(sampler.await.context("the memory sampler failed")?),
-            None => None,
-        };
-        let vm_hwm_bytes = self
-            .gateway_pid
-            .and_then(|pid| proc_status_bytes(pid, "VmHWM"));
-        let memory = GatewayMemory {
-            rss_anon_peak_bytes,
-            vm_hwm_bytes,
-        };
-        Ok((self.flood, memory))
+        let mut servers = Vec::with_capacity(self.samplers.len());
+        for (name, pid, sampler) in self.samplers {
+            servers.push(ServerFootprint {
+                name,
+                rss_anon_peak_bytes: sampler.await.context("a memory sampler failed")?,
+                vm_hwm_bytes: proc_status_bytes(pid, "VmHWM"),
+                data_bytes: None,
+                data_allocated_bytes: None,
+            });
+        }
+        Ok((self.flood, servers))
     }
 }
 
+/// Every server of `cluster` by name (its data directory's name too) and
+/// process id: the banks, then the gateway.
+fn server_pids(cluster: &LocalCluster) -> Vec<(String, u32)> {
+    let mut pids: Vec<(String, u32)> = cluster
+        .banks
+        .iter()
+        .map(|(name, bank)| (name.clone(), bank.child.id()))
+        .collect();
+    pids.extend(
+        cluster
+            .gateway
+            .as_ref()
+            .map(|gateway| ("gateway".to_owned(), gateway.child.id())),
+    );
+    pids
+}
+
+/// The lengths of the files under `dir`, summed, and the disk blocks they
+/// take (symbolic links not followed).
+fn dir_bytes(dir: &Path) -> anyhow::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    /// `st_blocks` counts 512-byte units whatever the file system's block size.
+    const STAT_BLOCK_BYTES: u64 = 512;
+    let mut pending = vec![dir.to_path_buf()];
+    let (mut length, mut allocated, mut entries) = (0u64, 0u64, 0usize);
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).with_context(|| format!("list {}", next.display()))? {
+            let entry = entry?;
+            entries += 1;
+            ensure!(
+                entries <= DATA_ENTRIES_MAX,
+                "more than {DATA_ENTRIES_MAX} entries under {}",
+                dir.display()
+            );
+            let metadata = entry.metadata()?;
+            if metadata.is_dir() {
+                pending.push(entry.path());
+            } else if metadata.is_file() {
+                length += metadata.len();
+                allocated += metadata.blocks() * STAT_BLOCK_BYTES;
+            }
+        }
+    }
+    Ok((length, allocated))
+}
+
 /// The figures: outcomes and latency percentiles of the payments, the
-/// flood's answers, the gateway's memory, and whether the total of all
-/// balances (before, after) stayed the same.
+/// per-second rows, the flood's answers, the servers' memory and disk, and
+/// whether the total of all balances (before, after) stayed the same.
 fn report(
     args: &BenchArgs,
-    mut tally: Tally,
-    elapsed: Duration,
+    seed: u64,
+    driven: Driven,
     flood: &FloodTally,
-    memory: GatewayMemory,
+    servers: Vec<ServerFootprint>,
     (total_before, total_after): (u64, u64),
 ) -> BenchReport {
-    tally.latencies.sort_unstable();
-    tally.refusal_latencies.sort_unstable();
-    let latencies = &tally.latencies;
+    let Driven {
+        timeline,
+        elapsed,
+        unsent_behind_schedule,
+    } = driven;
+    let whole = &timeline.whole;
+    if timeline.rows_left_out == 0 {
+        let rows: u64 = timeline.rows.iter().map(|row| row.payments).sum();
+        assert_eq!(rows, whole.payments(), "every answer lands in one row");
+    }
+    let ms = |value: Option<f64>| value.unwrap_or(0.0);
+    let gateway = servers.iter().find(|server| server.name == "gateway");
+    let local = !servers.is_empty();
+    let data_bytes_total =
+        local.then(|| servers.iter().filter_map(|server| server.data_bytes).sum());
+    let data_allocated_bytes_total = local.then(|| {
+        servers
+            .iter()
+            .filter_map(|server| server.data_allocated_bytes)
+            .sum()
+    });
     BenchReport {
         clients: args.clients,
-        payments: args.payments,
-        committed: tally.committed,
-        aborted: tally.aborted,
-        failed: tally.failed,
-        refused: tally.refused,
-        refused_p50_ms: percentile_ms(&tally.refusal_latencies, 50.0),
-        refused_p99_ms: percentile_ms(&tally.refusal_latencies, 99.0),
+        seed,
+        rate: args.rate,
+        duration_s: args.duration,
+        hot_percent: args.hot_percent,
+        hot_set: args.hot_set,
+        payments: whole.payments(),
+        committed: whole.committed,
+        aborted: whole.aborted,
+        failed: whole.failed,
+        refused: whole.refused,
+        refused_p50_ms: ms(whole.refusal_latencies.percentile_ms(50.0)),
+        refused_p99_ms: ms(whole.refusal_latencies.percentile_ms(99.0)),
+        unsent_behind_schedule,
         login_flood: args.login_flood,
         flood_honours_retry_after: args.flood_honours_retry_after,
         flood_refused: flood.refused.load(Ordering::Relaxed),
         flood_unauthenticated: flood.unauthenticated.load(Ordering::Relaxed),
         flood_other: flood.other.load(Ordering::Relaxed),
-        gateway_rss_anon_peak_bytes: memory.rss_anon_peak_bytes,
-        gateway_vm_hwm_bytes: memory.vm_hwm_bytes,
+        gateway_rss_anon_peak_bytes: gateway.map(|gateway| gateway.rss_anon_peak_bytes),
+        gateway_vm_hwm_bytes: gateway.and_then(|gateway| gateway.vm_hwm_bytes),
+        data_bytes_total,
+        data_allocated_bytes_total,
         elapsed_s: elapsed.as_secs_f64(),
-        payments_per_sec: args.payments as f64 / elapsed.as_secs_f64(),
-        p50_ms: percentile_ms(latencies, 50.0),
-        p99_ms: percentile_ms(latencies, 99.0),
-        p999_ms: percentile_ms(latencies, 99.9),
+        payments_per_sec: whole.payments() as f64 / elapsed.as_secs_f64(),
+        p50_ms: ms(whole.latencies.percentile_ms(50.0)),
+        p95_ms: ms(whole.latencies.percentile_ms(95.0)),
+        p99_ms: ms(whole.latencies.percentile_ms(99.0)),
+        p999_ms: ms(whole.latencies.percentile_ms(99.9)),
+        max_ms: ms(whole.latencies.max_ms()),
         total_before,
         total_after,
         conserved: total_before == total_after,
+        seconds_left_out: timeline.rows_left_out,
+        seconds: timeline.rows,
+        servers,
     }
 }
 
@@ -439,8 +651,32 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
         (1..=CLIENTS_MAX).contains(&args.clients),
         "--clients must be between 1 and {CLIENTS_MAX}"
     );
-    ensure!(args.payments >= 1, "--payments must be at least 1");
+    if let Some(payments) = args.payments {
+        ensure!(payments >= 1, "--payments must be at least 1");
+    }
+    if let Some(duration) = args.duration {
+        ensure!(
+            (1..=DURATION_MAX_S).contains(&duration),
+            "--duration must be between 1 and {DURATION_MAX_S} seconds"
+        );
+    }
+    if let Some(rate) = args.rate {
+        ensure!(
+            (1..=RATE_MAX).contains(&rate),
+            "--rate must be between 1 and {RATE_MAX} payments/s"
+        );
+    }
+    ensure!(args.hot_percent <= 100, "--hot-percent must be at most 100");
+    ensure!(
+        (1..=HOT_SET_MAX).contains(&args.hot_set),
+        "--hot-set must be between 1 and {HOT_SET_MAX}"
+    );
     ensure!(args.accounts >= 2, "--accounts must be at least 2");
+    ensure!(
+        !args.local || args.hot_set <= args.accounts,
+        "--hot-set must be at most --accounts ({})",
+        args.accounts
+    );
     ensure!(
         args.login_flood <= FLOOD_CONNECTIONS_MAX,
         "--login-flood must be at most {FLOOD_CONNECTIONS_MAX}"
@@ -449,7 +685,7 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Starts the bench's own cluster in `scratch`.
-fn start_local(args: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<LocalCluster> {
+fn start_local(args: &BenchArgs, scratch: &Path) -> anyhow::Result<LocalCluster> {
     // Every bench user logs in from 127.0.0.1: that one address may make
     // all their logins (a flood comes from addresses of its own).
     let mut gateway_flags = vec![
@@ -517,138 +753,298 @@ fn sessions(users: &[User]) -> Vec<(proto::gateway_client::GatewayClient<Channel
         .collect()
 }
 
-/// What the clients saw.
-#[derive(Default)]
-struct Tally {
-    committed: u64,
-    aborted: u64,
-    failed: u64,
-    refused: u64,
-    /// Of the attempts the gateway took on (committed or aborted).
-    latencies: Vec<Duration>,
-    /// Of the attempts it shed.
-    refusal_latencies: Vec<Duration>,
+/// When each payment slot is due, and when the run ends: after
+/// `payments_max` slots or `duration` after the start, whichever comes first.
+struct Schedule {
+    started: Instant,
+    payments_max: Option<u64>,
+    duration: Option<Duration>,
+    /// Open loop: payments/s in all (`None`: closed loop).
+    rate: Option<u64>,
 }
 
-impl Tally {
-    fn add(&mut self, other: Tally) {
-        self.committed += other.committed;
-        self.aborted += other.aborted;
-        self.failed += other.failed;
-        self.refused += other.refused;
-        self.latencies.extend(other.latencies);
-        self.refusal_latencies.extend(other.refusal_latencies);
+impl Schedule {
+    fn new(args: &BenchArgs, started: Instant) -> Schedule {
+        let duration = args.duration.map(Duration::from_secs);
+        let payments_max = match (args.payments, duration) {
+            (None, None) => Some(PAYMENTS_DEFAULT),
+            (payments, _) => payments,
+        };
+        assert!(payments_max.is_some() || duration.is_some(), "a run ends");
+        Schedule {
+            started,
+            payments_max,
+            duration,
+            rate: args.rate,
+        }
+    }
+
+    /// When slot `slot` is due (at once in a closed loop), or `None` when
+    /// the run is over for it.
+    fn due(&self, slot: u64, now: Instant) -> Option<Instant> {
+        if self.payments_max.is_some_and(|max| slot >= max) {
+            return None;
+        }
+        let due = match self.rate {
+            Some(rate) => self.started + slot_offset(slot, rate),
+            None => now,
+        };
+        let deadline = self.duration.map(|duration| self.started + duration);
+        if deadline.is_some_and(|deadline| due >= deadline || now >= deadline) {
+            return None;
+        }
+        Some(due)
+    }
+
+    /// Open loop with a duration: the slots due before the end that were
+    /// never sent, given how many payments were answered.
+    fn unsent(&self, answered: u64) -> Option<u64> {
+        let (rate, duration) = (self.rate?, self.duration?);
+        let due = duration.as_secs() * rate;
+        let due = self.payments_max.map_or(due, |max| due.min(max));
+        Some(due.saturating_sub(answered))
     }
 }
 
-/// One client's share of the payments, each resent under its txn id for as
-/// long as the gateway sheds it.
-async fn pay_share(
-    mut user: User,
-    share: u64,
-    destinations: Arc<Vec<(String, String)>>,
-    done: Arc<AtomicU64>,
-) -> anyhow::Result<(Tally, User)> {
-    let mut tally = Tally {
-        latencies: Vec::with_capacity(share as usize),
-        ..Tally::default()
-    };
-    for _ in 0..share {
-        let (to_bank, to_account) = loop {
-            let candidate = &destinations[rand::random_range(0..destinations.len())];
-            if (&candidate.0, &candidate.1) != (&user.bank, &user.account) {
-                break candidate.clone();
+/// How long after the start slot `slot` is due at `rate` payments/s.
+fn slot_offset(slot: u64, rate: u64) -> Duration {
+    assert!(rate >= 1);
+    let nanos = u128::from(slot) * 1_000_000_000 / u128::from(rate);
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// A user's session, shared by every client that pays as that user.
+#[derive(Clone)]
+struct Session {
+    client: proto::gateway_client::GatewayClient<Channel>,
+    key: String,
+}
+
+/// What the clients share: the current second's figures (the per-second
+/// task swaps it out each second) and counts for the status line.
+#[derive(Default)]
+struct Shared {
+    interval: Mutex<Interval>,
+    sent: AtomicU64,
+    answered: AtomicU64,
+}
+
+/// How a payment was finally answered.
+enum Outcome {
+    Committed,
+    Aborted,
+    Failed,
+}
+
+impl Shared {
+    fn interval(&self) -> MutexGuard<'_, Interval> {
+        self.interval
+            .lock()
+            .expect("no one panics holding the current interval")
+    }
+
+    fn record(&self, outcome: Outcome, latency: Duration) {
+        let mut interval = self.interval();
+        match outcome {
+            Outcome::Committed => interval.committed += 1,
+            Outcome::Aborted => interval.aborted += 1,
+            Outcome::Failed => interval.failed += 1,
+        }
+        interval.latencies.record(latency);
+        drop(interval);
+        self.answered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_refusal(&self, latency: Duration) {
+        let mut interval = self.interval();
+        interval.refused += 1;
+        interval.refusal_latencies.record(latency);
+    }
+}
+
+/// Sends one payment, resent under its txn id (at most [`RESENDS_MAX`]
+/// times) for as long as the gateway sheds it.
+async fn pay(
+    session: &Session,
+    request: proto::PayRequest,
+    shared: &Shared,
+) -> anyhow::Result<Outcome> {
+    let mut client = session.client.clone();
+    for _ in 0..=RESENDS_MAX {
+        let sent = Instant::now();
+        let answer = client.pay(authorized(request.clone(), &session.key)?).await;
+        match answer {
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                shared.record_refusal(sent.elapsed());
+                tokio::time::sleep(retry_after(&status)).await;
             }
+            Ok(payment) if payment.get_ref().status == proto::PaymentStatus::Committed as i32 => {
+                return Ok(Outcome::Committed);
+            }
+            Ok(_) => return Ok(Outcome::Aborted),
+            Err(_) => return Ok(Outcome::Failed),
+        }
+    }
+    Ok(Outcome::Failed)
+}
+
+/// One client: takes the next slot, waits until it is due (open loop),
+/// pays as the slot's payer and records the latency from the due time,
+/// until the schedule ends. One payment in flight at a time.
+async fn client(
+    sessions: Arc<Vec<Session>>,
+    destinations: Arc<Vec<(String, String)>>,
+    choices: Choices,
+    schedule: Arc<Schedule>,
+    next_slot: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
+    loop {
+        let slot = next_slot.fetch_add(1, Ordering::Relaxed);
+        let Some(due) = schedule.due(slot, Instant::now()) else {
+            return Ok(());
         };
+        if schedule.rate.is_some() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let choice = choices.for_slot(slot);
+        let (to_bank, to_account) = destinations[choice.payee].clone();
         let request = proto::PayRequest {
             txn_id: uuid::Uuid::new_v4().to_string(),
             to_bank,
             to_account,
-            amount: 1,
+            amount: choice.amount_minor,
             currency: "INR".into(),
         };
-        loop {
-            let one = Instant::now();
-            let answer = user
-                .client
-                .pay(authorized(request.clone(), &user.key)?)
-                .await;
-            let latency = one.elapsed();
-            match answer {
-                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-                    tally.refused += 1;
-                    tally.refusal_latencies.push(latency);
-                    tokio::time::sleep(retry_after(&status)).await;
-                    continue;
-                }
-                Ok(payment)
-                    if payment.get_ref().status == proto::PaymentStatus::Committed as i32 =>
-                {
-                    tally.committed += 1;
-                }
-                Ok(_) => tally.aborted += 1,
-                Err(_) => tally.failed += 1,
-            }
-            tally.latencies.push(latency);
-            break;
-        }
-        done.fetch_add(1, Ordering::Relaxed);
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+        let outcome = pay(&sessions[choice.payer], request, &shared).await?;
+        shared.record(outcome, Instant::now().saturating_duration_since(due));
     }
-    Ok((tally, user))
 }
 
+/// What a run of the load made.
+struct Driven {
+    timeline: Timeline,
+    elapsed: Duration,
+    unsent_behind_schedule: Option<u64>,
+}
+
+/// Runs `args.clients` clients (the in-flight bound) over the schedule
+/// while a task prints a row a second.
 async fn drive(
     args: &BenchArgs,
-    users: Vec<User>,
+    users: &[User],
     destinations: &[(String, String)],
-) -> anyhow::Result<(Tally, Duration, Vec<User>)> {
-    let done = Arc::new(AtomicU64::new(0));
+    choices: Choices,
+    table: Table,
+) -> anyhow::Result<Driven> {
+    let sessions: Arc<Vec<Session>> = Arc::new(
+        users
+            .iter()
+            .map(|user| Session {
+                client: user.client.clone(),
+                key: user.key.clone(),
+            })
+            .collect(),
+    );
     let destinations = Arc::new(destinations.to_vec());
+    let shared = Arc::new(Shared::default());
+    let next_slot = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let progress = {
-        let done = Arc::clone(&done);
-        let total = args.payments;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let count = done.load(Ordering::Relaxed);
-                eprint!(
-                    "\r{count}/{total} payments, {:.0}/s   ",
-                    count as f64 / started.elapsed().as_secs_f64()
-                );
-                let _ = std::io::stderr().flush();
-            }
-        })
-    };
-    let clients = users.len() as u64;
-    let tasks: Vec<_> = users
-        .into_iter()
-        .enumerate()
-        .map(|(index, user)| {
-            let share =
-                args.payments / clients + u64::from((index as u64) < args.payments % clients);
-            tokio::spawn(pay_share(
-                user,
-                share,
+    let schedule = Arc::new(Schedule::new(args, started));
+    let (finished, finished_receiver) = tokio::sync::oneshot::channel();
+    let rows = tokio::spawn(per_second(
+        Arc::clone(&shared),
+        started,
+        schedule.duration,
+        table,
+        finished_receiver,
+    ));
+    let in_flight_max = args.clients;
+    let clients: Vec<_> = (0..in_flight_max)
+        .map(|_| {
+            tokio::spawn(client(
+                Arc::clone(&sessions),
                 Arc::clone(&destinations),
-                Arc::clone(&done),
+                choices,
+                Arc::clone(&schedule),
+                Arc::clone(&next_slot),
+                Arc::clone(&shared),
             ))
         })
         .collect();
-    let mut tally = Tally::default();
-    let mut users = Vec::new();
-    for task in tasks {
-        let (one, user) = task.await.context("a bench client failed")??;
-        tally.add(one);
-        users.push(user);
+    let mut failure = None;
+    for client in clients {
+        if let Err(error) = client
+            .await
+            .context("a bench client panicked")
+            .and_then(|done| done)
+        {
+            failure.get_or_insert(error);
+        }
+    }
+    let _ = finished.send(());
+    let (timeline, elapsed) = rows.await.context("the per-second rows failed")?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let unsent_behind_schedule = schedule.unsent(timeline.whole.payments());
+    Ok(Driven {
+        timeline,
+        elapsed,
+        unsent_behind_schedule,
+    })
+}
+
+/// Prints the header, then a row each second (and, on a terminal, a status
+/// line redrawn between rows) until `finished`; then the last row if
+/// anything was answered in it. Returns the rows and the run's length.
+///
+/// A tick within half a row of the end of `duration` is skipped: the last
+/// row then covers the end and the answers to payments still in flight,
+/// rather than a sliver of a second whose rate would mean little.
+async fn per_second(
+    shared: Arc<Shared>,
+    started: Instant,
+    duration: Option<Duration>,
+    mut table: Table,
+    mut finished: tokio::sync::oneshot::Receiver<()>,
+) -> (Timeline, Duration) {
+    table.header();
+    let mut timeline = Timeline::default();
+    let mut closing = Interval::default();
+    let mut rows = tokio::time::interval_at((started + ROW_EVERY).into(), ROW_EVERY);
+    rows.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut status = tokio::time::interval(STATUS_REDRAW_EVERY);
+    loop {
+        tokio::select! {
+            _ = rows.tick() => {
+                let elapsed = started.elapsed();
+                let at_the_end = duration.is_some_and(|end| elapsed.abs_diff(end) < ROW_EVERY / 2);
+                if !at_the_end {
+                    std::mem::swap(&mut *shared.interval(), &mut closing);
+                    table.row(&timeline.close(&mut closing, elapsed));
+                }
+            }
+            _ = status.tick(), if table.is_terminal() => {
+                let answered = shared.answered.load(Ordering::Relaxed);
+                let in_flight = shared.sent.load(Ordering::Relaxed).saturating_sub(answered);
+                table.status(&format!(
+                    "{:>8.1}s  {answered} answered, {in_flight} in flight",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            _ = &mut finished => break,
+        }
     }
     let elapsed = started.elapsed();
-    progress.abort();
-    eprintln!(
-        "\r{}/{} payments done                 ",
-        args.payments, args.payments
-    );
-    Ok((tally, elapsed, users))
+    std::mem::swap(&mut *shared.interval(), &mut closing);
+    if closing.payments() > 0 || closing.refused > 0 {
+        table.row(&timeline.close(&mut closing, elapsed));
+    } else {
+        table.status("");
+    }
+    (timeline, elapsed)
 }
 
 /// Flood logins answered, by kind.
@@ -798,22 +1194,68 @@ async fn total_balance(
     Ok(total)
 }
 
+/// Bytes as MiB with one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
 impl BenchReport {
-    pub fn human(&self) -> String {
-        let mib = |bytes: Option<u64>| {
-            bytes.map_or("-".to_owned(), |bytes| {
-                format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
-            })
+    /// How the payments were sent, in words.
+    pub fn load_shape(&self) -> String {
+        let mut shape = match self.rate {
+            Some(rate) => format!("open loop at {rate} payments/s"),
+            None => "closed loop".to_owned(),
         };
+        shape += &format!(", {} clients", self.clients);
+        if self.hot_percent > 0 {
+            shape += &format!(
+                ", {}% of payments into {} hot accounts",
+                self.hot_percent, self.hot_set
+            );
+        }
+        shape
+    }
+
+    /// With --local: a line per server (memory, disk), then the disk total.
+    fn footprint_lines(&self) -> String {
+        let mut text = String::new();
+        for server in &self.servers {
+            text += &format!(
+                "\n  {}: RssAnon peak {}, VmHWM {}, data on disk {} ({} allocated)",
+                server.name,
+                mib(server.rss_anon_peak_bytes),
+                server.vm_hwm_bytes.map_or("-".to_owned(), mib),
+                server.data_bytes.map_or("-".to_owned(), mib),
+                server.data_allocated_bytes.map_or("-".to_owned(), mib),
+            );
+        }
+        if let (Some(length), Some(allocated)) =
+            (self.data_bytes_total, self.data_allocated_bytes_total)
+        {
+            text +=
+                &format!("\n  data on disk in all: {length} bytes, {allocated} bytes allocated");
+        }
+        text
+    }
+
+    pub fn human(&self) -> String {
         let mut text = format!(
-            "minipay bench: {} clients, {} payments in {:.2} s\n  {:.0} payments/s\n  latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms\n  committed {}, aborted {}, failed {}\n  refused for load {} (answered in p50 {:.2} ms, p99 {:.2} ms; each resent)",
-            self.clients,
+            "minipay bench: {}, seed {}\n  {} payments in {:.2} s\n  {:.0} payments/s\n  latency{} p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, max {:.2} ms\n  committed {}, aborted {}, failed {}\n  refused for load {} (answered in p50 {:.2} ms, p99 {:.2} ms; each resent)",
+            self.load_shape(),
+            self.seed,
             self.payments,
             self.elapsed_s,
             self.payments_per_sec,
+            if self.rate.is_some() {
+                " (from each payment's due time)"
+            } else {
+                ""
+            },
             self.p50_ms,
+            self.p95_ms,
             self.p99_ms,
             self.p999_ms,
+            self.max_ms,
             self.committed,
             self.aborted,
             self.failed,
@@ -821,6 +1263,11 @@ impl BenchReport {
             self.refused_p50_ms,
             self.refused_p99_ms,
         );
+        if let Some(unsent) = self.unsent_behind_schedule {
+            text += &format!(
+                "\n  behind schedule at the end: {unsent} payments due were never sent (not in the percentiles)"
+            );
+        }
         if self.login_flood > 0 {
             text += &format!(
                 "\n  login flood from {} connections{}: {} refused for load, {} wrong password, {} other",
@@ -835,13 +1282,7 @@ impl BenchReport {
                 self.flood_other
             );
         }
-        if self.gateway_rss_anon_peak_bytes.is_some() {
-            text += &format!(
-                "\n  gateway memory: RssAnon peak {}, VmHWM {}",
-                mib(self.gateway_rss_anon_peak_bytes),
-                mib(self.gateway_vm_hwm_bytes)
-            );
-        }
+        text += &self.footprint_lines();
         text += &format!(
             "\n  total of all balances: before {} INR, after {} INR: {}",
             money::Amount(self.total_before),
