@@ -837,7 +837,7 @@ fn gateway_entry(payment: proto::Payment) -> GatewayEntry {
 
 /// `minipay chaos`: runs, writes the report, prints the verdict line, and
 /// fails when the run is invalid. A valid run in a temporary directory
-/// keeps only its report there.
+/// keeps only its report (there by default) and removes the rest.
 pub async fn main(args: ChaosArgs) -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or_else(rand::random);
     let dir = match &args.dir {
@@ -866,7 +866,12 @@ pub async fn main(args: ChaosArgs) -> anyhow::Result<()> {
             println!("ok: {report}");
             println!("{}", report.verdict());
             if args.dir.is_none() {
-                remove_all_but(&dir, &options.report_dir)?;
+                if options.report_dir.parent() == Some(dir.as_path()) {
+                    remove_all_but(&dir, &options.report_dir)?;
+                } else {
+                    std::fs::remove_dir_all(&dir)
+                        .with_context(|| format!("remove {}", dir.display()))?;
+                }
             }
             Ok(())
         }
