@@ -191,3 +191,51 @@ async fn pause_and_resume(
         .await
         .with_context(|| format!("resume {name}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits for the next stop or continue of our child `pid`, and says
+    /// which (`waitpid` reports the state change itself: no polling).
+    fn next_change(pid: u32) -> &'static str {
+        let mut status = 0;
+        // SAFETY: waits on one child process of ours; `status` is a local.
+        let waited = unsafe {
+            libc::waitpid(
+                pid as libc::pid_t,
+                &mut status,
+                libc::WUNTRACED | libc::WCONTINUED,
+            )
+        };
+        assert_eq!(waited, pid as libc::pid_t);
+        if libc::WIFSTOPPED(status) {
+            "stopped"
+        } else if libc::WIFCONTINUED(status) {
+            "continued"
+        } else {
+            "exited"
+        }
+    }
+
+    #[test]
+    fn a_paused_process_is_continued_by_resume_and_by_the_guard_alone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let paused = Paused::stop(pid).unwrap();
+        assert_eq!(next_change(pid), "stopped");
+        paused.resume().unwrap();
+        assert_eq!(next_change(pid), "continued");
+
+        // An error path: the guard is dropped without resume.
+        let dropped = Paused::stop(pid).unwrap();
+        assert_eq!(next_change(pid), "stopped");
+        drop(dropped);
+        assert_eq!(next_change(pid), "continued");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

@@ -99,3 +99,71 @@ pub fn verdict(report: &ChaosReport) -> String {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minipay_simulation::invariants::Invariant;
+
+    fn report(broken: Option<Invariant>) -> ChaosReport {
+        let invariants = Invariant::SIX
+            .iter()
+            .map(|invariant| {
+                let mut tally = Tally {
+                    checked: 3,
+                    ..Tally::default()
+                };
+                if Some(*invariant) == broken {
+                    let found = |detail: &str| Violation {
+                        invariant: *invariant,
+                        detail: detail.to_owned(),
+                    };
+                    tally.violations = 2;
+                    tally.first = Some(found("b/2 holds 70"));
+                    tally.worst = Some((20, found("a/1 holds 80")));
+                }
+                (*invariant, tally)
+            })
+            .collect();
+        ChaosReport {
+            seed: 7,
+            payments: 10,
+            invariants,
+            report_dir: "out".into(),
+            ..ChaosReport::default()
+        }
+    }
+
+    #[test]
+    fn a_broken_invariant_makes_the_run_invalid_and_names_its_first_and_worst() {
+        let invalid = report(Some(Invariant::Atomicity));
+        assert!(!invalid.valid());
+        let line = verdict(&invalid);
+        assert!(
+            line.starts_with("chaos: INVALID — atomicity (2 violations) broken over 10 payments"),
+            "{line}"
+        );
+        let results = json(&invalid, &Analysis::default());
+        assert_eq!(results["valid"], false);
+        let atomicity = &results["invariants"]["atomicity"];
+        assert_eq!(atomicity["valid"], false);
+        assert_eq!(atomicity["first"]["detail"], "b/2 holds 70");
+        assert_eq!(atomicity["worst"]["detail"], "a/1 holds 80");
+        assert_eq!(atomicity["worst"]["magnitude"], "20");
+        assert!(results["invariants"]["liveness"]["first"].is_null());
+    }
+
+    #[test]
+    fn a_valid_run_says_so_in_one_line() {
+        let valid = report(None);
+        assert!(valid.valid());
+        assert_eq!(
+            verdict(&valid),
+            "chaos: VALID — 6 invariants hold over 10 payments, 0 faults (seed 7); report in out"
+        );
+        assert!(
+            !ChaosReport::default().valid(),
+            "nothing checked is not valid"
+        );
+    }
+}
