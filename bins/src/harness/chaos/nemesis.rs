@@ -38,7 +38,8 @@ enum Fault {
 pub struct Faults {
     pub kills: BTreeMap<String, u32>,
     pub pauses: BTreeMap<String, u32>,
-    /// Kills that left a reused WAL segment live for the next recovery.
+    /// Stops (kills, and the SIGTERM at the end, which the run adds) that
+    /// left a reused WAL segment live for the next recovery to read.
     pub stops_in_reused_segments: u32,
 }
 
