@@ -863,7 +863,7 @@ pub async fn main(args: ChaosArgs) -> anyhow::Result<()> {
     };
     match run(Servers::ReExec(exe), &dir, &options).await {
         Ok(report) if report.valid() => {
-            println!("ok: {report}");
+            eprintln!("chaos: {report}");
             println!("{}", report.verdict());
             if args.dir.is_none() {
                 if options.report_dir.parent() == Some(dir.as_path()) {
@@ -876,6 +876,7 @@ pub async fn main(args: ChaosArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Ok(report) => {
+            eprintln!("chaos: {report}");
             println!("{}", report.verdict());
             bail!(
                 "chaos seed {seed} is invalid; logs and data are in {}",
