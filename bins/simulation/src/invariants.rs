@@ -101,7 +101,7 @@ pub struct Observation {
     pub complete: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Invariant {
     Conservation,
     Atomicity,
@@ -116,6 +116,33 @@ pub enum Invariant {
     /// forgotten (memory holds the working set), and forgetting it moves no
     /// money.
     Retention,
+}
+
+impl Invariant {
+    /// The six every fault test checks, in the order of the module doc.
+    pub const SIX: [Invariant; 6] = [
+        Invariant::Conservation,
+        Invariant::Atomicity,
+        Invariant::ExactlyOnce,
+        Invariant::Durability,
+        Invariant::Liveness,
+        Invariant::Agreement,
+    ];
+
+    const COUNT: usize = 8;
+
+    fn index(self) -> usize {
+        match self {
+            Invariant::Conservation => 0,
+            Invariant::Atomicity => 1,
+            Invariant::ExactlyOnce => 2,
+            Invariant::Durability => 3,
+            Invariant::Liveness => 4,
+            Invariant::Agreement => 5,
+            Invariant::ReadYourWrites => 6,
+            Invariant::Retention => 7,
+        }
+    }
 }
 
 impl fmt::Display for Invariant {
@@ -148,8 +175,68 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
-fn violation(invariant: Invariant, detail: String) -> Result<(), Violation> {
-    Err(Violation { invariant, detail })
+/// What one invariant came to over every check so far: how many things
+/// (accounts, banks, payments, totals) were checked against it, and its
+/// first and worst violation. `magnitude` ranks violations: the money out of
+/// place in minor units, or how many things were left in flight.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub checked: u64,
+    pub violations: u64,
+    pub first: Option<Violation>,
+    pub worst: Option<(u128, Violation)>,
+}
+
+impl Tally {
+    pub fn valid(&self) -> bool {
+        self.violations == 0
+    }
+}
+
+/// Every invariant's [`Tally`], and the first violation found since the
+/// public check that is running began (what that check returns).
+#[derive(Clone, Debug, Default)]
+struct Findings {
+    tallies: [Tally; Invariant::COUNT],
+    first_in_check: Option<Violation>,
+}
+
+impl Findings {
+    fn checked(&mut self, invariant: Invariant) {
+        self.tallies[invariant.index()].checked += 1;
+    }
+
+    /// Counts one check of `invariant` that failed.
+    fn violated(&mut self, invariant: Invariant, magnitude: u128, detail: String) {
+        let found = Violation { invariant, detail };
+        let tally = &mut self.tallies[invariant.index()];
+        tally.checked += 1;
+        tally.violations += 1;
+        assert!(tally.violations <= tally.checked);
+        if tally.first.is_none() {
+            tally.first = Some(found.clone());
+        }
+        if tally
+            .worst
+            .as_ref()
+            .is_none_or(|(worst, _)| magnitude > *worst)
+        {
+            tally.worst = Some((magnitude, found.clone()));
+        }
+        self.first_in_check.get_or_insert(found);
+    }
+
+    /// The end of a public check: its first violation, if any.
+    fn verdict(&mut self) -> Result<(), Violation> {
+        match self.first_in_check.take() {
+            Some(found) => Err(found),
+            None => Ok(()),
+        }
+    }
+}
+
+fn money_apart(left: i128, right: i128) -> u128 {
+    left.abs_diff(right)
 }
 
 /// Checks observations against the invariants, remembering what must never
@@ -161,6 +248,7 @@ pub struct Checker {
     banks: usize,
     acknowledged: BTreeMap<TxnKey, Outcome>,
     decided: BTreeMap<TxnKey, Outcome>,
+    findings: Findings,
 }
 
 impl Checker {
@@ -173,7 +261,15 @@ impl Checker {
             initial,
             acknowledged: BTreeMap::new(),
             decided: BTreeMap::new(),
+            findings: Findings::default(),
         }
+    }
+
+    /// What every check so far came to, for `invariant`. A check does not
+    /// stop at a violation: it checks everything and returns the first, so
+    /// the tallies count every violation and know the worst.
+    pub fn tally(&self, invariant: Invariant) -> &Tally {
+        &self.findings.tallies[invariant.index()]
     }
 
     /// The opening balance of `account` (zero if it did not exist).
@@ -200,116 +296,142 @@ impl Checker {
             return Ok(());
         }
         match self.acknowledged.insert(txn, outcome) {
-            Some(earlier) if earlier != outcome => violation(
+            Some(earlier) if earlier != outcome => self.findings.violated(
                 Invariant::ExactlyOnce,
+                1,
                 format!("txn {txn} was acknowledged {earlier:?} and later {outcome:?}"),
             ),
-            _ => Ok(()),
+            _ => self.findings.checked(Invariant::ExactlyOnce),
         }
+        self.findings.verdict()
     }
 
-    /// The invariants that hold at every moment, faults or not.
+    /// The invariants that hold at every moment, faults or not. Returns the
+    /// first violation; every one is counted in the tallies.
     pub fn check(&mut self, observation: &Observation) -> Result<(), Violation> {
+        self.check_always(observation);
+        self.findings.verdict()
+    }
+
+    fn check_always(&mut self, observation: &Observation) {
         for bank in &observation.banks {
             for (account, &(balance, available)) in &bank.accounts {
                 if available > balance {
-                    return violation(
+                    self.findings.violated(
                         Invariant::Conservation,
+                        u128::from(available - balance),
                         format!(
                             "{}/{account}: available {available} exceeds balance {balance}",
                             bank.name
                         ),
                     );
+                } else {
+                    self.findings.checked(Invariant::Conservation);
                 }
             }
-            self.check_bank_bookkeeping(bank)?;
+            self.check_bank_bookkeeping(bank);
         }
         if let Some(gateway) = &observation.gateway {
-            self.check_gateway_memory(gateway, observation.complete)?;
+            self.check_gateway_memory(gateway, observation.complete);
         }
-        self.check_transactions(observation)?;
+        self.check_transactions(observation);
         if observation.banks.len() == self.banks
             && observation.banks.iter().all(|bank| bank.txns.is_some())
         {
-            // Money in flight: posted at one bank of a cross-bank payment,
-            // not yet at the other. Every bank's balances must equal its
-            // opening balances plus what its posted transactions moved.
-            let posted: i128 = observation
-                .banks
-                .iter()
-                .flat_map(|bank| bank.txns.iter().flatten())
-                .map(|(_, state)| match state {
-                    BankTxn::Posted { net } => *net,
-                    _ => 0,
-                })
-                .sum();
-            let unlisted: i128 = observation.banks.iter().map(|bank| bank.unlisted_net).sum();
-            let total: i128 = sum_balances(observation) as i128;
-            if total - posted - unlisted != self.total() as i128 {
-                return violation(
-                    Invariant::Conservation,
-                    format!(
-                        "balances sum to {total}, posted transactions moved {posted}, but the banks opened with {}",
-                        self.total()
-                    ),
-                );
-            }
+            self.check_total_with_money_in_flight(observation);
         }
-        Ok(())
+    }
+
+    /// Money in flight: posted at one bank of a cross-bank payment, not yet
+    /// at the other. Every bank's balances must equal its opening balances
+    /// plus what its posted transactions moved.
+    fn check_total_with_money_in_flight(&mut self, observation: &Observation) {
+        let posted: i128 = observation
+            .banks
+            .iter()
+            .flat_map(|bank| bank.txns.iter().flatten())
+            .map(|(_, state)| match state {
+                BankTxn::Posted { net } => *net,
+                _ => 0,
+            })
+            .sum();
+        let unlisted: i128 = observation.banks.iter().map(|bank| bank.unlisted_net).sum();
+        let total: i128 = sum_balances(observation) as i128;
+        let opened = self.total() as i128;
+        if total - posted - unlisted != opened {
+            self.findings.violated(
+                Invariant::Conservation,
+                money_apart(total - posted - unlisted, opened),
+                format!(
+                    "balances sum to {total}, posted transactions moved {posted}, but the banks opened with {opened}"
+                ),
+            );
+        } else {
+            self.findings.checked(Invariant::Conservation);
+        }
     }
 
     /// Everything [`Checker::check`] checks, plus what must hold once every
     /// node is up and connected and the system has settled: nothing in
     /// flight, and balances that are exactly the committed payments applied
-    /// once to the opening balances.
+    /// once to the opening balances. Returns the first violation; every one
+    /// is counted in the tallies.
     pub fn check_healed(&mut self, observation: &Observation) -> Result<(), Violation> {
         assert!(
             observation.complete,
             "healing is checked on a complete observation"
         );
-        self.check(observation)?;
-        self.check_every_bank_answered(observation)?;
-        let Some(gateway) = &observation.gateway else {
-            return violation(
+        self.check_always(observation);
+        self.check_every_bank_answered(observation);
+        match &observation.gateway {
+            Some(gateway) => {
+                check_no_payment_in_flight(&mut self.findings, gateway);
+                check_no_bank_holds_anything(&mut self.findings, observation);
+                self.check_total_after_healing(observation);
+                self.check_committed_applied_once(gateway, observation);
+            }
+            None => self.findings.violated(
                 Invariant::Liveness,
+                1,
                 "the gateway did not answer after healing".into(),
-            );
-        };
-        check_no_payment_in_flight(gateway)?;
-        check_no_bank_holds_anything(observation)?;
-        self.check_total_after_healing(observation)?;
-        self.check_committed_applied_once(gateway, observation)
+            ),
+        }
+        self.findings.verdict()
     }
 
     /// Liveness: after healing every bank is up and answers.
-    fn check_every_bank_answered(&self, observation: &Observation) -> Result<(), Violation> {
+    fn check_every_bank_answered(&mut self, observation: &Observation) {
         if observation.banks.len() != self.banks {
-            return violation(
+            self.findings.violated(
                 Invariant::Liveness,
+                self.banks.abs_diff(observation.banks.len()) as u128,
                 format!(
                     "only {} of {} banks answered after healing",
                     observation.banks.len(),
                     self.banks
                 ),
             );
+        } else {
+            self.findings.checked(Invariant::Liveness);
         }
-        Ok(())
     }
 
     /// Conservation, exactly: with nothing in flight, the balances sum to
     /// what the banks opened with (no money on its way between two banks).
-    fn check_total_after_healing(&self, observation: &Observation) -> Result<(), Violation> {
+    fn check_total_after_healing(&mut self, observation: &Observation) {
         let total = sum_balances(observation);
         if total != self.total() {
-            return violation(
+            self.findings.violated(
                 Invariant::Conservation,
+                total.abs_diff(self.total()),
                 format!(
                     "balances sum to {total} after healing; the banks opened with {}",
                     self.total()
                 ),
             );
+        } else {
+            self.findings.checked(Invariant::Conservation);
         }
-        Ok(())
     }
 
     /// Atomicity, through the balances: every account holds its opening
@@ -317,10 +439,10 @@ impl Checker {
     /// This catches what a sum cannot: a debit without its credit at another
     /// account, or a payment applied twice and another never.
     fn check_committed_applied_once(
-        &self,
+        &mut self,
         gateway: &BTreeMap<TxnKey, GatewayEntry>,
         observation: &Observation,
-    ) -> Result<(), Violation> {
+    ) {
         let mut expected: BTreeMap<AccountRef, i128> = self
             .initial
             .iter()
@@ -341,23 +463,25 @@ impl Checker {
                 };
                 let want = expected.get(&key).copied().unwrap_or_default();
                 if i128::from(balance) != want {
-                    return violation(
+                    self.findings.violated(
                         Invariant::Atomicity,
+                        money_apart(i128::from(balance), want),
                         format!(
                             "{key} holds {balance}, but its opening balance and the committed payments make {want}"
                         ),
                     );
+                } else {
+                    self.findings.checked(Invariant::Atomicity);
                 }
             }
         }
-        Ok(())
     }
 
     /// A bank's balances are its opening balances plus what its posted
     /// transactions moved (a commit applied twice would break this).
-    fn check_bank_bookkeeping(&self, bank: &BankView) -> Result<(), Violation> {
+    fn check_bank_bookkeeping(&mut self, bank: &BankView) {
         let Some(txns) = &bank.txns else {
-            return Ok(());
+            return;
         };
         let opened: i128 = self
             .initial
@@ -379,77 +503,76 @@ impl Checker {
             .map(|&(balance, _)| i128::from(balance))
             .sum();
         if now != opened + posted {
-            return violation(
+            self.findings.violated(
                 Invariant::Conservation,
+                money_apart(now, opened + posted),
                 format!(
                     "{} holds {now}: not its opening {opened} plus the {posted} its posted transactions moved",
                     bank.name
                 ),
             );
+        } else {
+            self.findings.checked(Invariant::Conservation);
         }
-        Ok(())
     }
 
     /// Decisions shown once never change or vanish, and acknowledged
     /// outcomes are the gateway's.
-    fn check_gateway_memory(
-        &mut self,
-        gateway: &BTreeMap<TxnKey, GatewayEntry>,
-        complete: bool,
-    ) -> Result<(), Violation> {
+    fn check_gateway_memory(&mut self, gateway: &BTreeMap<TxnKey, GatewayEntry>, complete: bool) {
         for (txn, entry) in gateway {
             if entry.outcome == Outcome::Initiated {
                 continue;
             }
             match self.decided.insert(*txn, entry.outcome) {
-                Some(earlier) if earlier != entry.outcome => {
-                    return violation(
-                        Invariant::Durability,
-                        format!(
-                            "the gateway decided txn {txn} {earlier:?} and now says {:?}",
-                            entry.outcome
-                        ),
-                    );
-                }
-                _ => {}
+                Some(earlier) if earlier != entry.outcome => self.findings.violated(
+                    Invariant::Durability,
+                    u128::from(entry.movement.amount),
+                    format!(
+                        "the gateway decided txn {txn} {earlier:?} and now says {:?}",
+                        entry.outcome
+                    ),
+                ),
+                _ => self.findings.checked(Invariant::Durability),
             }
         }
-        for (txn, earlier) in &self.decided {
-            if complete && !gateway.contains_key(txn) {
-                return violation(
-                    Invariant::Durability,
-                    format!("the gateway decided txn {txn} {earlier:?} and has forgotten it"),
-                );
+        if complete {
+            for txn in self.decided.keys() {
+                if gateway.contains_key(txn) {
+                    self.findings.checked(Invariant::Durability);
+                } else {
+                    self.findings.violated(
+                        Invariant::Durability,
+                        1,
+                        format!("the gateway decided txn {txn} and has forgotten it"),
+                    );
+                }
             }
         }
         for (txn, told) in &self.acknowledged {
             match gateway.get(txn) {
                 None if !complete => {}
-                None => {
-                    return violation(
-                        Invariant::Durability,
-                        format!("txn {txn} was acknowledged {told:?} and the gateway lost it"),
-                    );
-                }
-                Some(entry) if entry.outcome != *told => {
-                    return violation(
-                        Invariant::ExactlyOnce,
-                        format!(
-                            "txn {txn} was acknowledged {told:?} but the gateway says {:?}",
-                            entry.outcome
-                        ),
-                    );
-                }
-                Some(_) => {}
+                None => self.findings.violated(
+                    Invariant::Durability,
+                    1,
+                    format!("txn {txn} was acknowledged {told:?} and the gateway lost it"),
+                ),
+                Some(entry) if entry.outcome != *told => self.findings.violated(
+                    Invariant::ExactlyOnce,
+                    u128::from(entry.movement.amount),
+                    format!(
+                        "txn {txn} was acknowledged {told:?} but the gateway says {:?}",
+                        entry.outcome
+                    ),
+                ),
+                Some(_) => self.findings.checked(Invariant::ExactlyOnce),
             }
         }
-        Ok(())
     }
 
     /// Per transaction, where the banks' states are visible: all legs agree
     /// (atomicity), and with the gateway's decision (agreement) and with
     /// what clients were told (exactly-once).
-    fn check_transactions(&self, observation: &Observation) -> Result<(), Violation> {
+    fn check_transactions(&mut self, observation: &Observation) {
         let mut states: BTreeMap<TxnKey, Vec<(&str, BankTxn)>> = BTreeMap::new();
         for bank in &observation.banks {
             for (txn, state) in bank.txns.iter().flatten() {
@@ -465,106 +588,127 @@ impl Checker {
                 .find(|(_, state)| matches!(state, BankTxn::Posted { .. }));
             let voided = at_banks.iter().find(|(_, state)| *state == BankTxn::Voided);
             if let (Some((posted_at, _)), Some((voided_at, _))) = (posted, voided) {
-                return violation(
+                self.findings.violated(
                     Invariant::Atomicity,
+                    1,
                     format!("txn {txn} is committed at {posted_at} and aborted at {voided_at}"),
                 );
+            } else {
+                self.findings.checked(Invariant::Atomicity);
             }
-            // While the gateway is down, only decisions already seen count.
-            let decision = match &observation.gateway {
-                Some(gateway) => gateway.get(&txn).map(|entry| entry.outcome),
-                None => self.decided.get(&txn).copied(),
-            };
-            let decision_known = observation.gateway.is_some() || decision.is_some();
-            if let Some((bank, _)) = posted
-                && decision_known
-                && decision != Some(Outcome::Committed)
-            {
-                return violation(
-                    Invariant::Agreement,
-                    format!(
-                        "{bank} committed txn {txn}, but the gateway's decision is {decision:?}"
-                    ),
-                );
-            }
-            if let Some((bank, _)) = voided
-                && decision == Some(Outcome::Committed)
-            {
-                return violation(
-                    Invariant::Agreement,
-                    format!("{bank} aborted txn {txn}, but the gateway decided COMMIT"),
-                );
-            }
-            match self.acknowledged.get(&txn) {
-                Some(Outcome::Aborted) if posted.is_some() => {
-                    return violation(
-                        Invariant::ExactlyOnce,
-                        format!("txn {txn} was acknowledged ABORTED but is committed at a bank"),
-                    );
-                }
-                Some(Outcome::Committed) if voided.is_some() => {
-                    return violation(
-                        Invariant::ExactlyOnce,
-                        format!("txn {txn} was acknowledged COMMITTED but is aborted at a bank"),
-                    );
-                }
-                _ => {}
-            }
+            self.check_transaction_decision(txn, posted, voided, observation);
         }
-        Ok(())
+    }
+
+    /// One transaction's bank states against the gateway's decision
+    /// (agreement) and what its client was told (exactly-once).
+    fn check_transaction_decision(
+        &mut self,
+        txn: TxnKey,
+        posted: Option<&(&str, BankTxn)>,
+        voided: Option<&(&str, BankTxn)>,
+        observation: &Observation,
+    ) {
+        // While the gateway is down, only decisions already seen count.
+        let decision = match &observation.gateway {
+            Some(gateway) => gateway.get(&txn).map(|entry| entry.outcome),
+            None => self.decided.get(&txn).copied(),
+        };
+        let decision_known = observation.gateway.is_some() || decision.is_some();
+        if let Some((bank, _)) = posted
+            && decision_known
+            && decision != Some(Outcome::Committed)
+        {
+            self.findings.violated(
+                Invariant::Agreement,
+                1,
+                format!("{bank} committed txn {txn}, but the gateway's decision is {decision:?}"),
+            );
+        } else if let Some((bank, _)) = voided
+            && decision == Some(Outcome::Committed)
+        {
+            self.findings.violated(
+                Invariant::Agreement,
+                1,
+                format!("{bank} aborted txn {txn}, but the gateway decided COMMIT"),
+            );
+        } else if decision_known {
+            self.findings.checked(Invariant::Agreement);
+        }
+        match self.acknowledged.get(&txn) {
+            Some(Outcome::Aborted) if posted.is_some() => self.findings.violated(
+                Invariant::ExactlyOnce,
+                1,
+                format!("txn {txn} was acknowledged ABORTED but is committed at a bank"),
+            ),
+            Some(Outcome::Committed) if voided.is_some() => self.findings.violated(
+                Invariant::ExactlyOnce,
+                1,
+                format!("txn {txn} was acknowledged COMMITTED but is aborted at a bank"),
+            ),
+            Some(_) => self.findings.checked(Invariant::ExactlyOnce),
+            None => {}
+        }
     }
 }
 
 /// Liveness at the gateway: after healing every payment is decided and its
 /// phase 2 acknowledged by every bank.
-fn check_no_payment_in_flight(gateway: &BTreeMap<TxnKey, GatewayEntry>) -> Result<(), Violation> {
+fn check_no_payment_in_flight(findings: &mut Findings, gateway: &BTreeMap<TxnKey, GatewayEntry>) {
     for (txn, entry) in gateway {
         if entry.outcome == Outcome::Initiated {
-            return violation(
+            findings.violated(
                 Invariant::Liveness,
+                1,
                 format!("txn {txn} is still INITIATED after healing"),
             );
-        }
-        if !entry.ended {
-            return violation(
+        } else if !entry.ended {
+            findings.violated(
                 Invariant::Liveness,
+                1,
                 format!(
                     "txn {txn} ({:?}) still awaits phase 2 after healing",
                     entry.outcome
                 ),
             );
+        } else {
+            findings.checked(Invariant::Liveness);
         }
     }
-    Ok(())
 }
 
 /// Liveness at the banks: after healing no bank has a transaction in doubt
 /// and no account has a hold left (its available balance is its balance).
-fn check_no_bank_holds_anything(observation: &Observation) -> Result<(), Violation> {
+fn check_no_bank_holds_anything(findings: &mut Findings, observation: &Observation) {
     for bank in &observation.banks {
         if bank.in_doubt != 0 {
-            return violation(
+            findings.violated(
                 Invariant::Liveness,
+                bank.in_doubt as u128,
                 format!(
                     "{} still holds {} transactions in doubt after healing",
                     bank.name, bank.in_doubt
                 ),
             );
+        } else {
+            findings.checked(Invariant::Liveness);
         }
         for (account, &(balance, available)) in &bank.accounts {
             if available != balance {
-                return violation(
+                findings.violated(
                     Invariant::Liveness,
+                    1,
                     format!(
                         "{}/{account} still holds {} after healing",
                         bank.name,
-                        balance - available
+                        balance.abs_diff(available)
                     ),
                 );
+            } else {
+                findings.checked(Invariant::Liveness);
             }
         }
     }
-    Ok(())
 }
 
 fn sum_balances(observation: &Observation) -> u128 {
@@ -780,5 +924,30 @@ mod tests {
             checker.check(&later).unwrap_err().invariant,
             Invariant::Durability
         );
+    }
+
+    #[test]
+    fn a_check_counts_every_violation_and_keeps_the_first_and_the_worst() {
+        // Both accounts are off after healing: a by 3, b by 20.
+        let observation = Observation {
+            banks: vec![bank("a", "1", 97, &[]), bank("b", "2", 70, &[])],
+            gateway: Some(BTreeMap::new()),
+            complete: true,
+        };
+        let mut checker = checker();
+        let found = checker.check_healed(&observation).unwrap_err();
+        let atomicity = checker.tally(Invariant::Atomicity);
+        assert_eq!((atomicity.checked, atomicity.violations), (2, 2));
+        let first = atomicity.first.as_ref().unwrap();
+        assert!(first.detail.starts_with("a/1 holds 97"), "{first}");
+        let (magnitude, worst) = atomicity.worst.as_ref().unwrap();
+        assert_eq!(*magnitude, 20);
+        assert!(worst.detail.starts_with("b/2 holds 70"), "{worst}");
+        // The first violation of the check is the one it returns, and the
+        // invariants that held are counted as checked and valid.
+        assert_eq!(found.invariant, Invariant::Conservation);
+        assert!(checker.tally(Invariant::Liveness).valid());
+        assert!(checker.tally(Invariant::Liveness).checked > 0);
+        assert!(!checker.tally(Invariant::Conservation).valid());
     }
 }

@@ -2,13 +2,28 @@
 //! banks and a gateway run on this machine over mTLS; one client per user
 //! makes same-bank and cross-bank payments (some more than the payer has),
 //! retrying each with its txn id until it has an outcome; meanwhile a
-//! random process is SIGKILLed at a random moment and restarted. Then the
-//! faults stop, the system heals, and the six invariants
+//! random process is SIGKILLed at a random moment and restarted, or paused
+//! (SIGSTOP) for a while and continued ([`nemesis`]). Then the faults stop,
+//! the system heals, and the six invariants
 //! ([`minipay_simulation::invariants`]) are checked from the servers' own answers and
 //! the clients' record of acknowledged outcomes.
+//!
+//! Every operation goes into a Jepsen-style [`history`] as it happens, the
+//! banks are [`samples`]d meanwhile, and the run leaves a report directory:
+//! `history.jsonl`, `results.json` ([`results`]: per invariant, valid, how
+//! many things checked, first and worst violation) and `report.html`
+//! ([`page`]: latency, quantiles and rate over time with the fault periods
+//! shaded, total money and in-doubt holds), and ends with one verdict line.
+
+mod analysis;
+mod history;
+mod nemesis;
+mod page;
+mod results;
+mod samples;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,11 +34,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tonic::transport::{Channel, Endpoint};
 
+use self::history::{History, Op, OpType, Process};
+use self::nemesis::Faults;
 use crate::harness::cluster::{LocalCluster, Servers};
 use crate::rpc::session_key::authorized;
 use crate::rpc::tls::TlsDir;
 use minipay_simulation::invariants::{
-    AccountRef, BankView, Checker, GatewayEntry, Movement, Observation, Outcome, TxnKey,
+    AccountRef, BankView, Checker, GatewayEntry, Invariant, Movement, Observation, Outcome, Tally,
+    TxnKey,
 };
 
 const BANKS: [&str; 3] = ["bank_a", "bank_b", "bank_c"];
@@ -37,12 +55,19 @@ pub struct ChaosArgs {
     /// How many processes to kill (each then restarts).
     #[arg(long, default_value_t = 20)]
     pub kills: u32,
+    /// How many processes to pause (SIGSTOP, held up to 800 ms, SIGCONT).
+    #[arg(long, default_value_t = 10)]
+    pub pauses: u32,
     /// Seed of the fault schedule and the payments (default: random, printed).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Keep the cluster's directory (logs, data) here instead of a temporary one.
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Write the report (history.jsonl, results.json, report.html) here
+    /// (default: `report/` in the cluster's directory, kept after the run).
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
     /// The servers' WAL segment size in bytes (small segments make them
     /// rotate, checkpoint and reuse segments while they are killed).
     #[arg(long)]
@@ -55,7 +80,10 @@ pub struct ChaosArgs {
 #[derive(Clone, Debug)]
 pub struct ChaosOptions {
     pub kills: u32,
+    pub pauses: u32,
     pub seed: u64,
+    /// Where the history, results and page are written (created if missing).
+    pub report_dir: PathBuf,
     /// How long the system may take to settle after the faults stop.
     pub heal_timeout: Duration,
     /// Added to every bank's and the gateway's command line.
@@ -79,36 +107,56 @@ impl ChaosOptions {
 #[derive(Clone, Debug, Default)]
 pub struct ChaosReport {
     pub seed: u64,
-    /// Kills of the gateway and of each bank.
-    pub kills: BTreeMap<String, u32>,
+    /// Kills and pauses of the gateway and of each bank; stops (kills, or
+    /// the end) with a reused segment live in the server's WAL, so that its
+    /// next recovery reads one.
+    pub faults: Faults,
     pub payments: u64,
     pub committed: u64,
     pub aborted: u64,
     /// Requests sent, retries included.
     pub attempts: u64,
-    /// Times a server stopped (killed, or at the end) with a reused segment
-    /// live in its WAL, so that its next recovery reads one.
-    pub stops_in_reused_segments: u32,
+    /// Each of the six invariants, and what checking it came to.
+    pub invariants: Vec<(Invariant, Tally)>,
+    /// What every account opened with, summed (minor units).
+    pub opening_total: u128,
+    pub report_dir: PathBuf,
     pub seconds: f64,
+}
+
+impl ChaosReport {
+    /// Every invariant holds.
+    pub fn valid(&self) -> bool {
+        self.invariants.len() == Invariant::SIX.len()
+            && self.invariants.iter().all(|(_, tally)| tally.valid())
+    }
+
+    /// The line the run ends with.
+    pub fn verdict(&self) -> String {
+        results::verdict(self)
+    }
 }
 
 impl std::fmt::Display for ChaosReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kills: Vec<String> = self
-            .kills
-            .iter()
-            .map(|(target, count)| format!("{target} x{count}"))
-            .collect();
+        let list = |faults: &BTreeMap<String, u32>| {
+            faults
+                .iter()
+                .map(|(target, count)| format!("{target} x{count}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         write!(
             f,
-            "seed {}: kills [{}]; {} payments ({} committed, {} aborted) in {} requests; {} stops with a reused WAL segment live; healed and checked in {:.1} s",
+            "seed {}: kills [{}], pauses [{}]; {} payments ({} committed, {} aborted) in {} requests; {} stops with a reused WAL segment live; healed and checked in {:.1} s",
             self.seed,
-            kills.join(", "),
+            list(&self.faults.kills),
+            list(&self.faults.pauses),
             self.payments,
             self.committed,
             self.aborted,
             self.attempts,
-            self.stops_in_reused_segments,
+            self.faults.stops_in_reused_segments,
             self.seconds
         )
     }
@@ -160,6 +208,9 @@ struct Record {
     /// Every txn id sent, by whom and what it asked.
     sent: BTreeMap<TxnKey, (usize, Movement)>,
     acknowledged: BTreeMap<TxnKey, Outcome>,
+    /// Outcomes told for a txn id after a different one was: each is an
+    /// exactly-once violation for the checker. At most one per attempt.
+    contradictions: Vec<(TxnKey, Outcome)>,
     attempts: u64,
 }
 
@@ -170,18 +221,38 @@ fn gateway_channel(url: &str, tls: &TlsDir) -> anyhow::Result<Channel> {
         .connect_lazy())
 }
 
+/// Logs in once, bounded by [`CALL_TIMEOUT`]; `None` if no session came of
+/// it (the gateway down, paused or refusing).
 async fn login(
     client: &mut proto::gateway_client::GatewayClient<Channel>,
     user: &User,
 ) -> Option<String> {
+    login_answer(client, user).await.ok()
+}
+
+async fn login_answer(
+    client: &mut proto::gateway_client::GatewayClient<Channel>,
+    user: &User,
+) -> Result<String, String> {
     let request = proto::LoginRequest {
         username: user.name.clone(),
         password: user.password.clone(),
     };
     match tokio::time::timeout(CALL_TIMEOUT, client.login(request)).await {
-        Ok(Ok(response)) => Some(response.into_inner().session_key),
-        _ => None,
+        Ok(Ok(response)) => Ok(response.into_inner().session_key),
+        Ok(Err(status)) => Err(format!("{:?}", status.code())),
+        Err(_) => Err("timeout".to_owned()),
     }
+}
+
+/// What one user's client shares with the run: the clients' record, the
+/// stop flag, the heal deadline and the history.
+#[derive(Clone)]
+struct Shared {
+    record: Arc<Mutex<Record>>,
+    stop: Arc<AtomicBool>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    history: History,
 }
 
 /// One user's client: payments one after another, each retried with its
@@ -189,25 +260,23 @@ async fn login(
 /// Stops starting payments when `stop` is set; gives up at `deadline`.
 async fn client_loop(
     index: usize,
-    user: Arc<Vec<User>>,
+    users: Arc<Vec<User>>,
     channel: Channel,
-    record: Arc<Mutex<Record>>,
-    stop: Arc<AtomicBool>,
-    deadline: Arc<Mutex<Option<Instant>>>,
+    shared: Shared,
     seed: u64,
 ) -> anyhow::Result<()> {
     let mut client = ChaosClient {
         rng: StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9e37_79b9)),
         index,
-        users: user,
+        users,
         gateway: proto::gateway_client::GatewayClient::new(channel),
         session_key: None,
-        record,
-        deadline,
+        shared,
     };
-    while !stop.load(Ordering::SeqCst) {
+    while !client.shared.stop.load(Ordering::SeqCst) {
         let (txn, movement) = client.choose_payment();
         client
+            .shared
             .record
             .lock()
             .expect("record lock")
@@ -227,8 +296,7 @@ struct ChaosClient {
     gateway: proto::gateway_client::GatewayClient<Channel>,
     session_key: Option<String>,
     rng: StdRng,
-    record: Arc<Mutex<Record>>,
-    deadline: Arc<Mutex<Option<Instant>>>,
+    shared: Shared,
 }
 
 /// What one attempt at a payment came to.
@@ -236,10 +304,35 @@ enum Attempt {
     /// The gateway answered with a final outcome.
     Final(Outcome),
     /// The gateway no longer knows the session (it restarted): log in again.
+    /// The request was refused before anything was done.
     SessionLost,
-    /// No outcome yet (no answer, still in flight, or shed for load): try
-    /// again after a backoff.
-    NoOutcome,
+    /// Refused for load before anything was done: try again after a backoff.
+    Shed(String),
+    /// No outcome, and no telling whether this attempt did anything (no
+    /// answer, a server down, or still in flight): try again after a backoff.
+    Indeterminate(String),
+    /// Refused in a way no resend can change: the workload is wrong.
+    Refused(tonic::Status),
+}
+
+impl Attempt {
+    /// The history's completion for this attempt: its type, value and error.
+    fn completion(&self) -> (OpType, Option<serde_json::Value>, Option<String>) {
+        match self {
+            Attempt::Final(outcome) => {
+                let outcome = match outcome {
+                    Outcome::Committed => "committed",
+                    Outcome::Aborted => "aborted",
+                    Outcome::Initiated => unreachable!("a final outcome"),
+                };
+                (OpType::Ok, Some(serde_json::json!(outcome)), None)
+            }
+            Attempt::SessionLost => (OpType::Fail, None, Some("unauthenticated".to_owned())),
+            Attempt::Shed(error) => (OpType::Fail, None, Some(error.clone())),
+            Attempt::Indeterminate(error) => (OpType::Info, None, Some(error.clone())),
+            Attempt::Refused(status) => (OpType::Fail, None, Some(status.to_string())),
+        }
+    }
 }
 
 impl ChaosClient {
@@ -270,6 +363,47 @@ impl ChaosClient {
         (txn, movement)
     }
 
+    fn op<'a>(
+        &self,
+        op_type: OpType,
+        f: &'static str,
+        txn: Option<TxnKey>,
+        value: Option<serde_json::Value>,
+        error: Option<&'a str>,
+    ) -> Op<'a> {
+        Op {
+            process: Process::Client(self.index),
+            op_type,
+            f,
+            txn,
+            value,
+            error,
+        }
+    }
+
+    /// Logs in, recorded in the history (a session not given is `info`: the
+    /// gateway may have made one the client never heard of).
+    async fn log_in(&mut self) {
+        let user = serde_json::json!(self.users[self.index].name);
+        let history = self.shared.history.clone();
+        history
+            .record(self.op(OpType::Invoke, "login", None, Some(user.clone()), None))
+            .await;
+        match login_answer(&mut self.gateway, &self.users[self.index]).await {
+            Ok(key) => {
+                self.session_key = Some(key);
+                history
+                    .record(self.op(OpType::Ok, "login", None, Some(user), None))
+                    .await;
+            }
+            Err(error) => {
+                history
+                    .record(self.op(OpType::Info, "login", None, Some(user), Some(&error)))
+                    .await;
+            }
+        }
+    }
+
     /// Sends the payment under the same txn id, logging in again whenever
     /// the session is gone, with jittered exponential backoff (50 ms up to
     /// 1 s) until the gateway gives an outcome; fails once the heal deadline
@@ -277,7 +411,7 @@ impl ChaosClient {
     async fn pay_until_outcome(&mut self, txn: TxnKey, movement: &Movement) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(50);
         loop {
-            if let Some(at) = *self.deadline.lock().expect("deadline lock")
+            if let Some(at) = *self.shared.deadline.lock().expect("deadline lock")
                 && Instant::now() > at
             {
                 bail!(
@@ -286,17 +420,18 @@ impl ChaosClient {
                 );
             }
             if self.session_key.is_none() {
-                self.session_key = login(&mut self.gateway, &self.users[self.index]).await;
+                self.log_in().await;
             }
-            if let Some(session) = &self.session_key {
-                self.record.lock().expect("record lock").attempts += 1;
-                match attempt_payment(&mut self.gateway, session, txn, movement).await? {
+            if let Some(session) = self.session_key.clone() {
+                self.shared.record.lock().expect("record lock").attempts += 1;
+                match self.attempt_recorded(&session, txn, movement).await? {
                     Attempt::Final(outcome) => {
-                        acknowledge(&self.record, txn, outcome)?;
+                        acknowledge(&self.shared.record, txn, outcome);
                         return Ok(());
                     }
                     Attempt::SessionLost => self.session_key = None,
-                    Attempt::NoOutcome => {}
+                    Attempt::Shed(_) | Attempt::Indeterminate(_) => {}
+                    Attempt::Refused(status) => bail!("payment {txn} refused: {status}"),
                 }
             }
             let jitter = self.rng.random_range(0..=backoff.as_millis() as u64);
@@ -304,11 +439,33 @@ impl ChaosClient {
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
+
+    /// One attempt, with its invoke and its completion in the history.
+    async fn attempt_recorded(
+        &mut self,
+        session: &str,
+        txn: TxnKey,
+        movement: &Movement,
+    ) -> anyhow::Result<Attempt> {
+        let asked = serde_json::json!({
+            "from": movement.from.to_string(),
+            "to": movement.to.to_string(),
+            "amount": movement.amount,
+        });
+        let history = self.shared.history.clone();
+        history
+            .record(self.op(OpType::Invoke, "pay", Some(txn), Some(asked), None))
+            .await;
+        let attempt = attempt_payment(&mut self.gateway, session, txn, movement).await?;
+        let (op_type, value, error) = attempt.completion();
+        history
+            .record(self.op(op_type, "pay", Some(txn), value, error.as_deref()))
+            .await;
+        Ok(attempt)
+    }
 }
 
-/// Sends a payment once, bounded by [`CALL_TIMEOUT`]. A refusal that no
-/// resend can change (a bad request, an unknown account) fails the run: the
-/// workload only makes valid payments.
+/// Sends a payment once, bounded by [`CALL_TIMEOUT`].
 async fn attempt_payment(
     gateway: &mut proto::gateway_client::GatewayClient<Channel>,
     session: &str,
@@ -326,41 +483,50 @@ async fn attempt_payment(
         Ok(Ok(response)) => Ok(match response.into_inner().status() {
             proto::PaymentStatus::Committed => Attempt::Final(Outcome::Committed),
             proto::PaymentStatus::Aborted => Attempt::Final(Outcome::Aborted),
-            _ => Attempt::NoOutcome,
+            other => Attempt::Indeterminate(format!("{other:?}")),
         }),
-        Ok(Err(status)) => match status.code() {
-            tonic::Code::Unauthenticated => Ok(Attempt::SessionLost),
+        Ok(Err(status)) => Ok(match status.code() {
+            tonic::Code::Unauthenticated => Attempt::SessionLost,
+            tonic::Code::ResourceExhausted => Attempt::Shed(format!("{:?}", status.code())),
             tonic::Code::InvalidArgument
             | tonic::Code::AlreadyExists
             | tonic::Code::PermissionDenied
-            | tonic::Code::NotFound => {
-                bail!("payment {txn} refused: {status}");
-            }
-            _ => Ok(Attempt::NoOutcome),
-        },
-        Err(_) => Ok(Attempt::NoOutcome),
+            | tonic::Code::NotFound => Attempt::Refused(status),
+            code => Attempt::Indeterminate(format!("{code:?}")),
+        }),
+        Err(_) => Ok(Attempt::Indeterminate("timeout".to_owned())),
     }
 }
 
-/// Records the outcome a client was told. Being told two different outcomes
-/// for one txn id fails the run at once, before the checker sees it.
-fn acknowledge(record: &Mutex<Record>, txn: TxnKey, outcome: Outcome) -> anyhow::Result<()> {
+/// Records the outcome a client was told. Being told a different outcome
+/// for a txn id than before is kept for the checker (exactly-once).
+fn acknowledge(record: &Mutex<Record>, txn: TxnKey, outcome: Outcome) {
     let mut record = record.lock().expect("record lock");
-    if let Some(earlier) = record.acknowledged.insert(txn, outcome)
-        && earlier != outcome
-    {
-        bail!("txn {txn} acknowledged {earlier:?}, then {outcome:?}");
+    match record.acknowledged.get(&txn) {
+        Some(earlier) if *earlier != outcome => record.contradictions.push((txn, outcome)),
+        Some(_) => {}
+        None => {
+            record.acknowledged.insert(txn, outcome);
+        }
     }
-    Ok(())
 }
 
-/// Runs the workload with `options.kills` kills, heals, and checks.
+/// Runs the workload under `options.kills` kills and `options.pauses`
+/// pauses, heals, checks, and writes the report. An invariant that does not
+/// hold makes the report invalid (not an error); an error is a run that
+/// could not be carried out (a server that would not restart, a payment
+/// that never got an outcome).
 pub async fn run(
     servers: Servers,
     dir: &Path,
     options: &ChaosOptions,
 ) -> anyhow::Result<ChaosReport> {
     let started = Instant::now();
+    let report_dir = &options.report_dir;
+    std::fs::create_dir_all(report_dir)
+        .with_context(|| format!("create {}", report_dir.display()))?;
+    let history_path = report_dir.join("history.jsonl");
+    let (history, history_writer) = History::create(&history_path, started)?;
     let users = Arc::new(users());
     let mut cluster = tokio::task::block_in_place(|| {
         LocalCluster::start_with(
@@ -372,61 +538,113 @@ pub async fn run(
             &[],
         )
     })?;
-    let record = Arc::new(Mutex::new(Record::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let deadline = Arc::new(Mutex::new(None));
-    let clients = spawn_clients(&cluster, &users, &record, &stop, &deadline, options.seed)?;
-    let (kills, mut stops_in_reused_segments) =
-        kill_and_restart(&mut cluster, dir, options).await?;
+    let shared = Shared {
+        record: Arc::new(Mutex::new(Record::default())),
+        stop: Arc::new(AtomicBool::new(false)),
+        deadline: Arc::new(Mutex::new(None)),
+        history,
+    };
+    let sampler_stop = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(samples::run(
+        sampled_banks(&cluster, &users),
+        cluster.tls_dir(),
+        started,
+        Arc::clone(&sampler_stop),
+    ));
+    let clients = spawn_clients(&cluster, &users, &shared, options.seed)?;
+    let mut faults = nemesis::run(
+        &mut cluster,
+        dir,
+        &BANKS,
+        (options.kills, options.pauses),
+        options.seed,
+        &shared.history,
+    )
+    .await?;
 
     // Heal: no more faults or new payments; every outstanding one must end.
-    stop.store(true, Ordering::SeqCst);
-    *deadline.lock().expect("deadline lock") = Some(Instant::now() + options.heal_timeout);
+    shared.stop.store(true, Ordering::SeqCst);
+    *shared.deadline.lock().expect("deadline lock") = Some(Instant::now() + options.heal_timeout);
     for client in clients {
         client.await.context("a client task panicked")??;
     }
-    let observation = settled_observation(&cluster, &users, &record, options.heal_timeout).await?;
-    let (payments, committed, aborted, attempts) = {
-        let record = record.lock().expect("record lock");
-        check_invariants(&users, &record, &observation)?;
-        let count = |wanted| {
-            record
-                .acknowledged
-                .values()
-                .filter(|outcome| **outcome == wanted)
-                .count() as u64
-        };
-        (
-            record.sent.len() as u64,
-            count(Outcome::Committed),
-            count(Outcome::Aborted),
-            record.attempts,
-        )
-    };
+    let observation =
+        settled_observation(&cluster, &users, &shared.record, options.heal_timeout).await?;
+    sampler_stop.store(true, Ordering::SeqCst);
+    let samples = sampler.await.context("the sampler panicked")??;
+    let record = std::mem::take(&mut *shared.record.lock().expect("record lock"));
+    drop(shared);
+    let invariants = check_invariants(&users, &record, &observation);
     tokio::task::block_in_place(|| cluster.stop())?;
     for server in BANKS.iter().chain(&["gateway"]) {
-        stops_in_reused_segments += reused_live(dir, server)?;
+        faults.stops_in_reused_segments += reused_live(dir, server)?;
     }
-    Ok(ChaosReport {
+    history_writer.finish().await?;
+    let count = |wanted| {
+        record
+            .acknowledged
+            .values()
+            .filter(|outcome| **outcome == wanted)
+            .count() as u64
+    };
+    let report = ChaosReport {
         seed: options.seed,
-        kills,
-        payments,
-        committed,
-        aborted,
-        attempts,
-        stops_in_reused_segments,
+        faults,
+        payments: record.sent.len() as u64,
+        committed: count(Outcome::Committed),
+        aborted: count(Outcome::Aborted),
+        attempts: record.attempts,
+        invariants,
+        opening_total: u128::from(OPENING) * users.len() as u128,
+        report_dir: report_dir.clone(),
         seconds: started.elapsed().as_secs_f64(),
-    })
+    };
+    write_report(&report, &history_path, &samples)?;
+    Ok(report)
+}
+
+/// `results.json` and `report.html`, from the history written and the
+/// samples taken.
+fn write_report(
+    report: &ChaosReport,
+    history_path: &Path,
+    samples: &[samples::Sample],
+) -> anyhow::Result<()> {
+    let analysis = analysis::read(history_path)?;
+    let results_path = report.report_dir.join("results.json");
+    let results = serde_json::to_string_pretty(&results::json(report, &analysis))?;
+    std::fs::write(&results_path, results + "\n")
+        .with_context(|| format!("write {}", results_path.display()))?;
+    let page_path = report.report_dir.join("report.html");
+    std::fs::write(&page_path, page::html(report, &analysis, samples))
+        .with_context(|| format!("write {}", page_path.display()))?;
+    Ok(())
+}
+
+/// Every bank with its address and its users' accounts, for the sampler.
+fn sampled_banks(cluster: &LocalCluster, users: &[User]) -> Vec<samples::SampledBank> {
+    cluster
+        .banks
+        .iter()
+        .map(|(name, process)| samples::SampledBank {
+            name: name.clone(),
+            address: process.address,
+            accounts: users
+                .iter()
+                .filter(|user| user.account.bank == *name)
+                .map(|user| user.account.account.clone())
+                .collect(),
+        })
+        .collect()
 }
 
 /// Starts one client task per user, each with its own lazy mTLS channel to
-/// the gateway, sharing the record, the stop flag and the heal deadline.
+/// the gateway, sharing the record, the stop flag, the heal deadline and
+/// the history.
 fn spawn_clients(
     cluster: &LocalCluster,
     users: &Arc<Vec<User>>,
-    record: &Arc<Mutex<Record>>,
-    stop: &Arc<AtomicBool>,
-    deadline: &Arc<Mutex<Option<Instant>>>,
+    shared: &Shared,
     seed: u64,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
     let tls = TlsDir::new(&cluster.tls_dir());
@@ -438,57 +656,11 @@ fn spawn_clients(
                 index,
                 Arc::clone(users),
                 channel,
-                Arc::clone(record),
-                Arc::clone(stop),
-                Arc::clone(deadline),
+                shared.clone(),
                 seed,
             )))
         })
         .collect()
-}
-
-/// The fault schedule, drawn from `options.seed`: `options.kills` times,
-/// after 50–400 ms, a random bank or the gateway is killed with SIGKILL,
-/// stays down for up to 300 ms, and is restarted on its old address.
-/// Returns the kills per server and how many of them left a reused WAL
-/// segment live for the next recovery to read.
-async fn kill_and_restart(
-    cluster: &mut LocalCluster,
-    dir: &Path,
-    options: &ChaosOptions,
-) -> anyhow::Result<(BTreeMap<String, u32>, u32)> {
-    let mut rng = StdRng::seed_from_u64(options.seed);
-    let mut kills: BTreeMap<String, u32> = BTreeMap::new();
-    let mut stops_in_reused_segments = 0;
-    for _ in 0..options.kills {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(50..=400))).await;
-        let target = rng.random_range(0..=BANKS.len());
-        let downtime = Duration::from_millis(rng.random_range(0..=300));
-        let name = if target == BANKS.len() {
-            "gateway"
-        } else {
-            BANKS[target]
-        };
-        *kills.entry(name.to_owned()).or_default() += 1;
-        let is_gateway = target == BANKS.len();
-        if is_gateway {
-            if let Some(gateway) = cluster.gateway.as_mut() {
-                gateway.kill_9();
-            }
-        } else {
-            cluster.bank(name).kill_9();
-        }
-        stops_in_reused_segments += reused_live(dir, name)?;
-        tokio::time::sleep(downtime).await;
-        if is_gateway {
-            tokio::task::block_in_place(|| cluster.restart_gateway())
-                .context("restart the gateway")?;
-        } else {
-            tokio::task::block_in_place(|| cluster.restart_bank(name))
-                .with_context(|| format!("restart {name}"))?;
-        }
-    }
-    Ok((kills, stops_in_reused_segments))
 }
 
 /// 1 if the stopped server `server`'s log has a reused segment live, so that
@@ -500,21 +672,33 @@ fn reused_live(dir: &Path, server: &str) -> anyhow::Result<u32> {
 
 /// The six invariants over the healed cluster: every outcome the clients
 /// were told, then what the servers report, against the opening balances.
+/// Each with its tally: the checker counts every violation, not just the
+/// first.
 fn check_invariants(
     users: &[User],
     record: &Record,
     observation: &Observation,
-) -> anyhow::Result<()> {
+) -> Vec<(Invariant, Tally)> {
     let initial = users
         .iter()
         .map(|user| (user.account.clone(), OPENING))
         .collect();
     let mut checker = Checker::new(initial);
-    for (txn, outcome) in &record.acknowledged {
-        checker.acknowledged(*txn, *outcome)?;
+    // A violation found here is counted in its tally; the tallies are the
+    // verdict, so the first one returned needs no handling of its own.
+    for (txn, outcome) in record.acknowledged.iter().chain(
+        record
+            .contradictions
+            .iter()
+            .map(|(txn, outcome)| (txn, outcome)),
+    ) {
+        let _ = checker.acknowledged(*txn, *outcome);
     }
-    checker.check_healed(observation)?;
-    Ok(())
+    let _ = checker.check_healed(observation);
+    Invariant::SIX
+        .iter()
+        .map(|invariant| (*invariant, checker.tally(*invariant).clone()))
+        .collect()
 }
 
 /// Polls the servers until nothing is in flight (every payment settled at
@@ -651,7 +835,9 @@ fn gateway_entry(payment: proto::Payment) -> GatewayEntry {
     }
 }
 
-/// `minipay chaos`.
+/// `minipay chaos`: runs, writes the report, prints the verdict line, and
+/// fails when the run is invalid. A valid run in a temporary directory
+/// keeps only its report (there by default) and removes the rest.
 pub async fn main(args: ChaosArgs) -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or_else(rand::random);
     let dir = match &args.dir {
@@ -659,29 +845,64 @@ pub async fn main(args: ChaosArgs) -> anyhow::Result<()> {
         None => std::env::temp_dir().join(format!("minipay-chaos-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let report_dir = args.report.clone().unwrap_or_else(|| dir.join("report"));
     eprintln!(
-        "chaos: seed {seed}, {} kills, cluster in {}",
+        "chaos: seed {seed}, {} kills, {} pauses, cluster in {}",
         args.kills,
+        args.pauses,
         dir.display()
     );
     let exe = std::env::current_exe().context("find the minipay executable")?;
     let options = ChaosOptions {
         kills: args.kills,
+        pauses: args.pauses,
         seed,
+        report_dir,
         heal_timeout: Duration::from_secs(120),
         server_flags: ChaosOptions::wal_flags(args.wal_segment_size, args.snapshot_every),
     };
     match run(Servers::ReExec(exe), &dir, &options).await {
-        Ok(report) => {
-            println!("ok: {report}");
+        Ok(report) if report.valid() => {
+            eprintln!("chaos: {report}");
+            println!("{}", report.verdict());
             if args.dir.is_none() {
-                let _ = std::fs::remove_dir_all(&dir);
+                if options.report_dir.parent() == Some(dir.as_path()) {
+                    remove_all_but(&dir, &options.report_dir)?;
+                } else {
+                    std::fs::remove_dir_all(&dir)
+                        .with_context(|| format!("remove {}", dir.display()))?;
+                }
             }
             Ok(())
+        }
+        Ok(report) => {
+            eprintln!("chaos: {report}");
+            println!("{}", report.verdict());
+            bail!(
+                "chaos seed {seed} is invalid; logs and data are in {}",
+                dir.display()
+            )
         }
         Err(error) => Err(error.context(format!(
             "chaos seed {seed} failed; logs and data are in {}",
             dir.display()
         ))),
     }
+}
+
+/// Removes everything in `dir` except `keep` (if it is directly in it).
+fn remove_all_but(dir: &Path, keep: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+        let path = entry?.path();
+        if path == keep {
+            continue;
+        }
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("remove {}", path.display()))?;
+    }
+    Ok(())
 }
