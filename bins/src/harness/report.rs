@@ -457,23 +457,46 @@ fn write_legend(out: &mut String, series: &[Series], legend: &[LegendEntry]) {
     }
 }
 
+/// Rows of band labels at most; a label that fits in none is left out (its
+/// band still shows it on hover, as its `<title>`).
+pub const BAND_LABEL_ROWS_MAX: usize = 5;
+
+/// The width a label takes at font size 10, roughly (for placing labels
+/// without overlap; no font metrics here).
+fn label_width(label: &str) -> f64 {
+    label.chars().count() as f64 * 5.6 + 4.0
+}
+
 fn write_bands(out: &mut String, plot: &PlotArea, x_axis: &Axis, bands: &[(f64, f64, &str)]) {
-    for (index, &(start, end, label)) in bands.iter().enumerate() {
+    // Where each row of labels ends so far: a label goes in the first row
+    // it does not overlap.
+    let mut row_ends: Vec<f64> = Vec::with_capacity(BAND_LABEL_ROWS_MAX);
+    for &(start, end, label) in bands {
         let left = plot.x(x_axis, start);
         // A zero-length band (an instant fault) still shows as a thin strip.
         let width = (plot.x(x_axis, end) - left).max(1.0);
         let _ = writeln!(
             out,
             "<rect class=\"band\" x=\"{left:.1}\" y=\"{}\" width=\"{width:.1}\" height=\"{}\" \
-             fill=\"#f4a261\" fill-opacity=\"0.25\"/>",
-            plot.top, plot.height
+             fill=\"#f4a261\" fill-opacity=\"0.25\"><title>{}</title></rect>",
+            plot.top,
+            plot.height,
+            escape(label)
         );
-        // Labels of neighbouring bands are staggered over three rows.
-        let label_y = plot.top + 12.0 + (index % 3) as f64 * 12.0;
+        let text_left = left + 2.0;
+        let row = match row_ends.iter().position(|&row_end| row_end <= text_left) {
+            Some(row) => row,
+            None if row_ends.len() < BAND_LABEL_ROWS_MAX => {
+                row_ends.push(f64::NEG_INFINITY);
+                row_ends.len() - 1
+            }
+            None => continue,
+        };
+        row_ends[row] = text_left + label_width(label);
+        let label_y = plot.top + 12.0 + row as f64 * 12.0;
         let _ = writeln!(
             out,
-            "<text x=\"{:.1}\" y=\"{label_y}\" font-size=\"10\" fill=\"#8a4b08\">{}</text>",
-            left + 2.0,
+            "<text x=\"{text_left:.1}\" y=\"{label_y}\" font-size=\"10\" fill=\"#8a4b08\">{}</text>",
             escape(label)
         );
     }
@@ -722,6 +745,64 @@ mod tests {
             2,
             "only the positive points"
         );
+    }
+
+    #[test]
+    fn crowded_band_labels_never_overlap_and_the_rest_are_titles() {
+        let bands: Vec<Band> = (0..80)
+            .map(|index| Band {
+                start: f64::from(index) * 0.25,
+                end: f64::from(index) * 0.25 + 0.1,
+                label: format!("pause bank_{index}"),
+            })
+            .collect();
+        let svg = svg(&chart(
+            vec![line("rate", vec![(0.0, 1.0), (20.0, 2.0)])],
+            bands,
+            false,
+        ));
+        assert_balanced(&svg);
+        // Every band names its fault on hover.
+        assert_eq!(svg.matches("<title>pause bank_").count(), 80);
+        // Drawn labels: (row y, left x, text); none overlaps another in its row.
+        let mut drawn: Vec<(String, f64, String)> = svg
+            .lines()
+            .filter(|line| line.contains("fill=\"#8a4b08\""))
+            .map(|line| {
+                let attr = |name: &str| {
+                    line.split(&format!("{name}=\""))
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap()
+                        .to_owned()
+                };
+                let text = line
+                    .split('>')
+                    .nth(1)
+                    .unwrap()
+                    .split('<')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                (attr("y"), attr("x").parse().unwrap(), text)
+            })
+            .collect();
+        assert!(drawn.len() < 80, "some labels left to their titles");
+        assert!(drawn.len() >= BAND_LABEL_ROWS_MAX, "the rows are used");
+        let rows: std::collections::BTreeSet<&str> =
+            drawn.iter().map(|(y, _, _)| y.as_str()).collect();
+        assert!(rows.len() <= BAND_LABEL_ROWS_MAX);
+        drawn.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        for pair in drawn.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                assert!(
+                    pair[0].1 + label_width(&pair[0].2) <= pair[1].1,
+                    "{pair:?} overlap"
+                );
+            }
+        }
     }
 
     #[test]
