@@ -161,3 +161,53 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service answering every call with an empty 200 (a stand-in for a
+    /// recovered gRPC service).
+    #[derive(Clone)]
+    struct Answers;
+
+    impl Service<http::Request<()>> for Answers {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            let mut response = http::Response::new(tonic::body::Body::empty());
+            response
+                .headers_mut()
+                .insert("answered-by", http::HeaderValue::from_static("inner"));
+            std::future::ready(Ok(response))
+        }
+    }
+
+    fn grpc_status(response: &http::Response<tonic::body::Body>) -> Option<&str> {
+        response.headers().get("grpc-status")?.to_str().ok()
+    }
+
+    #[tokio::test]
+    async fn a_gate_answers_unavailable_until_opened_then_passes_calls_on() {
+        let mut gate: Gate<Answers> = Gate::default();
+        let mut clone = gate.clone();
+        let closed = gate.call(http::Request::new(())).await.unwrap();
+        assert_eq!(
+            grpc_status(&closed),
+            Some("14"),
+            "UNAVAILABLE while recovering"
+        );
+        assert!(closed.headers().get("answered-by").is_none());
+        gate.open(Answers);
+        // Every clone (the router holds one) sees it open.
+        let open = clone.call(http::Request::new(())).await.unwrap();
+        assert_eq!(grpc_status(&open), None);
+        assert_eq!(open.headers()["answered-by"], "inner");
+    }
+}
