@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{
-    Cli, Process, SETUP, Scratch, authorized, bank_args, gateway_args, txn_id, wait_until,
+    Cli, Cluster, Process, SETUP, Scratch, authorized, start_cluster, txn_id, wait_until,
 };
 use minipay::harness::load_generator::{loopback_source, proc_status_bytes};
 use minipay_proto::v1::{self as proto, PaymentStatus};
@@ -26,37 +26,6 @@ type Client = proto::gateway_client::GatewayClient<Channel>;
 
 /// The argon2id working memory of one hash at the default cost.
 const HASH_MEMORY_BYTES: u64 = 19 << 20;
-
-struct Cluster {
-    banks: Vec<Process>,
-    gateway: Process,
-}
-
-fn start(scratch: &Scratch, bank_flags: &[&str], gateway_flags: &[&str]) -> Cluster {
-    let mut banks = Vec::new();
-    for name in ["bank_a", "bank_b"] {
-        let mut args = bank_args(scratch, name, None);
-        args.extend(bank_flags.iter().map(|flag| flag.to_string()));
-        banks.push(Process::start(
-            env!("CARGO_BIN_EXE_bank"),
-            &args,
-            &scratch.dir.path().join(format!("{name}.log")),
-        ));
-    }
-    let mut args = gateway_args(
-        scratch,
-        &[("bank_a", banks[0].address), ("bank_b", banks[1].address)],
-        "30s",
-        "2s",
-    );
-    args.extend(gateway_flags.iter().map(|flag| flag.to_string()));
-    let gateway = Process::start(
-        env!("CARGO_BIN_EXE_gateway"),
-        &args,
-        &scratch.dir.path().join("gateway.log"),
-    );
-    Cluster { banks, gateway }
-}
 
 /// A client connection to the gateway from `source` (any loopback address
 /// reaches a server on 127.0.0.1; each is its own client address to it).
@@ -168,7 +137,7 @@ async fn a_login_flood_from_many_connections_keeps_memory_within_the_configured_
  {
     let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
     let workers = 2;
-    let cluster = start(
+    let cluster = start_cluster(
         &scratch,
         &[],
         &["--hash-workers", "2", "--hash-queue-max", "16"],
@@ -249,7 +218,7 @@ async fn a_login_flood_from_many_connections_keeps_memory_within_the_configured_
 #[tokio::test]
 async fn a_full_hashing_queue_refuses_logins_and_registrations_at_once_with_a_retry_hint() {
     let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
-    let cluster = start(
+    let cluster = start_cluster(
         &scratch,
         &[],
         &["--hash-workers", "1", "--hash-queue-max", "1"],
@@ -327,7 +296,7 @@ async fn a_full_hashing_queue_refuses_logins_and_registrations_at_once_with_a_re
 #[tokio::test]
 async fn logins_past_the_rate_of_an_address_or_of_a_username_are_refused_before_any_hash() {
     let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
-    let cluster = start(
+    let cluster = start_cluster(
         &scratch,
         &[],
         &[
@@ -388,7 +357,7 @@ async fn logins_past_the_rate_of_an_address_or_of_a_username_are_refused_before_
 #[tokio::test]
 async fn a_saturated_gateway_sheds_new_payments_at_once_and_still_answers_known_ids() {
     let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
-    let cluster = start(&scratch, &[], &["--payments-in-flight-max", "1"]);
+    let cluster = start_cluster(&scratch, &[], &["--payments-in-flight-max", "1"]);
     let gateway = cluster.gateway.address;
     let mut alice = client(&scratch, &cluster).await;
     let key = login(&mut alice, "alice", "pass123").await.unwrap();
@@ -488,7 +457,7 @@ async fn a_saturated_gateway_sheds_new_payments_at_once_and_still_answers_known_
 #[tokio::test]
 async fn amounts_above_the_maximum_are_refused_at_the_gateway_and_at_the_bank_and_nothing_moves() {
     let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
-    let cluster = start(&scratch, &["--amount-max", "50"], &["--amount-max", "100"]);
+    let cluster = start_cluster(&scratch, &["--amount-max", "50"], &["--amount-max", "100"]);
     let mut alice = client(&scratch, &cluster).await;
     let key = login(&mut alice, "alice", "pass123").await.unwrap();
     let before = balance(&mut alice, &key).await;

@@ -8,24 +8,14 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use common::{Process, SETUP, Scratch, authorized, bank_args, channel, gateway_args, txn_id};
+use common::{
+    Process, SETUP, Scratch, authorized, bank_args, channel, gateway_args, login, txn_id,
+};
 use minipay_proto::v1::{self as proto, PaymentStatus};
 use tonic::Code;
 use tonic::transport::Channel;
 
 type Client = proto::gateway_client::GatewayClient<Channel>;
-
-async fn login(client: &mut Client, username: &str, password: &str) -> String {
-    client
-        .login(proto::LoginRequest {
-            username: username.into(),
-            password: password.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session_key
-}
 
 /// Balance and available. Read right after an answered payment, both
 /// already show it: the gateway answers `Pay` at its durable decision, and

@@ -9,46 +9,12 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use common::{Process, SETUP, Scratch, authorized, bank_args, channel, gateway_args, txn_id};
+use common::{SETUP, Scratch, authorized, channel, login, start_cluster, txn_id};
 use minipay_proto::v1 as proto;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
-
-struct Cluster {
-    banks: Vec<Process>,
-    gateway: Process,
-}
-
-/// Two banks and a gateway, each with `extra` flags (e.g. metrics).
-fn start_cluster(scratch: &Scratch, extra: &[&str], gateway_extra: &[&str]) -> Cluster {
-    let extra: Vec<String> = extra.iter().map(|flag| flag.to_string()).collect();
-    let start_bank = |name: &str| {
-        let mut args = bank_args(scratch, name, None);
-        args.extend(extra.iter().cloned());
-        Process::start(
-            env!("CARGO_BIN_EXE_bank"),
-            &args,
-            &scratch.dir.path().join(format!("{name}.log")),
-        )
-    };
-    let banks = vec![start_bank("bank_a"), start_bank("bank_b")];
-    let mut args = gateway_args(
-        scratch,
-        &[("bank_a", banks[0].address), ("bank_b", banks[1].address)],
-        "5s",
-        "5s",
-    );
-    args.extend(extra.iter().cloned());
-    args.extend(gateway_extra.iter().map(|flag| flag.to_string()));
-    let gateway = Process::start(
-        env!("CARGO_BIN_EXE_gateway"),
-        &args,
-        &scratch.dir.path().join("gateway.log"),
-    );
-    Cluster { banks, gateway }
-}
 
 async fn health(tls: &Path, address: SocketAddr) -> HealthClient<Channel> {
     HealthClient::new(channel(tls, "client", address).await)
@@ -62,18 +28,6 @@ async fn check(client: &mut HealthClient<Channel>, service: &str) -> Result<i32,
         .await
         .map(|response| response.into_inner().status)
         .map_err(|status| status.code())
-}
-
-async fn login(client: &mut proto::gateway_client::GatewayClient<Channel>) -> String {
-    client
-        .login(proto::LoginRequest {
-            username: "alice".into(),
-            password: "pass123".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session_key
 }
 
 fn pay_request(txn: u32, amount: u64) -> proto::PayRequest {
@@ -136,7 +90,7 @@ async fn health_is_serving_once_recovered_and_not_serving_while_draining() {
     let mut client = proto::gateway_client::GatewayClient::new(
         channel(&tls, "client", cluster.gateway.address).await,
     );
-    let key = login(&mut client).await;
+    let key = login(&mut client, "alice", "pass123").await;
     let paid = client
         .pay(authorized(pay_request(1, 100), &key))
         .await
@@ -451,7 +405,8 @@ async fn scrape(address: SocketAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_moves_the_metrics_and_the_text_parses() {
     let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
-    let cluster = start_cluster(&scratch, &["--metrics-listen", "127.0.0.1:0"], &[]);
+    let metrics = ["--metrics-listen", "127.0.0.1:0"];
+    let cluster = start_cluster(&scratch, &metrics, &metrics);
     let tls = scratch.tls();
     let gateway_metrics = cluster.gateway.metrics.expect("the gateway serves metrics");
     let bank_metrics = cluster.banks[1].metrics.expect("bank_b serves metrics");
@@ -462,7 +417,7 @@ async fn a_payment_moves_the_metrics_and_the_text_parses() {
     let mut client = proto::gateway_client::GatewayClient::new(
         channel(&tls, "client", cluster.gateway.address).await,
     );
-    let key = login(&mut client).await;
+    let key = login(&mut client, "alice", "pass123").await;
     let paid = client
         .pay(authorized(pay_request(7, 250), &key))
         .await
@@ -603,7 +558,7 @@ async fn one_trace_id_follows_a_payment_into_every_bank_log() {
     let mut client = proto::gateway_client::GatewayClient::new(
         channel(&tls, "client", cluster.gateway.address).await,
     );
-    let key = login(&mut client).await;
+    let key = login(&mut client, "alice", "pass123").await;
 
     // A trace the client started: the W3C header is taken as it is.
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";

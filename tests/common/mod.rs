@@ -275,3 +275,54 @@ impl Cli<'_> {
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
 }
+
+/// Two banks and a gateway as real processes (logs in the scratch
+/// directory): each bank with `bank_flags`, the gateway with
+/// `gateway_flags` (prepare deadline 30s, commit rounds 2s).
+pub struct Cluster {
+    pub banks: Vec<Process>,
+    pub gateway: Process,
+}
+
+pub fn start_cluster(scratch: &Scratch, bank_flags: &[&str], gateway_flags: &[&str]) -> Cluster {
+    let mut banks = Vec::new();
+    for name in ["bank_a", "bank_b"] {
+        let mut args = bank_args(scratch, name, None);
+        args.extend(bank_flags.iter().map(|flag| flag.to_string()));
+        banks.push(Process::start(
+            env!("CARGO_BIN_EXE_bank"),
+            &args,
+            &scratch.dir.path().join(format!("{name}.log")),
+        ));
+    }
+    let mut args = gateway_args(
+        scratch,
+        &[("bank_a", banks[0].address), ("bank_b", banks[1].address)],
+        "30s",
+        "2s",
+    );
+    args.extend(gateway_flags.iter().map(|flag| flag.to_string()));
+    let gateway = Process::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &args,
+        &scratch.dir.path().join("gateway.log"),
+    );
+    Cluster { banks, gateway }
+}
+
+/// A session key for `username` (the login must succeed).
+pub async fn login(
+    client: &mut proto::gateway_client::GatewayClient<Channel>,
+    username: &str,
+    password: &str,
+) -> String {
+    client
+        .login(proto::LoginRequest {
+            username: username.into(),
+            password: password.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session_key
+}
