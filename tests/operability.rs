@@ -101,6 +101,98 @@ async fn health_is_serving_once_recovered_and_not_serving_while_draining() {
     assert!(exit.success(), "SIGTERM after draining exits 0: {exit}");
 }
 
+/// A server process started by hand (so the test sees it before it
+/// listens), SIGKILLed when dropped.
+struct Unrecovered {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Unrecovered {
+    /// The address after `prefix` on the next stdout line that has one.
+    fn line_after(&mut self, prefix: &str) -> SocketAddr {
+        for line in self.lines.by_ref() {
+            if let Some(address) = line.unwrap().strip_prefix(prefix) {
+                return address.parse().unwrap();
+            }
+        }
+        panic!("the server exited before printing {prefix:?}");
+    }
+}
+
+impl Drop for Unrecovered {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_and_calls_unavailable_until_recovery_is_done() {
+    use std::io::BufRead;
+    let scratch = Scratch::new(&["bank_a", "bank_b"], SETUP);
+    let tls = scratch.tls();
+    let hold = scratch.dir.path().join("recover-now");
+    let log = std::fs::File::create(scratch.dir.path().join("bank_a.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bank"))
+        .args(common::bank_args(&scratch, "bank_a", None))
+        .env(minipay::servers::serving::HOLD_RECOVERY_VAR, &hold)
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut bank = Unrecovered {
+        child,
+        lines: std::io::BufReader::new(stdout).lines(),
+    };
+    let address = bank.line_after("bound ");
+
+    // Bound, recovery held: the port answers, but not yet for the ledger.
+    let mut health = health(&tls, address).await;
+    for service in ["", "minipay.v1.Bank"] {
+        assert_eq!(
+            check(&mut health, service).await,
+            Ok(NOT_SERVING),
+            "{service:?}"
+        );
+    }
+    let mut client = common::bank_client(&tls, "gateway", address).await;
+    let refused = client
+        .get_account(proto::GetAccountRequest {
+            account_no: "123".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(refused.message().contains("recovering"), "{refused:?}");
+
+    std::fs::write(&hold, b"").unwrap();
+    let listening = tokio::task::spawn_blocking(move || {
+        let listening = bank.line_after("listening ");
+        (bank, listening)
+    })
+    .await
+    .unwrap();
+    let _bank = listening.0;
+    assert_eq!(listening.1, address);
+    for service in ["", "minipay.v1.Bank"] {
+        assert_eq!(
+            check(&mut health, service).await,
+            Ok(SERVING),
+            "{service:?}"
+        );
+    }
+    let account = client
+        .get_account(proto::GetAccountRequest {
+            account_no: "123".into(),
+        })
+        .await
+        .expect("served once recovered")
+        .into_inner();
+    assert_eq!(account.balance, 100_000);
+}
+
 /// The services a reflection `list_services` names (v1).
 async fn reflected_services(tls: &Path, address: SocketAddr) -> Vec<String> {
     use tonic_reflection::pb::v1::ServerReflectionRequest;

@@ -162,6 +162,27 @@ where
     }
 }
 
+/// A hook for tests that look at a server while it recovers: with
+/// `MINIPAY_HOLD_RECOVERY=<path>` set, recovery starts only once that file
+/// exists (or after [`RECOVERY_HOLD_MAX`]). Unset (always, outside such
+/// tests), recovery starts at once.
+pub const HOLD_RECOVERY_VAR: &str = "MINIPAY_HOLD_RECOVERY";
+/// The longest a held recovery waits for its file.
+pub const RECOVERY_HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits as [`HOLD_RECOVERY_VAR`] says, if it is set.
+pub async fn recovery_hold() {
+    let Some(path) = std::env::var_os(HOLD_RECOVERY_VAR) else {
+        return;
+    };
+    let path = std::path::PathBuf::from(path);
+    tracing::warn!(path = %path.display(), "{HOLD_RECOVERY_VAR} is set: recovery waits for that file");
+    let started = tokio::time::Instant::now();
+    while !path.exists() && started.elapsed() < RECOVERY_HOLD_MAX {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,6 +195,8 @@ pub async fn run(
             .with_context(|| format!("listen on {}", config.listen))?,
     };
     let address = listener.local_addr()?;
+    // Bound, not yet recovered: health answers NOT_SERVING until `listening`.
+    println!("bound {address}");
     let stop = StopSwitch::default();
     let (health, health_service) = Health::starting(&[BANK_SERVICE]).await;
     let (reflection, reflection_alpha) = crate::servers::serving::reflection(&[BANK_SERVICE])?;
@@ -215,6 +217,7 @@ pub async fn run(
     let recover = {
         let (config, health, stop) = (config.clone(), health.clone(), stop.clone());
         async move {
+            crate::servers::serving::recovery_hold().await;
             let opened = config.clone();
             let bank = Arc::new(
                 tokio::task::spawn_blocking(move || open_bank(&opened))
