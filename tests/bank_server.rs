@@ -176,6 +176,57 @@ async fn every_rpc_works_for_the_gateway_over_mtls() {
         .unwrap();
     assert_eq!(balance(&mut client, "123").await, (97_500, 97_500));
     assert!(in_doubt_txns(&mut client).await.is_empty());
+
+    // What the bank holds per txn id, in the order asked: committed with its
+    // legs, voted NO, aborted after a YES (legs kept), never seen.
+    client
+        .prepare(proto::PrepareRequest {
+            txn_id: txn_id(4),
+            legs: vec![leg("456", Direction::Credit, 5)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let asked = [txn_id(1), txn_id(2), txn_id(3), txn_id(9), txn_id(4)];
+    let txns = client
+        .get_transactions(proto::GetTransactionsRequest {
+            txn_ids: asked.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .txns;
+    let seen: Vec<(&str, i32, usize)> = txns
+        .iter()
+        .map(|txn| (txn.txn_id.as_str(), txn.status, txn.legs.len()))
+        .collect();
+    use proto::TxnStatus::{TxnPending, TxnPosted, TxnUnknown, TxnVoided};
+    assert_eq!(
+        seen,
+        vec![
+            (asked[0].as_str(), TxnPosted as i32, 2),
+            (asked[1].as_str(), TxnVoided as i32, 0),
+            (asked[2].as_str(), TxnVoided as i32, 1),
+            (asked[3].as_str(), TxnUnknown as i32, 0),
+            (asked[4].as_str(), TxnPending as i32, 1),
+        ]
+    );
+    assert_eq!(txns[0].legs, legs);
+    assert_eq!(txns[1].reason, "insufficient funds in account 456");
+    let malformed = client
+        .get_transactions(proto::GetTransactionsRequest {
+            txn_ids: vec![txn_id(1), "not-a-uuid".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), tonic::Code::InvalidArgument);
+    let too_many = client
+        .get_transactions(proto::GetTransactionsRequest {
+            txn_ids: vec![txn_id(1); 1025],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), tonic::Code::InvalidArgument);
     assert_eq!(bank.stop().await, Stopped::Shutdown);
 }
 

@@ -134,10 +134,11 @@ fn results_hold(path: &Path, report: &ChaosReport) {
     ] {
         let tally = &results["invariants"][invariant];
         assert_eq!(tally["valid"], true, "{invariant}: {tally}");
-        assert!(tally["count"].is_u64(), "{invariant}: {tally}");
+        // Every invariant had something to check: agreement too, from each
+        // bank's GetTransactions against the gateway's decisions.
+        assert!(tally["count"].as_u64() > Some(0), "{invariant}: {tally}");
         assert!(tally["first"].is_null() && tally["worst"].is_null());
     }
-    assert!(results["invariants"]["conservation"]["count"].as_u64() > Some(0));
     assert!(results["operations"]["invoke"].as_u64() > Some(0));
     assert!(results["faults"]["kill"].is_object());
     assert!(results["faults"]["pause"].is_object());

@@ -375,6 +375,34 @@ impl Bank {
         Ok(doubts)
     }
 
+    /// What this bank holds for each of `txns`, in order, as of everything
+    /// durable (from memory, else the history tables; `None`: never
+    /// prepared here, or forgotten after the retention). Looked up under
+    /// the lock, so a transaction moving to the history is found in one
+    /// place or the other.
+    pub async fn txns_durable(&self, txns: &[TxnId]) -> Result<Vec<Option<TxnState>>, BankError> {
+        let (states, seen) = {
+            let ledger = self.lock();
+            let mut states = Vec::with_capacity(txns.len());
+            for txn in txns {
+                let state = match ledger.txn(txn) {
+                    Some(state) => Some(state.clone()),
+                    None => self
+                        .history
+                        .find(*txn)
+                        .map_err(|error| BankError::History {
+                            reason: error.to_string(),
+                        })?
+                        .map(|entry| entry.state),
+                };
+                states.push(state);
+            }
+            (states, ledger.applied_lsn())
+        };
+        self.wal.wait_durable(seen).await?;
+        Ok(states)
+    }
+
     /// The error every request gets once the log failed.
     pub fn poisoned(&self) -> Option<AppendError> {
         self.wal.poisoned()

@@ -40,8 +40,8 @@ use crate::harness::cluster::{LocalCluster, Servers};
 use crate::rpc::session_key::authorized;
 use crate::rpc::tls::TlsDir;
 use minipay_simulation::invariants::{
-    AccountRef, BankView, Checker, GatewayEntry, Invariant, Movement, Observation, Outcome, Tally,
-    TxnKey,
+    AccountRef, BankTxn, BankView, Checker, GatewayEntry, Invariant, Movement, Observation,
+    Outcome, Tally, TxnKey,
 };
 
 const BANKS: [&str; 3] = ["bank_a", "bank_b", "bank_c"];
@@ -753,7 +753,7 @@ async fn observe(
 ) -> anyhow::Result<Observation> {
     let mut banks = Vec::new();
     for name in BANKS {
-        banks.push(observe_bank(cluster, name).await?);
+        banks.push(observe_bank(cluster, name, sent).await?);
     }
     let mut payments = BTreeMap::new();
     for (txn, user) in sent {
@@ -782,7 +782,11 @@ async fn observe(
 
 /// One bank as it answers: each of its users' balance and available
 /// balance, and how many transactions it holds in doubt.
-async fn observe_bank(cluster: &LocalCluster, name: &str) -> anyhow::Result<BankView> {
+async fn observe_bank(
+    cluster: &LocalCluster,
+    name: &str,
+    sent: &[(TxnKey, usize)],
+) -> anyhow::Result<BankView> {
     let mut client = cluster.bank_client(name).await?;
     let mut view = BankView {
         name: name.to_owned(),
@@ -808,7 +812,61 @@ async fn observe_bank(cluster: &LocalCluster, name: &str) -> anyhow::Result<Bank
         .into_inner()
         .txns
         .len();
+    view.txns = Some(bank_txns(&mut client, name, sent).await?);
     Ok(view)
+}
+
+/// What the bank holds for every txn id the clients sent (those it never
+/// saw left out), for the per-transaction checks: atomicity across banks,
+/// agreement with the gateway's decision, and the bank's bookkeeping (its
+/// balances are its opening ones plus what its posted transactions moved:
+/// every transaction that could move money here is one the clients sent).
+async fn bank_txns(
+    client: &mut proto::bank_client::BankClient<Channel>,
+    name: &str,
+    sent: &[(TxnKey, usize)],
+) -> anyhow::Result<BTreeMap<TxnKey, BankTxn>> {
+    let mut txns = BTreeMap::new();
+    for chunk in sent.chunks(crate::servers::bank::service::BATCH_LEN_MAX) {
+        let request = proto::GetTransactionsRequest {
+            txn_ids: chunk.iter().map(|(txn, _)| txn.to_string()).collect(),
+        };
+        let answered = client
+            .get_transactions(request)
+            .await
+            .with_context(|| format!("{name}: GetTransactions"))?
+            .into_inner()
+            .txns;
+        if answered.len() != chunk.len() {
+            bail!(
+                "{name}: GetTransactions answered {} of {} ids",
+                answered.len(),
+                chunk.len()
+            );
+        }
+        for ((txn, _), state) in chunk.iter().zip(answered) {
+            let state = match proto::TxnStatus::try_from(state.status) {
+                Ok(proto::TxnStatus::TxnUnknown) => continue,
+                Ok(proto::TxnStatus::TxnPending) => BankTxn::Pending,
+                Ok(proto::TxnStatus::TxnVoided) => BankTxn::Voided,
+                Ok(proto::TxnStatus::TxnPosted) => BankTxn::Posted {
+                    net: state.legs.iter().map(leg_net).sum(),
+                },
+                _ => bail!("{name}: txn {txn} has no status"),
+            };
+            txns.insert(*txn, state);
+        }
+    }
+    Ok(txns)
+}
+
+/// What one leg adds to its bank's balances: credits up, debits down.
+fn leg_net(leg: &proto::Leg) -> i128 {
+    match proto::Direction::try_from(leg.direction) {
+        Ok(proto::Direction::Credit) => i128::from(leg.amount),
+        Ok(proto::Direction::Debit) => -i128::from(leg.amount),
+        _ => 0,
+    }
 }
 
 /// The gateway's answer for one payment, in the checker's terms.

@@ -259,7 +259,7 @@ fn open_bank() -> Bank {
 
 /// Sends one request to the Bank RPC its selector picks.
 async fn bank_request(service: &BankService, selector: u8, payload: &[u8]) -> Answer {
-    match selector % 8 {
+    match selector % 9 {
         0 => bank_open_account(service, selector, payload).await,
         1 => bank_get_account(service, selector, payload).await,
         2 => bank_prepare(service, selector, payload).await,
@@ -267,6 +267,7 @@ async fn bank_request(service: &BankService, selector: u8, payload: &[u8]) -> An
         4 => bank_abort(service, selector, payload).await,
         6 => bank_prepare_batch(service, selector, payload).await,
         7 => bank_finish_batch(service, selector, payload).await,
+        8 => bank_get_transactions(service, selector, payload).await,
         _ => bank_list_in_doubt(service).await,
     }
 }
@@ -360,6 +361,31 @@ async fn bank_finish_batch(service: &BankService, selector: u8, payload: &[u8]) 
                     .outcomes
                     .into_iter()
                     .for_each(check_item)
+            }),
+    )
+}
+
+/// GetTransactions: ids valid and not; an answer names every id asked, in
+/// order, each with a known status.
+async fn bank_get_transactions(service: &BankService, selector: u8, payload: &[u8]) -> Answer {
+    let request = message(selector, payload, |fields| proto::GetTransactionsRequest {
+        txn_ids: (0..fields.u64() % 4).map(|_| fields.txn()).collect(),
+    })?;
+    let asked = request.txn_ids.clone();
+    Some(
+        service
+            .get_transactions(Request::new(request))
+            .await
+            .map(|answer| {
+                let txns = answer.into_inner().txns;
+                assert_eq!(
+                    txns.iter().map(|txn| &txn.txn_id).collect::<Vec<_>>(),
+                    asked.iter().collect::<Vec<_>>()
+                );
+                for txn in txns {
+                    let status = proto::TxnStatus::try_from(txn.status).expect("a known status");
+                    assert_ne!(status, proto::TxnStatus::Unspecified);
+                }
             }),
     )
 }

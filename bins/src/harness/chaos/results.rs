@@ -3,9 +3,10 @@
 //! type, faults by kind and target) and the one line the run ends with.
 //!
 //! The run is valid when every invariant holds. An invariant with nothing
-//! to check is valid and says so with a count of 0: the chaos run cannot see
-//! the banks' per-transaction states, so agreement is only checked where the
-//! simulation runs it; here the balances (atomicity) cover it.
+//! to check is valid and says so with a count of 0 (a run too short to make
+//! a payment). Every bank's per-transaction states come from its
+//! `GetTransactions`, so atomicity and agreement are checked per
+//! transaction, as in the simulation.
 
 use serde_json::json;
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ledger::{Bank, BankError, InvalidRequest, Vote};
+use ledger::{Bank, BankError, InvalidRequest, TxnState, Vote};
 use minipay_proto::v1 as proto;
 use money::{AccountNo, Amount, Direction, Leg, TxnId};
 use tonic::{Request, Response, Status};
@@ -380,5 +380,49 @@ impl proto::bank_server::Bank for BankService {
             })
             .collect();
         Ok(Response::new(proto::ListInDoubtResponse { txns }))
+    }
+
+    async fn get_transactions(
+        &self,
+        request: Request<proto::GetTransactionsRequest>,
+    ) -> Result<Response<proto::GetTransactionsResponse>, Status> {
+        let ids = request.into_inner().txn_ids;
+        check_batch_len(ids.len())?;
+        note("items", ids.len());
+        let txns = ids
+            .iter()
+            .map(|id| parse_txn(id))
+            .collect::<Result<Vec<TxnId>, Status>>()?;
+        let states = self
+            .bank
+            .txns_durable(&txns)
+            .await
+            .map_err(|error| self.fail(error))?;
+        let txns = ids
+            .into_iter()
+            .zip(states)
+            .map(|(txn_id, state)| transaction_state(txn_id, state))
+            .collect();
+        Ok(Response::new(proto::GetTransactionsResponse { txns }))
+    }
+}
+
+/// One transaction as `GetTransactions` answers it.
+fn transaction_state(txn_id: String, state: Option<TxnState>) -> proto::TransactionState {
+    let (status, legs, reason) = match state {
+        None => (proto::TxnStatus::TxnUnknown, Vec::new(), String::new()),
+        Some(TxnState::Pending { legs, .. }) => (proto::TxnStatus::TxnPending, legs, String::new()),
+        Some(TxnState::Posted { legs, .. }) => (proto::TxnStatus::TxnPosted, legs, String::new()),
+        Some(TxnState::Voided { reason, legs, .. }) => (
+            proto::TxnStatus::TxnVoided,
+            legs.unwrap_or_default(),
+            reason.to_string(),
+        ),
+    };
+    proto::TransactionState {
+        txn_id,
+        status: status as i32,
+        legs: legs_to_proto(&legs),
+        reason,
     }
 }
