@@ -137,13 +137,7 @@ impl From<ParticipantError> for BankError {
 }
 
 /// Why a checkpoint did not complete; the old snapshot and tables stand.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("writing the history tables failed: {0}")]
-    History(#[from] TableError),
-    #[error(transparent)]
-    Log(#[from] wal::CheckpointError),
-}
+pub use wal::table::CheckpointError;
 
 /// What opening found.
 #[derive(Clone, Debug, PartialEq, Eq)]

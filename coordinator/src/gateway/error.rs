@@ -101,13 +101,7 @@ impl From<TableError> for GatewayError {
 
 /// Why a checkpoint did not complete; the old snapshot and tables stand,
 /// and the log keeps everything.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("writing the history tables failed: {0}")]
-    History(#[from] TableError),
-    #[error(transparent)]
-    Log(#[from] wal::CheckpointError),
-}
+pub use wal::table::CheckpointError;
 
 /// Which bound shed a payment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -73,3 +73,15 @@ pub enum TableError {
     #[error(transparent)]
     Io(#[from] IoFailure),
 }
+
+/// Why a checkpoint of a core that keeps its history here did not complete
+/// (it writes the finished entries as a table, then snapshots what stays in
+/// memory and trims the log): the old snapshot and tables stand, and the
+/// log keeps everything. The bank's and the gateway's checkpoints share it.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("writing the history tables failed: {0}")]
+    History(#[from] TableError),
+    #[error(transparent)]
+    Log(#[from] crate::error::CheckpointError),
+}
