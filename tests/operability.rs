@@ -67,6 +67,15 @@ async fn health_is_serving_once_recovered_and_not_serving_while_draining() {
     for service in ["", "minipay.v1.Bank"] {
         assert_eq!(check(&mut bank, service).await, Ok(SERVING), "{service:?}");
     }
+    // Probes answered OK are not logged at the default level (one line per
+    // probe would bury the payments); the refused one (NOT_FOUND) is.
+    let gateway_log = std::fs::read_to_string(scratch.dir.path().join("gateway.log")).unwrap();
+    let probe_lines: Vec<&str> = gateway_log
+        .lines()
+        .filter(|line| line.contains("/grpc.health.v1.Health/Check"))
+        .collect();
+    assert_eq!(probe_lines.len(), 1, "{probe_lines:?}");
+    assert!(probe_lines[0].contains("NOT_FOUND"), "{probe_lines:?}");
 
     // Watch, then SIGTERM: the stream reports NOT_SERVING before the port
     // closes, and calls are still answered while draining.

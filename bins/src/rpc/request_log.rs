@@ -12,6 +12,9 @@
 //! one is logged per [`REFUSALS_LOGGED_EVERY`], carrying `left_out`, how
 //! many were not logged since the previous one. The log stays bounded and
 //! costs the flood nothing extra.
+//!
+//! Health checks answered OK are logged at debug: an orchestrator probes
+//! every few seconds, and a line per probe would bury the payments.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +34,9 @@ use tracing::field::Empty;
 pub fn note(field: &'static str, value: impl std::fmt::Display) {
     tracing::Span::current().record(field, tracing::field::display(value));
 }
+
+/// The methods of the standard health service (probes, logged at debug).
+const HEALTH_METHODS: &str = "/grpc.health.v1.Health/";
 
 /// At most one refusal for load is logged per this window.
 pub const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(1);
@@ -149,6 +155,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let trace = crate::rpc::trace::of_request(&request);
         let method = request.uri().path().to_owned();
+        let probe = method.starts_with(HEALTH_METHODS);
         let span = tracing::info_span!(
             "rpc",
             method = %method,
@@ -181,6 +188,9 @@ where
                         let code = status.as_ref().map_or(tonic::Code::Ok, tonic::Status::code);
                         count(&method, code);
                         match status.filter(|status| status.code() != tonic::Code::Ok) {
+                            None if probe => {
+                                tracing::debug!(code = code_name(code), latency_ms, "response")
+                            }
                             None => tracing::info!(code = code_name(code), latency_ms, "response"),
                             Some(status) if status.code() == tonic::Code::ResourceExhausted => {
                                 if let Some(left_out) = REFUSALS.admit() {
