@@ -377,20 +377,10 @@ impl Bank {
     pub async fn txns_durable(&self, txns: &[TxnId]) -> Result<Vec<Option<TxnState>>, BankError> {
         let (states, seen) = {
             let ledger = self.lock();
-            let mut states = Vec::with_capacity(txns.len());
-            for txn in txns {
-                let state = match ledger.txn(txn) {
-                    Some(state) => Some(state.clone()),
-                    None => self
-                        .history
-                        .find(*txn)
-                        .map_err(|error| BankError::History {
-                            reason: error.to_string(),
-                        })?
-                        .map(|entry| entry.state),
-                };
-                states.push(state);
-            }
+            let states = txns
+                .iter()
+                .map(|txn| self.find_txn(&ledger, *txn))
+                .collect::<Result<Vec<_>, _>>()?;
             (states, ledger.applied_lsn())
         };
         self.wal.wait_durable(seen).await?;
@@ -420,7 +410,13 @@ impl Bank {
     /// What the bank knows of `txn`: in memory, else in the history (not
     /// waiting for durability: for audits and simulations).
     pub fn txn(&self, txn: TxnId) -> Result<Option<TxnState>, BankError> {
-        if let Some(state) = self.lock().txn(&txn) {
+        self.find_txn(&self.lock(), txn)
+    }
+
+    /// `txn` in memory, else in the history tables (the caller holds the
+    /// lock, so a transaction being moved is found in one or the other).
+    fn find_txn(&self, ledger: &Ledger, txn: TxnId) -> Result<Option<TxnState>, BankError> {
+        if let Some(state) = ledger.txn(&txn) {
             return Ok(Some(state.clone()));
         }
         let found = self.history.find(txn).map_err(|error| BankError::History {
